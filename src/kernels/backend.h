@@ -1,0 +1,130 @@
+// Backend: the compute device behind the model. The model composes these ops; nothing
+// outside src/kernels knows which backend runs. All activations are F32, row-major, with the
+// token as the first dimension. Weights are prepared once by PrepareWeight.
+//
+// Thread safety: a Backend is used by one engine thread at a time. Ops are issued in order
+// and may complete asynchronously (CUDA); CopyToHost and Synchronize wait for them.
+// Every op validates shapes and dtypes and returns INVALID_ARGUMENT naming the operand.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "common/status.h"
+#include "kernels/batch_layout.h"
+#include "kernels/tensor.h"
+
+namespace engram {
+
+enum class WeightUse : uint8_t {
+  kLinear,     // [N, K] matrix used as x · Wᵀ; may be repacked (Layout::kBackendPacked)
+  kEmbedding,  // [rows, D] table read by row (Embedding, GatherRows)
+  kVector,     // small vectors and matrices read elementwise (norms, biases, conv); kept F32
+};
+
+struct RopeParams {
+  int num_q_heads = 0;
+  int num_kv_heads = 0;
+  int head_dim = 0;
+  Tensor inv_freq;  // F32 [head_dim / 2] on the backend's device (llama3 scaling applied)
+};
+
+struct AttentionParams {
+  int num_q_heads = 0;
+  int num_kv_heads = 0;
+  int head_dim = 0;
+  float scale = 0.f;  // usually 1/sqrt(head_dim)
+};
+
+// Parameters of one Engram layer's conv (hc_mult = 1).
+struct EngramConvParams {
+  int kernel_size = 4;   // K
+  int dilation = 3;      // N (max n-gram size)
+  float norm_eps = 1e-5f;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string_view name() const = 0;
+  virtual Device device() const = 0;
+  // Element type this backend keeps the KV cache in (F32 on CPU).
+  virtual DType kv_dtype() const = 0;
+
+  // ---- memory
+  // Uninitialized tensor on this backend's device.
+  virtual Result<Tensor> Alloc(DType dtype, std::vector<int64_t> shape) = 0;
+  // Zero-filled tensor on this backend's device.
+  virtual Result<Tensor> AllocZeros(DType dtype, std::vector<int64_t> shape) = 0;
+  // Makes a host weight (CPU memory, e.g. an mmap of a safetensors file, F32/F16/BF16) usable
+  // by the ops. The CPU backend may alias `host` (the caller keeps it alive through
+  // host.owner); other backends copy. The result may differ in dtype and layout.
+  virtual Result<Tensor> PrepareWeight(const Tensor& host, WeightUse use) = 0;
+  // Copies all of `src` (a device tensor) into host memory at dst (src.nbytes() bytes).
+  virtual Status CopyToHost(const Tensor& src, void* dst) = 0;
+  // Copies dst.nbytes() bytes from host memory at src into the device tensor dst.
+  virtual Status CopyFromHost(const void* src, Tensor& dst) = 0;
+  // Fills layout.dev with device copies (or views) of the layout's host arrays.
+  virtual Status UploadLayout(BatchLayout& layout) = 0;
+  // Waits for all issued work.
+  virtual Status Synchronize() = 0;
+
+  // ---- ops (shapes: T tokens, D hidden, ...)
+  // out[t,:] = table[ids[t],:]. table [V, D] prepared with kEmbedding (or any F32 activation);
+  // ids I32 [T] on device; out F32 [T, D]. Ids outside [0, V) are INVALID_ARGUMENT where the
+  // backend can check before launching (callers validate ids anyway).
+  virtual Status Embedding(const Tensor& table, const Tensor& ids, Tensor& out) = 0;
+  // out[r,:] = x[r,:] * rsqrt(mean(x[r,:]^2) + eps) * w. x, out F32 [R, D]; w [D]. out may be x.
+  virtual Status RmsNorm(const Tensor& x, const Tensor& w, float eps, Tensor& out) = 0;
+  // out[M, N] = x[M, K] · Wᵀ (+ bias[N]); w prepared with kLinear; F32 accumulation.
+  virtual Status Linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out) = 0;
+  // x += y (F32, same shape).
+  virtual Status Add(Tensor& x, const Tensor& y) = 0;
+  // out[t, i] = silu(gate_up[t, i]) * gate_up[t, I + i]; gate_up F32 [T, 2I], out F32 [T, I].
+  virtual Status SwiGlu(const Tensor& gate_up, Tensor& out) = 0;
+  // Rotary embedding in place on the q and k parts of qkv F32 [T, (nq + 2 nkv) * hd]
+  // (q heads, then k heads, then v heads), Hugging Face rotate_half convention, angle
+  // positions[t] * inv_freq[i] computed in F32.
+  virtual Status Rope(Tensor& qkv, const BatchLayout& layout, const RopeParams& p) = 0;
+  // Writes this step's k and v (from qkv) into the paged caches at layout.slot_mapping, then
+  // out[t] = softmax(q_t · K[0..positions[t]]ᵀ * scale) · V for each q head (GQA: q head h
+  // reads kv head h / (nq / nkv)). k_cache, v_cache: [num_blocks, block_size, nkv, hd] of
+  // kv_dtype(). out F32 [T, nq * hd].
+  virtual Status PagedAttention(const Tensor& qkv, Tensor& k_cache, Tensor& v_cache,
+                                const BatchLayout& layout, const AttentionParams& p,
+                                Tensor& out) = 0;
+
+  // ---- Engram module ops
+  // out[t, h*Dh : (h+1)*Dh] = table[rows[t, h], :]. table [R, Dh] (F32/BF16, prepared with
+  // kEmbedding or host memory the device can read); rows I64 [T, H] absolute row numbers;
+  // out F32 [T, H * Dh].
+  virtual Status GatherRows(const Tensor& table, const Tensor& rows, Tensor& out) = 0;
+  // Per token t: g = <RmsNorm(k[t]) * w_key, RmsNorm(h[t]) * w_query> / sqrt(D);
+  // g = sign(g) * sqrt(max(|g|, 1e-6)); v[t] *= sigmoid(g). k, h, v F32 [T, D]; eps for both
+  // norms.
+  virtual Status EngramGate(const Tensor& k, const Tensor& h, const Tensor& w_key,
+                            const Tensor& w_query, float eps, Tensor& v) = 0;
+  // With x = RmsNorm(v) * norm_w (eps p.norm_eps) per token:
+  // y[t, c] = sum_{i<K} conv_w[c, i] * x(pos_t - (K-1-i) * dilation, c), where x at a position
+  // before this step's chunk of the sequence comes from `state` and before 0 is zero;
+  // h[t] += v[t] + silu(y[t]). Afterwards state holds x of the sequence's last (K-1)*dilation
+  // positions. state F32 [num_state_slots, (K-1)*dilation, D], a ring indexed by position mod
+  // (K-1)*dilation, row layout.state_slots[s]. conv_w F32 [D, K]. With conv disabled the model
+  // adds v itself and does not call this.
+  virtual Status EngramShortConv(const Tensor& v, const Tensor& norm_w, const Tensor& conv_w,
+                                 const EngramConvParams& p, const BatchLayout& layout,
+                                 Tensor& state, Tensor& h) = 0;
+};
+
+struct BackendOptions {
+  std::string kind = "cpu";  // "cpu" or "cuda"
+  int threads = 0;           // CPU compute threads; 0 = one per physical core
+  int device_index = 0;      // CUDA device
+};
+
+// Creates the backend named by options.kind; UNAVAILABLE when it is not built or no device
+// is visible, INVALID_ARGUMENT for an unknown kind.
+Result<std::unique_ptr<Backend>> CreateBackend(const BackendOptions& options);
+
+}  // namespace engram

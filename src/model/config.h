@@ -1,0 +1,76 @@
+// ModelConfig: the Hugging Face Llama/Qwen2 config.json fields engramd uses, plus the
+// "engram" object (keys of the reference EngramConfig). Parsing validates every field and
+// names the file and key of anything missing or wrong, with the expected value.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/status.h"
+
+namespace engram {
+
+struct RopeScaling {
+  std::string rope_type = "default";  // "default" | "llama3" | "linear"
+  double factor = 1.0;
+  double low_freq_factor = 1.0;       // llama3
+  double high_freq_factor = 4.0;      // llama3
+  int64_t original_max_position_embeddings = 8192;  // llama3
+};
+
+struct EngramConfig {
+  std::vector<int64_t> engram_vocab_size;  // one per n-gram order 2..max_ngram_size
+  int max_ngram_size = 3;                  // N
+  int n_embed_per_ngram = 512;
+  int n_head_per_ngram = 8;
+  std::vector<int> layer_ids;
+  int64_t pad_id = 2;  // raw token id; compressed before use
+  int64_t seed = 0;
+  int kernel_size = 4;  // K
+  // RMSNorm eps of the key/query norms. The reference uses torch.nn.RMSNorm(eps=None), i.e.
+  // torch.finfo(float32).eps.
+  double norm_eps = 1.1920928955078125e-07;
+  double conv_norm_eps = 1e-5;
+  bool short_conv = true;
+
+  int num_heads() const { return (max_ngram_size - 1) * n_head_per_ngram; }  // H per layer
+  int head_dim() const { return n_embed_per_ngram / n_head_per_ngram; }       // Dh
+  int64_t engram_dim() const { return int64_t{max_ngram_size - 1} * n_embed_per_ngram; }
+  bool IsEngramLayer(int layer) const;
+  int LayerIndex(int layer) const;  // position of `layer` in layer_ids, -1 if absent
+};
+
+struct ModelConfig {
+  std::string model_type = "llama";  // "llama" | "qwen2"
+  int64_t hidden_size = 0;
+  int64_t intermediate_size = 0;
+  int64_t num_hidden_layers = 0;
+  int64_t num_attention_heads = 0;
+  int64_t num_key_value_heads = 0;
+  int64_t head_dim = 0;  // defaults to hidden_size / num_attention_heads
+  int64_t vocab_size = 0;
+  int64_t max_position_embeddings = 4096;
+  double rms_norm_eps = 1e-6;
+  double rope_theta = 10000.0;
+  std::optional<RopeScaling> rope_scaling;
+  bool tie_word_embeddings = false;
+  bool attention_bias = false;  // q/k/v biases (always true for qwen2)
+  bool mlp_bias = false;
+  int64_t bos_token_id = -1;
+  std::vector<int64_t> eos_token_ids;
+  std::optional<EngramConfig> engram;
+
+  // Parses and validates; `source` (a file name) prefixes every error message.
+  static Result<ModelConfig> FromJson(const nlohmann::json& j, const std::string& source);
+  static Result<ModelConfig> Load(const std::string& path);
+  // Round-trips through FromJson.
+  nlohmann::json ToJson() const;
+  // Cross-field checks (head counts divide, engram layer ids < num_hidden_layers, ...).
+  Status Validate(const std::string& source) const;
+};
+
+}  // namespace engram

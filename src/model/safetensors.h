@@ -1,0 +1,82 @@
+// Safetensors reading (single file or sharded with model.safetensors.index.json) and
+// streaming writing. Files are memory-mapped read-only; tensors come back as host Tensors
+// that alias the mapping and keep it alive. Every error names the file and tensor.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "kernels/tensor.h"
+
+namespace engram {
+
+struct TensorInfo {
+  std::string name;
+  DType dtype = DType::kF32;
+  std::vector<int64_t> shape;
+  std::string file;          // path of the file that holds it ("" for in-memory tensors)
+  uint64_t file_offset = 0;  // absolute byte offset of the data in `file`
+  uint64_t nbytes = 0;
+};
+
+// The tensors of one model directory (or of synthetic in-memory weights).
+class TensorStore {
+ public:
+  // Opens dir/model.safetensors.index.json if present, else every dir/*.safetensors.
+  // Checks headers: JSON well-formed, dtypes known, offsets inside the file, sizes equal to
+  // shape x dtype, no overlaps; DATA_LOSS for truncated files.
+  static Result<TensorStore> OpenDirectory(const std::string& dir);
+  static Result<TensorStore> OpenFile(const std::string& path);
+  // Adds an in-memory tensor (synthetic models); the store shares ownership.
+  void AddInMemory(const std::string& name, Tensor host);
+
+  bool Has(const std::string& name) const;
+  const TensorInfo* Info(const std::string& name) const;
+  std::vector<std::string> Names() const;
+  // The tensor as a host view. NOT_FOUND names the tensor and the directory.
+  Result<Tensor> Get(const std::string& name) const;
+  // As Get, and checks the shape: INVALID_ARGUMENT "file: tensor NAME has shape [..],
+  // expected [..]".
+  Result<Tensor> GetChecked(const std::string& name, const std::vector<int64_t>& shape) const;
+
+ private:
+  struct Entry {
+    TensorInfo info;
+    Tensor view;
+  };
+  std::map<std::string, Entry> entries_;
+  std::string source_;  // directory or file, for messages
+};
+
+// Writes a safetensors file: all tensor infos first (the header), then each tensor's bytes in
+// the same order, streamed. Usage: Create(path, infos) -> Write(name, bytes...) in order ->
+// Finish(). Data is written with large buffered writes.
+class SafetensorsWriter {
+ public:
+  struct Spec {
+    std::string name;
+    DType dtype;
+    std::vector<int64_t> shape;
+  };
+  static Result<std::unique_ptr<SafetensorsWriter>> Create(
+      const std::string& path, const std::vector<Spec>& specs,
+      const std::map<std::string, std::string>& metadata = {});
+  ~SafetensorsWriter();
+  // Appends `bytes` bytes of the current tensor's data; tensors must be completed in order.
+  Status Append(const void* data, size_t bytes);
+  Status Finish();
+
+ private:
+  SafetensorsWriter() = default;
+  int fd_ = -1;
+  std::string path_;
+  std::vector<uint64_t> sizes_;
+  size_t current_ = 0;
+  uint64_t written_in_current_ = 0;
+};
+
+}  // namespace engram

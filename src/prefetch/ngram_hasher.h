@@ -1,0 +1,54 @@
+// NgramHasher: the Engram row indices of tokens, bit-exact with the published reference
+// (DESIGN.md "Engram semantics"). Pure and immutable after Create: safe to call from any
+// thread.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "common/status.h"
+#include "model/compression_map.h"
+#include "model/config.h"
+
+namespace engram {
+
+struct EngramLayerHash {
+  int layer_id = 0;
+  std::vector<int64_t> multipliers;          // max_ngram_size values, odd
+  std::vector<std::vector<int64_t>> primes;  // [n - 2][head j]
+  std::vector<int64_t> head_offsets;         // per head h = (n-2)*heads + j: first table row
+  int64_t total_rows = 0;                    // sum of primes: rows of the layer's table
+};
+
+class NgramHasher {
+ public:
+  // Derives multipliers (numpy default_rng(seed + 10007 * layer_id)) and primes for every
+  // layer. INVALID_ARGUMENT for an invalid config (empty layer ids, max_ngram_size < 2,
+  // engram_vocab_size count != max_ngram_size - 1, ...); the map must cover pad_id.
+  static Result<NgramHasher> Create(const EngramConfig& config, CompressionMap map);
+
+  int num_layers() const { return static_cast<int>(layers_.size()); }
+  int num_heads() const { return num_heads_; }  // H = (N - 1) * n_head_per_ngram
+  const EngramLayerHash& layer(int index) const { return layers_[index]; }
+  const CompressionMap& compression() const { return map_; }
+  int64_t compressed_pad_id() const { return pad_compressed_; }
+  int context_size() const { return max_ngram_ - 1; }  // N - 1
+
+  // Hashes `tokens` (raw ids) of one sequence for layer `index`. `context` holds the raw ids
+  // immediately before tokens[0] (at most N - 1 used; fewer, or empty, at the sequence start:
+  // missing positions read the compressed pad id). out has tokens.size() * H entries,
+  // out[t * H + h] = index in [0, prime_h) plus head_offsets[h] when add_offsets.
+  // Raw ids must lie in [0, vocab_size) of the map (callers validate).
+  void Hash(int index, std::span<const int64_t> context, std::span<const int64_t> tokens,
+            bool add_offsets, int64_t* out) const;
+
+ private:
+  CompressionMap map_;
+  std::vector<EngramLayerHash> layers_;
+  int num_heads_ = 0;
+  int max_ngram_ = 0;
+  int64_t pad_compressed_ = 0;
+};
+
+}  // namespace engram

@@ -1,0 +1,44 @@
+// engram: the companion CLI of engramd (pack, hash, logits, generate, bench).
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "commands.h"
+#include "common/logging.h"
+
+namespace {
+
+void Usage() {
+  std::fprintf(stderr,
+               "usage: engram <command> [options]\n"
+               "commands:\n"
+               "  pack synth --preset NAME --out DIR [--seed S] [--dtype bf16|f32] [--tokenizer F]\n"
+               "  hash --vectors FILE.json\n"
+               "  logits --model DIR|synth:PRESET --ids 1,2,3 --out FILE.npy [--mode prefill|decode]\n"
+               "  generate --model DIR|synth:PRESET --prompt-ids 1,2,3 --max-tokens N "
+               "[--temperature T] [--seed S]\n"
+               "  bench forward --model DIR|synth:PRESET\n"
+               "Run 'engram <command> --help' for the command's options.\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  spdlog::set_pattern("[%H:%M:%S.%e] [%^%l%$] %v");
+  if (const char* lvl = std::getenv("ENGRAM_LOG_LEVEL")) {
+    if (auto st = engram::SetLogLevel(lvl); !st.ok()) std::fprintf(stderr, "%s\n", st.ToString().c_str());
+  }
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
+    Usage();
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string cmd = argv[1];
+  if (cmd == "hash") return engram::cli::RunHash(argc, argv);
+  if (cmd == "pack") return engram::cli::RunPack(argc, argv);
+  if (cmd == "logits") return engram::cli::RunLogits(argc, argv);
+  if (cmd == "generate") return engram::cli::RunGenerate(argc, argv);
+  if (cmd == "bench") return engram::cli::RunBench(argc, argv);
+  std::fprintf(stderr, "engram: unknown command \"%s\"\n", cmd.c_str());
+  Usage();
+  return 2;
+}
