@@ -39,10 +39,8 @@ struct HostWeights {
   Tensor lm_head;     // lm_head.weight [V, H] (= embed when tied)
 };
 
-// Total rows of layer `engram_layer`'s table: the sum of its primes. Needs the hasher's
-// primes, so the caller passes them (NgramHasher::layer(i).total_rows).
-// Looks up and shape-checks every tensor; errors name the file, tensor, expected and found.
-Result<HostWeights> LoadHostWeights(const ModelConfig& config, const TensorStore& store,
-                                    const std::vector<int64_t>& engram_table_rows);
+// Looks up and shape-checks every tensor (Engram table rows = ComputeEngramGeometry's
+// total_rows); errors name the file, tensor, expected and found.
+Result<HostWeights> LoadHostWeights(const ModelConfig& config, const TensorStore& store);
 
 }  // namespace engram

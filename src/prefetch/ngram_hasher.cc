@@ -1,0 +1,1 @@
+#include "prefetch/ngram_hasher.h"  // implementation in progress
