@@ -23,7 +23,10 @@ struct TensorInfo {
   uint64_t nbytes = 0;
 };
 
-// The tensors of one model directory (or of synthetic in-memory weights).
+// The tensors of one model directory (or of synthetic in-memory weights). Opening maps the
+// files and parses only the headers (instant for tens of GB). Views of mapped tensors are
+// read-only memory: never write through Tensor::data. Immutable after opening (AddInMemory
+// aside): const methods are safe to call from any thread.
 class TensorStore {
  public:
   // Opens dir/model.safetensors.index.json if present, else every dir/*.safetensors.
@@ -53,8 +56,10 @@ class TensorStore {
 };
 
 // Writes a safetensors file: all tensor infos first (the header), then each tensor's bytes in
-// the same order, streamed. Usage: Create(path, infos) -> Write(name, bytes...) in order ->
-// Finish(). Data is written with large buffered writes.
+// the same order, streamed. Usage: Create(path, infos) -> Append(bytes...) in order ->
+// Finish(). Data is written with large buffered writes to "path.partial", renamed to `path`
+// by Finish; a writer destroyed before Finish removes the partial file. An Append may cross
+// tensor boundaries (the data is one stream). Not thread-safe.
 class SafetensorsWriter {
  public:
   struct Spec {
@@ -72,8 +77,12 @@ class SafetensorsWriter {
 
  private:
   SafetensorsWriter() = default;
+  void SkipEmpty();  // moves current_ past completed (and empty) tensors
+  Status Flush();
   int fd_ = -1;
   std::string path_;
+  std::string tmp_path_;      // written here, renamed to path_ by Finish
+  std::vector<char> buffer_;  // pending bytes (header first), flushed in large writes
   std::vector<uint64_t> sizes_;
   size_t current_ = 0;
   uint64_t written_in_current_ = 0;

@@ -2,7 +2,9 @@
 // name and shape-checked. Views alias the TensorStore's mappings.
 #pragma once
 
+#include <cstdint>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "kernels/tensor.h"
@@ -24,23 +26,50 @@ struct EngramWeights {
 };
 
 struct LayerWeights {
-  Tensor input_norm;                // input_layernorm.weight [H]
-  Tensor q_w, k_w, v_w, o_w;        // self_attn.{q,k,v,o}_proj.weight
-  Tensor q_b, k_b, v_b;             // present when attention_bias
-  Tensor post_norm;                 // post_attention_layernorm.weight [H]
-  Tensor gate_w, up_w, down_w;      // mlp.{gate,up,down}_proj.weight
+  Tensor input_norm;            // input_layernorm.weight [H]
+  Tensor q_w, k_w, v_w, o_w;    // self_attn.{q,k,v,o}_proj.weight
+  Tensor q_b, k_b, v_b;         // present when attention_bias
+  Tensor post_norm;             // post_attention_layernorm.weight [H]
+  Tensor gate_w, up_w, down_w;  // mlp.{gate,up,down}_proj.weight
   std::optional<EngramWeights> engram;
 };
 
 struct HostWeights {
-  Tensor embed;       // model.embed_tokens.weight [V, H]
+  Tensor embed;  // model.embed_tokens.weight [V, H]
   std::vector<LayerWeights> layers;
   Tensor final_norm;  // model.norm.weight [H]
   Tensor lm_head;     // lm_head.weight [V, H] (= embed when tied)
 };
 
-// Looks up and shape-checks every tensor (Engram table rows = ComputeEngramGeometry's
-// total_rows); errors name the file, tensor, expected and found.
+// What role a tensor plays; synthetic weights pick their distribution by it.
+enum class TensorRole : uint8_t {
+  kEmbedding,     // model.embed_tokens.weight
+  kNorm,          // RMSNorm weights of the backbone and of the Engram module
+  kLinear,        // q/k/v/gate/up projections [out, in]
+  kOutputLinear,  // o_proj, down_proj (write into the residual stream)
+  kBias,          // q/k/v biases, Engram projection biases
+  kLmHead,        // lm_head.weight
+  kEngramTable,   // multi_head_embedding.embedding.weight
+  kEngramProj,    // value_proj / key_projs.0 weights
+  kEngramConv,    // short_conv.conv.weight
+};
+
+struct ExpectedTensor {
+  std::string name;  // Hugging Face name
+  std::vector<int64_t> shape;
+  TensorRole role = TensorRole::kLinear;
+  int layer = -1;  // decoder layer, -1 for embedding / final norm / lm_head
+};
+
+// Every tensor `config` implies, in file order: embedding, then per layer the attention,
+// MLP, norms and Engram tensors, then model.norm and lm_head (absent when tied).
+// INVALID_ARGUMENT when the Engram geometry cannot be derived.
+Result<std::vector<ExpectedTensor>> ExpectedTensors(const ModelConfig& config);
+
+// Looks up and shape-checks every tensor of ExpectedTensors (Engram table rows =
+// ComputeEngramGeometry's total_rows); errors name the file, tensor, expected and found.
+// Dtypes F32, F16 and BF16 are accepted, anything else is INVALID_ARGUMENT. mlp_bias models
+// are UNIMPLEMENTED. Tensors the config does not imply are ignored.
 Result<HostWeights> LoadHostWeights(const ModelConfig& config, const TensorStore& store);
 
 }  // namespace engram

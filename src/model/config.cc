@@ -1,0 +1,424 @@
+#include "model/config.h"
+
+#include <algorithm>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+namespace engram {
+namespace {
+
+using json = nlohmann::json;
+
+// Short description of a JSON value for messages: its type and (abbreviated) text.
+std::string Describe(const json& v) {
+  std::string text = v.dump();
+  if (text.size() > 40) text = text.substr(0, 37) + "...";
+  return fmt::format("{} {}", v.type_name(), text);
+}
+
+// Reads the fields of one JSON object, prefixing every error with the file and the key path.
+class FieldReader {
+ public:
+  FieldReader(const json& obj, std::string source, std::string prefix)
+      : obj_(obj), source_(std::move(source)), prefix_(std::move(prefix)) {}
+
+  std::string Key(const std::string& key) const { return prefix_ + key; }
+
+  // Present and not null.
+  bool Has(const std::string& key) const {
+    auto it = obj_.find(key);
+    return it != obj_.end() && !it->is_null();
+  }
+
+  Status Missing(const std::string& key) const {
+    return InvalidArgument("{}: missing required key \"{}\"", source_, Key(key));
+  }
+
+  Status WrongType(const std::string& key, const json& v, const char* expected) const {
+    return InvalidArgument("{}: key \"{}\" must be {}, found {}", source_, Key(key), expected,
+                           Describe(v));
+  }
+
+  // Integer keys: `required` ones must be present; absent optional ones keep *out.
+  Status Int(const std::string& key, int64_t* out, bool required = false) const {
+    if (!Has(key)) return required ? Missing(key) : Status::Ok();
+    const json& v = obj_.at(key);
+    if (!v.is_number_integer()) return WrongType(key, v, "an integer");
+    *out = v.get<int64_t>();
+    return Status::Ok();
+  }
+
+  Status Int(const std::string& key, int* out, bool required = false) const {
+    int64_t v = *out;
+    ENGRAM_RETURN_IF_ERROR(Int(key, &v, required));
+    if (v < INT32_MIN || v > INT32_MAX) {
+      return InvalidArgument("{}: key \"{}\" = {} is out of range", source_, Key(key), v);
+    }
+    *out = static_cast<int>(v);
+    return Status::Ok();
+  }
+
+  Status Double(const std::string& key, double* out, bool required = false) const {
+    if (!Has(key)) return required ? Missing(key) : Status::Ok();
+    const json& v = obj_.at(key);
+    if (!v.is_number()) return WrongType(key, v, "a number");
+    *out = v.get<double>();
+    return Status::Ok();
+  }
+
+  Status Bool(const std::string& key, bool* out) const {
+    if (!Has(key)) return Status::Ok();
+    const json& v = obj_.at(key);
+    if (!v.is_boolean()) return WrongType(key, v, "a boolean");
+    *out = v.get<bool>();
+    return Status::Ok();
+  }
+
+  Status String(const std::string& key, std::string* out) const {
+    if (!Has(key)) return Status::Ok();
+    const json& v = obj_.at(key);
+    if (!v.is_string()) return WrongType(key, v, "a string");
+    *out = v.get<std::string>();
+    return Status::Ok();
+  }
+
+  // An integer array; `required` ones must be present.
+  template <typename T>
+  Status IntList(const std::string& key, std::vector<T>* out, bool required) const {
+    if (!Has(key)) return required ? Missing(key) : Status::Ok();
+    const json& v = obj_.at(key);
+    if (!v.is_array()) return WrongType(key, v, "an array of integers");
+    std::vector<T> list;
+    for (size_t i = 0; i < v.size(); ++i) {
+      if (!v[i].is_number_integer()) {
+        return WrongType(fmt::format("{}[{}]", key, i), v[i], "an integer");
+      }
+      list.push_back(static_cast<T>(v[i].get<int64_t>()));
+    }
+    *out = std::move(list);
+    return Status::Ok();
+  }
+
+ private:
+  const json& obj_;
+  std::string source_;
+  std::string prefix_;
+};
+
+Status Positive(const std::string& source, const std::string& key, double value) {
+  if (value > 0) return Status::Ok();
+  return InvalidArgument("{}: key \"{}\" = {} must be positive", source, key, value);
+}
+
+Status PositiveInt(const std::string& source, const std::string& key, int64_t value) {
+  if (value > 0) return Status::Ok();
+  return InvalidArgument("{}: key \"{}\" = {} must be positive", source, key, value);
+}
+
+Result<RopeScaling> ParseRopeScaling(const json& j, const std::string& source) {
+  if (!j.is_object()) {
+    return InvalidArgument("{}: key \"rope_scaling\" must be null or an object, found {}", source,
+                           Describe(j));
+  }
+  FieldReader r(j, source, "rope_scaling.");
+  RopeScaling rs;
+  std::string type;
+  ENGRAM_RETURN_IF_ERROR(r.String("rope_type", &type));
+  if (type.empty()) ENGRAM_RETURN_IF_ERROR(r.String("type", &type));
+  if (type.empty()) return r.Missing("rope_type");
+  if (type != "default" && type != "llama3" && type != "linear") {
+    return InvalidArgument(
+        "{}: key \"rope_scaling.rope_type\" = \"{}\" is not supported (expected default, "
+        "llama3 or linear)",
+        source, type);
+  }
+  rs.rope_type = type;
+  ENGRAM_RETURN_IF_ERROR(r.Double("factor", &rs.factor, /*required=*/type != "default"));
+  ENGRAM_RETURN_IF_ERROR(r.Double("low_freq_factor", &rs.low_freq_factor));
+  ENGRAM_RETURN_IF_ERROR(r.Double("high_freq_factor", &rs.high_freq_factor));
+  ENGRAM_RETURN_IF_ERROR(
+      r.Int("original_max_position_embeddings", &rs.original_max_position_embeddings));
+  return rs;
+}
+
+Result<EngramConfig> ParseEngram(const json& j, const std::string& source) {
+  if (!j.is_object()) {
+    return InvalidArgument("{}: key \"engram\" must be an object, found {}", source, Describe(j));
+  }
+  FieldReader r(j, source, "engram.");
+  EngramConfig e;
+  ENGRAM_RETURN_IF_ERROR(r.IntList("engram_vocab_size", &e.engram_vocab_size, true));
+  ENGRAM_RETURN_IF_ERROR(r.Int("max_ngram_size", &e.max_ngram_size));
+  ENGRAM_RETURN_IF_ERROR(r.Int("n_embed_per_ngram", &e.n_embed_per_ngram));
+  ENGRAM_RETURN_IF_ERROR(r.Int("n_head_per_ngram", &e.n_head_per_ngram));
+  ENGRAM_RETURN_IF_ERROR(r.IntList("layer_ids", &e.layer_ids, true));
+  ENGRAM_RETURN_IF_ERROR(r.Int("pad_id", &e.pad_id));
+  ENGRAM_RETURN_IF_ERROR(r.Int("seed", &e.seed));
+  ENGRAM_RETURN_IF_ERROR(r.Int("kernel_size", &e.kernel_size));
+  ENGRAM_RETURN_IF_ERROR(r.Double("norm_eps", &e.norm_eps));
+  ENGRAM_RETURN_IF_ERROR(r.Double("conv_norm_eps", &e.conv_norm_eps));
+  ENGRAM_RETURN_IF_ERROR(r.Bool("short_conv", &e.short_conv));
+  return e;
+}
+
+// Resolves model_type from "model_type" or, without it, from "architectures".
+Result<std::string> ParseModelType(const FieldReader& r, const json& j, const std::string& source) {
+  std::string type;
+  ENGRAM_RETURN_IF_ERROR(r.String("model_type", &type));
+  if (!type.empty()) {
+    if (type != "llama" && type != "qwen2") {
+      return InvalidArgument(
+          "{}: key \"model_type\" = \"{}\" is not supported (expected llama or qwen2)", source,
+          type);
+    }
+    return type;
+  }
+  if (!r.Has("architectures")) return std::string("llama");
+  const json& a = j.at("architectures");
+  if (!a.is_array()) return r.WrongType("architectures", a, "an array of strings");
+  for (const json& name : a) {
+    if (name == "LlamaForCausalLM") return std::string("llama");
+    if (name == "Qwen2ForCausalLM") return std::string("qwen2");
+  }
+  return InvalidArgument(
+      "{}: architectures {} are not supported (expected model_type llama or qwen2, or "
+      "architectures LlamaForCausalLM or Qwen2ForCausalLM)",
+      source, a.dump());
+}
+
+Status ValidateEngram(const ModelConfig& c, const EngramConfig& e, const std::string& src) {
+  if (e.max_ngram_size < 2) {
+    return InvalidArgument("{}: key \"engram.max_ngram_size\" = {} must be at least 2", src,
+                           e.max_ngram_size);
+  }
+  if (e.engram_vocab_size.size() != static_cast<size_t>(e.max_ngram_size - 1)) {
+    return InvalidArgument(
+        "{}: key \"engram.engram_vocab_size\" has {} entries, expected max_ngram_size - 1 = {}",
+        src, e.engram_vocab_size.size(), e.max_ngram_size - 1);
+  }
+  for (size_t i = 0; i < e.engram_vocab_size.size(); ++i) {
+    if (e.engram_vocab_size[i] < 2) {
+      return InvalidArgument("{}: key \"engram.engram_vocab_size[{}]\" = {} must be at least 2",
+                             src, i, e.engram_vocab_size[i]);
+    }
+  }
+  ENGRAM_RETURN_IF_ERROR(PositiveInt(src, "engram.n_embed_per_ngram", e.n_embed_per_ngram));
+  ENGRAM_RETURN_IF_ERROR(PositiveInt(src, "engram.n_head_per_ngram", e.n_head_per_ngram));
+  if (e.n_embed_per_ngram % e.n_head_per_ngram != 0) {
+    return InvalidArgument(
+        "{}: key \"engram.n_embed_per_ngram\" = {} is not divisible by n_head_per_ngram = {}", src,
+        e.n_embed_per_ngram, e.n_head_per_ngram);
+  }
+  ENGRAM_RETURN_IF_ERROR(PositiveInt(src, "engram.kernel_size", e.kernel_size));
+  ENGRAM_RETURN_IF_ERROR(Positive(src, "engram.norm_eps", e.norm_eps));
+  ENGRAM_RETURN_IF_ERROR(Positive(src, "engram.conv_norm_eps", e.conv_norm_eps));
+  if (e.seed < 0) {
+    return InvalidArgument("{}: key \"engram.seed\" = {} must not be negative", src, e.seed);
+  }
+  if (e.pad_id < 0 || e.pad_id >= c.vocab_size) {
+    return InvalidArgument("{}: key \"engram.pad_id\" = {} is outside [0, vocab_size = {})", src,
+                           e.pad_id, c.vocab_size);
+  }
+  if (e.layer_ids.empty()) {
+    return InvalidArgument("{}: key \"engram.layer_ids\" is empty (expected at least one layer)",
+                           src);
+  }
+  std::set<int> seen;
+  for (size_t i = 0; i < e.layer_ids.size(); ++i) {
+    const int l = e.layer_ids[i];
+    if (l < 0) {
+      return InvalidArgument("{}: key \"engram.layer_ids[{}]\" = {} is negative", src, i, l);
+    }
+    if (l >= c.num_hidden_layers) {
+      return InvalidArgument(
+          "{}: key \"engram.layer_ids[{}]\" = {} is beyond num_hidden_layers = {}", src, i, l,
+          c.num_hidden_layers);
+    }
+    if (!seen.insert(l).second) {
+      return InvalidArgument("{}: key \"engram.layer_ids[{}]\" = {} appears twice", src, i, l);
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+bool EngramConfig::IsEngramLayer(int layer) const { return LayerIndex(layer) >= 0; }
+
+int EngramConfig::LayerIndex(int layer) const {
+  auto it = std::find(layer_ids.begin(), layer_ids.end(), layer);
+  return it == layer_ids.end() ? -1 : static_cast<int>(it - layer_ids.begin());
+}
+
+Result<ModelConfig> ModelConfig::FromJson(const nlohmann::json& j, const std::string& source) {
+  if (!j.is_object()) {
+    return InvalidArgument("{}: expected a JSON object, found {}", source, Describe(j));
+  }
+  FieldReader r(j, source, "");
+  ModelConfig c;
+  ENGRAM_ASSIGN_OR_RETURN(c.model_type, ParseModelType(r, j, source));
+  ENGRAM_RETURN_IF_ERROR(r.Int("hidden_size", &c.hidden_size, true));
+  ENGRAM_RETURN_IF_ERROR(r.Int("intermediate_size", &c.intermediate_size, true));
+  ENGRAM_RETURN_IF_ERROR(r.Int("num_hidden_layers", &c.num_hidden_layers, true));
+  ENGRAM_RETURN_IF_ERROR(r.Int("num_attention_heads", &c.num_attention_heads, true));
+  ENGRAM_RETURN_IF_ERROR(r.Int("vocab_size", &c.vocab_size, true));
+  c.num_key_value_heads = c.num_attention_heads;
+  ENGRAM_RETURN_IF_ERROR(r.Int("num_key_value_heads", &c.num_key_value_heads));
+  ENGRAM_RETURN_IF_ERROR(r.Int("head_dim", &c.head_dim));
+  if (!r.Has("head_dim") && c.num_attention_heads > 0) {
+    if (c.hidden_size % c.num_attention_heads != 0) {
+      return InvalidArgument(
+          "{}: hidden_size = {} is not divisible by num_attention_heads = {} (and no head_dim "
+          "is given)",
+          source, c.hidden_size, c.num_attention_heads);
+    }
+    c.head_dim = c.hidden_size / c.num_attention_heads;
+  }
+  ENGRAM_RETURN_IF_ERROR(r.Int("max_position_embeddings", &c.max_position_embeddings));
+  ENGRAM_RETURN_IF_ERROR(r.Double("rms_norm_eps", &c.rms_norm_eps));
+  ENGRAM_RETURN_IF_ERROR(r.Double("rope_theta", &c.rope_theta));
+  if (r.Has("rope_scaling")) {
+    ENGRAM_ASSIGN_OR_RETURN(c.rope_scaling, ParseRopeScaling(j.at("rope_scaling"), source));
+  }
+  ENGRAM_RETURN_IF_ERROR(r.Bool("tie_word_embeddings", &c.tie_word_embeddings));
+  ENGRAM_RETURN_IF_ERROR(r.Bool("attention_bias", &c.attention_bias));
+  if (c.model_type == "qwen2") c.attention_bias = true;  // Qwen2 always has q/k/v biases
+  ENGRAM_RETURN_IF_ERROR(r.Bool("mlp_bias", &c.mlp_bias));
+  ENGRAM_RETURN_IF_ERROR(r.Int("bos_token_id", &c.bos_token_id));
+  if (r.Has("eos_token_id")) {
+    const json& eos = j.at("eos_token_id");
+    if (eos.is_number_integer()) {
+      c.eos_token_ids = {eos.get<int64_t>()};
+    } else if (eos.is_array()) {
+      ENGRAM_RETURN_IF_ERROR(r.IntList("eos_token_id", &c.eos_token_ids, true));
+    } else {
+      return r.WrongType("eos_token_id", eos, "an integer or an array of integers");
+    }
+  }
+  if (r.Has("engram")) {
+    ENGRAM_ASSIGN_OR_RETURN(c.engram, ParseEngram(j.at("engram"), source));
+  }
+  ENGRAM_RETURN_IF_ERROR(c.Validate(source));
+  return c;
+}
+
+Result<ModelConfig> ModelConfig::Load(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return NotFound("{}: cannot open the model config", path);
+  std::stringstream buf;
+  buf << in.rdbuf();
+  json j;
+  try {
+    j = json::parse(buf.str());
+  } catch (const json::parse_error& e) {
+    return InvalidArgument("{}: not valid JSON (byte {}): {}", path, e.byte, e.what());
+  }
+  return FromJson(j, path);
+}
+
+nlohmann::json ModelConfig::ToJson() const {
+  json j = json::object();
+  j["architectures"] = {model_type == "qwen2" ? "Qwen2ForCausalLM" : "LlamaForCausalLM"};
+  j["model_type"] = model_type;
+  j["hidden_size"] = hidden_size;
+  j["intermediate_size"] = intermediate_size;
+  j["num_hidden_layers"] = num_hidden_layers;
+  j["num_attention_heads"] = num_attention_heads;
+  j["num_key_value_heads"] = num_key_value_heads;
+  j["head_dim"] = head_dim;
+  j["vocab_size"] = vocab_size;
+  j["max_position_embeddings"] = max_position_embeddings;
+  j["rms_norm_eps"] = rms_norm_eps;
+  j["rope_theta"] = rope_theta;
+  if (rope_scaling) {
+    j["rope_scaling"] = {
+        {"rope_type", rope_scaling->rope_type},
+        {"factor", rope_scaling->factor},
+        {"low_freq_factor", rope_scaling->low_freq_factor},
+        {"high_freq_factor", rope_scaling->high_freq_factor},
+        {"original_max_position_embeddings", rope_scaling->original_max_position_embeddings}};
+  } else {
+    j["rope_scaling"] = nullptr;
+  }
+  j["tie_word_embeddings"] = tie_word_embeddings;
+  j["attention_bias"] = attention_bias;
+  j["mlp_bias"] = mlp_bias;
+  j["hidden_act"] = "silu";
+  if (bos_token_id >= 0) j["bos_token_id"] = bos_token_id;
+  if (eos_token_ids.size() == 1) {
+    j["eos_token_id"] = eos_token_ids[0];
+  } else if (!eos_token_ids.empty()) {
+    j["eos_token_id"] = eos_token_ids;
+  }
+  if (engram) {
+    j["engram"] = {{"engram_vocab_size", engram->engram_vocab_size},
+                   {"max_ngram_size", engram->max_ngram_size},
+                   {"n_embed_per_ngram", engram->n_embed_per_ngram},
+                   {"n_head_per_ngram", engram->n_head_per_ngram},
+                   {"layer_ids", engram->layer_ids},
+                   {"pad_id", engram->pad_id},
+                   {"seed", engram->seed},
+                   {"kernel_size", engram->kernel_size},
+                   {"norm_eps", engram->norm_eps},
+                   {"conv_norm_eps", engram->conv_norm_eps},
+                   {"short_conv", engram->short_conv}};
+  }
+  return j;
+}
+
+Status ModelConfig::Validate(const std::string& src) const {
+  ENGRAM_RETURN_IF_ERROR(PositiveInt(src, "hidden_size", hidden_size));
+  ENGRAM_RETURN_IF_ERROR(PositiveInt(src, "intermediate_size", intermediate_size));
+  ENGRAM_RETURN_IF_ERROR(PositiveInt(src, "num_hidden_layers", num_hidden_layers));
+  ENGRAM_RETURN_IF_ERROR(PositiveInt(src, "num_attention_heads", num_attention_heads));
+  ENGRAM_RETURN_IF_ERROR(PositiveInt(src, "num_key_value_heads", num_key_value_heads));
+  ENGRAM_RETURN_IF_ERROR(PositiveInt(src, "head_dim", head_dim));
+  ENGRAM_RETURN_IF_ERROR(PositiveInt(src, "vocab_size", vocab_size));
+  ENGRAM_RETURN_IF_ERROR(PositiveInt(src, "max_position_embeddings", max_position_embeddings));
+  ENGRAM_RETURN_IF_ERROR(Positive(src, "rms_norm_eps", rms_norm_eps));
+  ENGRAM_RETURN_IF_ERROR(Positive(src, "rope_theta", rope_theta));
+  if (model_type != "llama" && model_type != "qwen2") {
+    return InvalidArgument("{}: model_type \"{}\" is not supported (expected llama or qwen2)", src,
+                           model_type);
+  }
+  if (num_attention_heads % num_key_value_heads != 0) {
+    return InvalidArgument(
+        "{}: num_attention_heads = {} is not divisible by num_key_value_heads = {}", src,
+        num_attention_heads, num_key_value_heads);
+  }
+  if (head_dim % 2 != 0) {
+    return InvalidArgument("{}: head_dim = {} must be even (rotary embedding)", src, head_dim);
+  }
+  if (rope_scaling) {
+    const RopeScaling& rs = *rope_scaling;
+    ENGRAM_RETURN_IF_ERROR(Positive(src, "rope_scaling.factor", rs.factor));
+    if (rs.rope_type == "llama3") {
+      ENGRAM_RETURN_IF_ERROR(Positive(src, "rope_scaling.low_freq_factor", rs.low_freq_factor));
+      ENGRAM_RETURN_IF_ERROR(PositiveInt(src, "rope_scaling.original_max_position_embeddings",
+                                         rs.original_max_position_embeddings));
+      if (rs.high_freq_factor <= rs.low_freq_factor) {
+        return InvalidArgument(
+            "{}: rope_scaling.high_freq_factor = {} must be greater than low_freq_factor = {}", src,
+            rs.high_freq_factor, rs.low_freq_factor);
+      }
+    } else if (rs.rope_type != "linear" && rs.rope_type != "default") {
+      return InvalidArgument("{}: rope_scaling.rope_type \"{}\" is not supported", src,
+                             rs.rope_type);
+    }
+  }
+  if (bos_token_id >= vocab_size) {
+    return InvalidArgument("{}: bos_token_id = {} is outside [0, vocab_size = {})", src,
+                           bos_token_id, vocab_size);
+  }
+  for (size_t i = 0; i < eos_token_ids.size(); ++i) {
+    if (eos_token_ids[i] < 0 || eos_token_ids[i] >= vocab_size) {
+      return InvalidArgument("{}: eos_token_id[{}] = {} is outside [0, vocab_size = {})", src, i,
+                             eos_token_ids[i], vocab_size);
+    }
+  }
+  if (engram) ENGRAM_RETURN_IF_ERROR(ValidateEngram(*this, *engram, src));
+  return Status::Ok();
+}
+
+}  // namespace engram

@@ -1,0 +1,117 @@
+#include "model/model_files.h"
+
+#include <charconv>
+#include <cstdlib>
+#include <filesystem>
+
+#include "model/synth.h"
+
+namespace engram {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr std::string_view kSynthPrefix = "synth:";
+
+// Parses "PRESET?key=value&key=value" into SynthOptions.
+Result<SynthOptions> ParseSynthSpec(const std::string& spec) {
+  std::string rest = spec.substr(kSynthPrefix.size());
+  SynthOptions o;
+  o.progress = false;
+  const size_t q = rest.find('?');
+  o.preset = rest.substr(0, q);
+  if (q == std::string::npos) return o;
+  std::string query = rest.substr(q + 1);
+  size_t pos = 0;
+  while (pos <= query.size()) {
+    size_t amp = query.find('&', pos);
+    if (amp == std::string::npos) amp = query.size();
+    const std::string item = query.substr(pos, amp - pos);
+    pos = amp + 1;
+    if (item.empty()) continue;
+    const size_t eq = item.find('=');
+    if (eq == std::string::npos) {
+      return InvalidArgument("{}: parameter \"{}\" has no value (expected key=value)", spec, item);
+    }
+    const std::string key = item.substr(0, eq), value = item.substr(eq + 1);
+    if (key == "seed") {
+      uint64_t seed = 0;
+      auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), seed);
+      if (value.empty() || ec != std::errc() || p != value.data() + value.size()) {
+        return InvalidArgument("{}: seed \"{}\" is not a non-negative integer", spec, value);
+      }
+      o.seed = seed;
+    } else if (key == "dtype") {
+      auto dt = ParseSynthDType(value);
+      if (!dt.ok()) return dt.status().WithContext(spec);
+      o.dtype = *dt;
+    } else if (key == "table_gb") {
+      char* end = nullptr;
+      const double gb = std::strtod(value.c_str(), &end);
+      if (value.empty() || end != value.c_str() + value.size() || !(gb > 0)) {
+        return InvalidArgument("{}: table_gb \"{}\" is not a positive number", spec, value);
+      }
+      o.table_gb = gb;
+    } else if (key == "tokenizer") {
+      o.tokenizer_path = value;
+    } else {
+      return InvalidArgument(
+          "{}: unknown parameter \"{}\" (accepted: seed, dtype, table_gb, tokenizer)", spec, key);
+    }
+  }
+  return o;
+}
+
+// The compression map of a directory model, covering [0, vocab_size).
+Result<CompressionMap> LoadCompression(const std::string& path, const ModelConfig& config) {
+  ENGRAM_ASSIGN_OR_RETURN(CompressionMap map, CompressionMap::LoadJson(path, 0));
+  const int64_t vocab = config.vocab_size;
+  if (map.vocab_size() == vocab) return map;
+  if (map.vocab_size() > vocab) {
+    return InvalidArgument("{}: lookup has {} entries, more than the model's vocab_size = {}", path,
+                           map.vocab_size(), vocab);
+  }
+  std::vector<int64_t> lookup = map.lookup();
+  int64_t filler = 0;
+  if (config.engram && config.engram->pad_id < map.vocab_size()) {
+    filler = map(config.engram->pad_id);
+  }
+  lookup.resize(static_cast<size_t>(vocab), filler);
+  auto extended = CompressionMap::FromLookup(std::move(lookup), map.num_compressed());
+  if (!extended.ok()) return extended.status().WithContext(path);
+  return extended;
+}
+
+}  // namespace
+
+Result<ModelFiles> OpenModel(const std::string& spec) {
+  ModelFiles m;
+  m.source = spec;
+  if (spec.rfind(kSynthPrefix, 0) == 0) {
+    ENGRAM_ASSIGN_OR_RETURN(SynthOptions options, ParseSynthSpec(spec));
+    ENGRAM_ASSIGN_OR_RETURN(SynthModel synth, SynthesizeInMemory(options));
+    m.config = std::move(synth.config);
+    m.store = std::move(synth.store);
+    m.tokenizer_path = std::move(synth.tokenizer_path);
+    m.compression = CompressionMap::Identity(m.config.vocab_size);
+    return m;
+  }
+  std::error_code ec;
+  if (!fs::is_directory(spec, ec)) {
+    return NotFound("{}: not a model directory (nor synth:PRESET)", spec);
+  }
+  const fs::path dir(spec);
+  ENGRAM_ASSIGN_OR_RETURN(m.config, ModelConfig::Load((dir / "config.json").string()));
+  ENGRAM_ASSIGN_OR_RETURN(m.store, TensorStore::OpenDirectory(spec));
+  const fs::path tokenizer = dir / "tokenizer.json";
+  if (fs::exists(tokenizer, ec)) m.tokenizer_path = tokenizer.string();
+  const fs::path compression = dir / "engram_compression.json";
+  if (fs::exists(compression, ec)) {
+    ENGRAM_ASSIGN_OR_RETURN(m.compression, LoadCompression(compression.string(), m.config));
+  } else {
+    m.compression = CompressionMap::Identity(m.config.vocab_size);
+  }
+  return m;
+}
+
+}  // namespace engram

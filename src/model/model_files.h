@@ -1,0 +1,32 @@
+// OpenModel: everything a model spec names, opened and validated: the config, the tensors
+// (memory-mapped, or synthesized in memory), the Engram compression map and the tokenizer.
+#pragma once
+
+#include <string>
+
+#include "common/status.h"
+#include "model/compression_map.h"
+#include "model/config.h"
+#include "model/safetensors.h"
+
+namespace engram {
+
+struct ModelFiles {
+  ModelConfig config;
+  TensorStore store;
+  // Raw token id -> compressed id; covers [0, config.vocab_size).
+  CompressionMap compression;
+  std::string tokenizer_path;  // tokenizer.json, empty if none
+  std::string source;          // the spec, for messages
+};
+
+// `spec` is a model directory (config.json, *.safetensors [+ index], optional tokenizer.json
+// and engram_compression.json) or "synth:PRESET[?seed=S&dtype=bf16|f32&table_gb=X&
+// tokenizer=PATH]" (SynthesizeInMemory). Without engram_compression.json the compression is
+// the identity over vocab_size. A compression map with fewer entries than vocab_size (a
+// tokenizer smaller than the padded embedding) is extended: the extra ids map to the
+// compressed pad id, num_compressed is unchanged (hashes of real tokens stay exact).
+// Errors name the file or the spec parameter.
+Result<ModelFiles> OpenModel(const std::string& spec);
+
+}  // namespace engram

@@ -1,0 +1,121 @@
+#include "model/model_files.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+#include "model/synth.h"
+#include "model/weights.h"
+#include "temp_dir.h"
+
+namespace engram {
+namespace {
+
+using json = nlohmann::json;
+using testutil::TempDir;
+using testutil::WriteFile;
+
+Status WriteTiny(const std::string& dir, uint64_t seed = 0) {
+  SynthOptions o;
+  o.preset = "tiny";
+  o.seed = seed;
+  o.progress = false;
+  return WriteSynthModel(o, dir);
+}
+
+TEST(OpenModel, TinyDirectoryLoadsWithWeights) {
+  TempDir dir;
+  ASSERT_TRUE(WriteTiny(dir.path()).ok());
+  auto m = OpenModel(dir.path());
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ(m->source, dir.path());
+  EXPECT_EQ(m->config.vocab_size, 512);
+  EXPECT_TRUE(m->tokenizer_path.empty());
+  EXPECT_EQ(m->compression.vocab_size(), 512);
+  EXPECT_EQ(m->compression.num_compressed(), 512);
+  EXPECT_EQ(m->compression(17), 17);
+  auto w = LoadHostWeights(m->config, m->store);
+  ASSERT_TRUE(w.ok()) << w.status().ToString();
+  EXPECT_EQ(w->embed.dtype, DType::kBF16);
+  ASSERT_TRUE(w->layers[1].engram.has_value());
+  const TensorInfo* table =
+      m->store.Info("model.layers.1.engram.multi_head_embedding.embedding.weight");
+  ASSERT_NE(table, nullptr);
+  EXPECT_EQ(table->file, dir / "model-engram-tables.safetensors");
+  EXPECT_EQ(table->file_offset % 8, 0u);
+}
+
+TEST(OpenModel, SynthSpecMatchesDirectory) {
+  TempDir dir;
+  ASSERT_TRUE(WriteTiny(dir.path(), 9).ok());
+  auto disk = OpenModel(dir.path());
+  auto mem = OpenModel("synth:tiny?seed=9");
+  ASSERT_TRUE(disk.ok() && mem.ok()) << mem.status().ToString();
+  EXPECT_EQ(mem->config.ToJson(), disk->config.ToJson());
+  for (const std::string& name : disk->store.Names()) {
+    Tensor a = *disk->store.Get(name), b = *mem->store.Get(name);
+    EXPECT_EQ(std::memcmp(a.data, b.data, a.nbytes()), 0) << name;
+  }
+  auto f32 = OpenModel("synth:tiny-qwen2?dtype=f32&table_gb=0.001");
+  ASSERT_TRUE(f32.ok()) << f32.status().ToString();
+  EXPECT_EQ(f32->store.Info("model.embed_tokens.weight")->dtype, DType::kF32);
+  EXPECT_EQ(f32->config.model_type, "qwen2");
+}
+
+TEST(OpenModel, BadSynthSpecs) {
+  auto m = OpenModel("synth:tiny?sed=1");
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.status().message(),
+            "synth:tiny?sed=1: unknown parameter \"sed\" (accepted: seed, dtype, table_gb, "
+            "tokenizer)");
+  EXPECT_FALSE(OpenModel("synth:tiny?seed=abc").ok());
+  EXPECT_FALSE(OpenModel("synth:tiny?dtype=int8").ok());
+  EXPECT_FALSE(OpenModel("synth:tiny?table_gb=-1").ok());
+  EXPECT_NE(OpenModel("synth:nope").status().message().find("unknown synth preset"),
+            std::string::npos);
+}
+
+TEST(OpenModel, NotADirectory) {
+  auto m = OpenModel("/nonexistent/model");
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.status().code(), StatusCode::kNotFound);
+}
+
+TEST(OpenModel, MissingConfigNamesFile) {
+  TempDir dir;
+  ASSERT_TRUE(WriteTiny(dir.path()).ok());
+  std::filesystem::remove(dir / "config.json");
+  auto m = OpenModel(dir.path());
+  ASSERT_FALSE(m.ok());
+  EXPECT_NE(m.status().message().find(dir / "config.json"), std::string::npos);
+}
+
+TEST(OpenModel, CompressionMapExtendedToModelVocab) {
+  TempDir dir;
+  ASSERT_TRUE(WriteTiny(dir.path()).ok());
+  WriteFile(dir / "tokenizer.json", "{}");
+  // A map over the first 500 ids (a tokenizer smaller than the padded embedding).
+  json lookup = json::array();
+  for (int i = 0; i < 500; ++i) lookup.push_back(i / 2);
+  WriteFile(dir / "engram_compression.json",
+            json{{"lookup", lookup}, {"num_compressed", 250}}.dump());
+  auto m = OpenModel(dir.path());
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ(m->tokenizer_path, dir / "tokenizer.json");
+  EXPECT_EQ(m->compression.vocab_size(), 512);
+  EXPECT_EQ(m->compression.num_compressed(), 250);
+  EXPECT_EQ(m->compression(7), 3);
+  EXPECT_EQ(m->compression(505), m->compression(2));  // the compressed pad id
+
+  lookup = json::array();
+  for (int i = 0; i < 600; ++i) lookup.push_back(i);
+  WriteFile(dir / "engram_compression.json",
+            json{{"lookup", lookup}, {"num_compressed", 600}}.dump());
+  m = OpenModel(dir.path());
+  ASSERT_FALSE(m.ok());
+  EXPECT_NE(m.status().message().find("more than the model's vocab_size = 512"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace engram

@@ -1,0 +1,102 @@
+// `engram pack synth` through the built CLI binary.
+#include <sys/wait.h>
+
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+
+#include "../model/temp_dir.h"
+#include "model/model_files.h"
+#include "model/weights.h"
+
+namespace engram {
+namespace {
+
+using testutil::TempDir;
+
+struct RunResult {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr
+};
+
+RunResult RunCli(const std::string& args) {
+  RunResult r;
+  const std::string cmd = std::string(ENGRAM_CLI) + " " + args + " 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (p == nullptr) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) r.output.append(buf, n);
+  const int status = ::pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+TEST(PackCli, WritesTinyModelThatLoads) {
+  TempDir dir;
+  const std::string out = dir / "tiny";
+  RunResult r = RunCli("pack synth --preset tiny --out " + out + " --seed 4 --dtype f32");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("wrote synth:tiny"), std::string::npos) << r.output;
+  auto m = OpenModel(out);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ(m->store.Info("model.norm.weight")->dtype, DType::kF32);
+  EXPECT_TRUE(LoadHostWeights(m->config, m->store).ok());
+  // Same values as the in-memory model of the same seed.
+  auto mem = OpenModel("synth:tiny?seed=4&dtype=f32");
+  ASSERT_TRUE(mem.ok());
+  Tensor a = *m->store.Get("lm_head.weight"), b = *mem->store.Get("lm_head.weight");
+  EXPECT_EQ(std::memcmp(a.data, b.data, a.nbytes()), 0);
+}
+
+TEST(PackCli, UnknownPresetListsPresets) {
+  TempDir dir;
+  RunResult r = RunCli("pack synth --preset giant --out " + (dir / "x"));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("unknown preset \"giant\" (presets: tiny, tiny-qwen2, small, dense-4b, "
+                          "dense-8b)"),
+            std::string::npos)
+      << r.output;
+  EXPECT_FALSE(std::filesystem::exists(dir / "x"));
+}
+
+TEST(PackCli, BadDtype) {
+  TempDir dir;
+  RunResult r = RunCli("pack synth --preset tiny --dtype int4 --out " + (dir / "x"));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("unknown dtype \"int4\" (expected bf16 or f32)"), std::string::npos)
+      << r.output;
+}
+
+TEST(PackCli, RefusesNonEmptyOutputUnlessForced) {
+  TempDir dir;
+  const std::string out = dir / "m";
+  std::filesystem::create_directories(out);
+  testutil::WriteFile(out + "/notes.txt", "keep");
+  RunResult r = RunCli("pack synth --preset tiny --out " + out);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.output.find("is not empty"), std::string::npos) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(out + "/config.json"));
+  r = RunCli("pack synth --preset tiny --out " + out + " --force");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(std::filesystem::exists(out + "/config.json"));
+}
+
+TEST(PackCli, UsageErrors) {
+  EXPECT_EQ(RunCli("pack").exit_code, 2);
+  RunResult r = RunCli("pack convert --preset tiny");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("unknown pack source \"convert\""), std::string::npos) << r.output;
+  r = RunCli("pack synth --out /tmp/never");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("missing required option --preset"), std::string::npos) << r.output;
+  r = RunCli("pack synth --preset tiny --out /tmp/never --bogus 1");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("unknown option --bogus"), std::string::npos) << r.output;
+  EXPECT_EQ(RunCli("pack synth --help").exit_code, 0);
+}
+
+}  // namespace
+}  // namespace engram

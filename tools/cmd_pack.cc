@@ -1,0 +1,125 @@
+// engram pack synth: writes a random-weight Engram model directory from a preset.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "args.h"
+#include "commands.h"
+#include "model/synth.h"
+
+namespace engram::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+void PackUsage() {
+  std::fprintf(stderr,
+               "usage: engram pack synth --preset NAME --out DIR [--seed S] [--dtype bf16|f32]\n"
+               "                         [--table-gb X] [--tokenizer tokenizer.json] [--force]\n"
+               "  presets: %s\n"
+               "  --table-gb X   total bytes (GB = 1e9) of the Engram tables of all layers\n"
+               "  --tokenizer F  copy F into DIR; vocab_size follows the tokenizer\n"
+               "  --force        write into a non-empty DIR\n",
+               fmt::format("{}", fmt::join(SynthPresetNames(), ", ")).c_str());
+}
+
+int UsageError(const std::string& message) {
+  std::fprintf(stderr, "engram pack: %s\n", message.c_str());
+  PackUsage();
+  return 2;
+}
+
+}  // namespace
+
+int RunPack(int argc, char** argv) {
+  if (argc < 3 || std::string(argv[2]) == "--help" || std::string(argv[2]) == "-h") {
+    PackUsage();
+    return argc < 3 ? 2 : 0;
+  }
+  if (std::string(argv[2]) != "synth") {
+    return UsageError(fmt::format("unknown pack source \"{}\" (expected: synth)", argv[2]));
+  }
+  auto args =
+      Args::Parse(argc, argv, 3, {"preset", "out", "seed", "dtype", "table-gb", "tokenizer"},
+                  {"force", "help"});
+  if (!args.ok()) return UsageError(args.status().message());
+  if (args->Flag("help")) {
+    PackUsage();
+    return 0;
+  }
+  if (!args->positional().empty()) {
+    return UsageError(fmt::format("unexpected argument \"{}\"", args->positional()[0]));
+  }
+  SynthOptions options;
+  auto preset = args->Require("preset");
+  if (!preset.ok()) return UsageError(preset.status().message());
+  options.preset = *preset;
+  const auto names = SynthPresetNames();
+  if (std::find(names.begin(), names.end(), options.preset) == names.end()) {
+    return UsageError(
+        fmt::format("unknown preset \"{}\" (presets: {})", options.preset, fmt::join(names, ", ")));
+  }
+  auto out = args->Require("out");
+  if (!out.ok()) return UsageError(out.status().message());
+  auto seed = args->GetInt("seed", 0);
+  if (!seed.ok()) return UsageError(seed.status().message());
+  if (*seed < 0) return UsageError(fmt::format("--seed {} must not be negative", *seed));
+  options.seed = static_cast<uint64_t>(*seed);
+  if (auto dtype = args->Get("dtype")) {
+    auto dt = ParseSynthDType(*dtype);
+    if (!dt.ok()) return UsageError("--dtype: " + dt.status().message());
+    options.dtype = *dt;
+  }
+  if (args->Has("table-gb")) {
+    auto gb = args->GetDouble("table-gb", 0);
+    if (!gb.ok()) return UsageError(gb.status().message());
+    if (!(*gb > 0)) return UsageError(fmt::format("--table-gb {} must be positive", *gb));
+    options.table_gb = *gb;
+  }
+  if (auto tok = args->Get("tokenizer")) options.tokenizer_path = *tok;
+
+  std::error_code ec;
+  if (fs::exists(*out, ec)) {
+    if (!fs::is_directory(*out, ec)) {
+      std::fprintf(stderr, "engram pack: %s exists and is not a directory\n", out->c_str());
+      return 1;
+    }
+    if (!fs::is_empty(*out, ec) && !args->Flag("force")) {
+      std::fprintf(stderr,
+                   "engram pack: output directory %s is not empty; refusing to overwrite "
+                   "(use --force)\n",
+                   out->c_str());
+      return 1;
+    }
+  }
+
+  auto config = SynthConfig(options);
+  if (!config.ok()) {
+    std::fprintf(stderr, "engram pack: %s\n", config.status().ToString().c_str());
+    return 1;
+  }
+  const auto start = std::chrono::steady_clock::now();
+  if (Status st = WriteSynthModel(options, *out); !st.ok()) {
+    std::fprintf(stderr, "engram pack: %s\n", st.ToString().c_str());
+    return 1;
+  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  uint64_t bytes = 0;
+  for (const auto& entry : fs::directory_iterator(*out, ec)) {
+    if (entry.path().extension() == ".safetensors") bytes += entry.file_size(ec);
+  }
+  std::printf(
+      "wrote synth:%s (seed %llu, %s) to %s: %.3f GB of safetensors in %.2f s (%.2f GB/s)\n",
+      options.preset.c_str(), static_cast<unsigned long long>(options.seed),
+      std::string(DTypeName(options.dtype)).c_str(), out->c_str(), bytes / 1e9, seconds,
+      seconds > 0 ? bytes / 1e9 / seconds : 0.0);
+  return 0;
+}
+
+}  // namespace engram::cli
