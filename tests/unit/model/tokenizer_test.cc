@@ -1,0 +1,324 @@
+#include "model/tokenizer.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "model/utf8.h"
+#include "tokenizer_fixture.h"
+
+namespace engram {
+namespace {
+
+using testing::DeepSeekTokenizerPath;
+using testing::MissingFixtureMessage;
+using testing::ReadJson;
+
+std::vector<int32_t> Ids(const nlohmann::json& j) { return j.get<std::vector<int32_t>>(); }
+
+class DeepSeekTokenizer : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (!std::filesystem::exists(DeepSeekTokenizerPath())) return;
+    auto t = Tokenizer::Load(DeepSeekTokenizerPath());
+    if (t.ok()) tokenizer_ = new Tokenizer(std::move(*t));
+    TokenizerOptions bos;
+    bos.add_bos = true;
+    auto b = Tokenizer::Load(DeepSeekTokenizerPath(), bos);
+    if (b.ok()) with_bos_ = new Tokenizer(std::move(*b));
+    reference_ = new nlohmann::json(ReadJson("tokenizer_reference.json"));
+  }
+  static void TearDownTestSuite() {
+    delete tokenizer_;
+    delete with_bos_;
+    delete reference_;
+    tokenizer_ = with_bos_ = nullptr;
+    reference_ = nullptr;
+  }
+  void SetUp() override {
+    ASSERT_TRUE(std::filesystem::exists(DeepSeekTokenizerPath())) << MissingFixtureMessage();
+    ASSERT_NE(tokenizer_, nullptr) << Tokenizer::Load(DeepSeekTokenizerPath()).status().ToString();
+    ASSERT_NE(with_bos_, nullptr);
+    ASSERT_TRUE(reference_->is_object() && reference_->contains("cases"));
+  }
+  const nlohmann::json& cases() const { return (*reference_)["cases"]; }
+
+  static Tokenizer* tokenizer_;
+  static Tokenizer* with_bos_;
+  static nlohmann::json* reference_;
+};
+Tokenizer* DeepSeekTokenizer::tokenizer_ = nullptr;
+Tokenizer* DeepSeekTokenizer::with_bos_ = nullptr;
+nlohmann::json* DeepSeekTokenizer::reference_ = nullptr;
+
+TEST_F(DeepSeekTokenizer, VocabularyAndSpecialIds) {
+  EXPECT_EQ(tokenizer_->vocab_size(), 128815);
+  EXPECT_EQ(tokenizer_->vocab_size(), (*reference_)["vocab_size"].get<int64_t>());
+  EXPECT_EQ(tokenizer_->bos_id(), 0);
+  EXPECT_EQ(tokenizer_->eos_id(), 1);
+  EXPECT_EQ(tokenizer_->TokenToId("<｜User｜>"), 128803);
+  EXPECT_EQ(tokenizer_->IdToToken(128803), "<｜User｜>");
+  EXPECT_EQ(tokenizer_->TokenToId("Ġworld"), 2058);
+  EXPECT_EQ(tokenizer_->IdToToken(2058), "Ġworld");
+  EXPECT_FALSE(tokenizer_->TokenToId("no such token").has_value());
+  EXPECT_FALSE(tokenizer_->IdToToken(128815).has_value());
+  EXPECT_TRUE(tokenizer_->IsSpecial(0));
+  EXPECT_FALSE(tokenizer_->IsSpecial(128803));  // <｜User｜> is added but not special
+}
+
+TEST_F(DeepSeekTokenizer, EncodeMatchesHuggingFace) {
+  ASSERT_GE(cases().size(), 50u);
+  for (const auto& c : cases()) {
+    const std::string text = c["text"].get<std::string>();
+    SCOPED_TRACE("text: " + text);
+    auto with = tokenizer_->Encode(text, /*add_special_tokens=*/true);
+    ASSERT_TRUE(with.ok()) << with.status().ToString();
+    EXPECT_EQ(*with, Ids(c["ids"]));
+    auto plain = tokenizer_->Encode(text, /*add_special_tokens=*/false);
+    ASSERT_TRUE(plain.ok());
+    EXPECT_EQ(*plain, Ids(c["ids_plain"]));
+    auto bos = with_bos_->Encode(text, /*add_special_tokens=*/true);
+    ASSERT_TRUE(bos.ok());
+    EXPECT_EQ(*bos, Ids(c["ids_bos"]));
+  }
+}
+
+TEST_F(DeepSeekTokenizer, DecodeMatchesHuggingFace) {
+  for (const auto& c : cases()) {
+    SCOPED_TRACE("text: " + c["text"].get<std::string>());
+    const std::vector<int32_t> ids = Ids(c["ids"]);
+    EXPECT_EQ(utf8::Lossy(tokenizer_->Decode(ids, false)), c["decoded"].get<std::string>());
+    EXPECT_EQ(utf8::Lossy(tokenizer_->Decode(ids, true)),
+              c["decoded_skip_special"].get<std::string>());
+  }
+}
+
+TEST_F(DeepSeekTokenizer, DecodeOfEncodeIsIdentity) {
+  for (const auto& c : cases()) {
+    const std::string text = c["text"].get<std::string>();
+    auto ids = tokenizer_->Encode(text, false);
+    ASSERT_TRUE(ids.ok());
+    EXPECT_EQ(tokenizer_->Decode(*ids, false), text);
+  }
+  // Special tokens stay in the text unless skipped.
+  auto ids = with_bos_->Encode("<｜User｜>hi", true);
+  ASSERT_TRUE(ids.ok());
+  EXPECT_EQ(tokenizer_->Decode(*ids, false), "<｜begin▁of▁sentence｜><｜User｜>hi");
+  EXPECT_EQ(tokenizer_->Decode(*ids, true), "<｜User｜>hi");
+}
+
+TEST_F(DeepSeekTokenizer, CorpusHasTokensThatSplitCharacters) {
+  int split_tokens = 0;
+  for (const auto& c : cases()) {
+    for (int32_t id : Ids(c["ids_plain"])) {
+      if (!utf8::IsValid(tokenizer_->Decode(std::span<const int32_t>(&id, 1), false))) {
+        ++split_tokens;
+      }
+    }
+  }
+  EXPECT_GE(split_tokens, 10);
+}
+
+TEST_F(DeepSeekTokenizer, InvalidUtf8IsInvalidArgument) {
+  struct Bad {
+    std::string text;
+    size_t offset;
+  };
+  const Bad bad[] = {
+      {"abc\xFF"
+       "def",
+       3},                            // never valid
+      {"ok \xE4\xBD", 3},             // truncated at the end
+      {"\xED\xA0\x80 surrogate", 0},  // UTF-16 surrogate
+      {"x\xC0\xAF", 1},               // overlong '/'
+      {"\xF4\x90\x80\x80", 0},        // above U+10FFFF
+      {"你好\x80", 6},                // stray continuation byte
+  };
+  for (const Bad& b : bad) {
+    auto r = tokenizer_->Encode(b.text, true);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(r.status().message().find("byte offset " + std::to_string(b.offset)),
+              std::string::npos)
+        << r.status().message();
+  }
+}
+
+TEST_F(DeepSeekTokenizer, EmptyTextHasOnlyTemplateTokens) {
+  auto plain = tokenizer_->Encode("", true);
+  ASSERT_TRUE(plain.ok());
+  EXPECT_TRUE(plain->empty());
+  auto bos = with_bos_->Encode("", true);
+  ASSERT_TRUE(bos.ok());
+  EXPECT_EQ(*bos, std::vector<int32_t>{0});
+}
+
+TEST_F(DeepSeekTokenizer, ConcurrentEncodesAgree) {
+  const std::string text =
+      cases()[0]["text"].get<std::string>() + " " + cases()[4]["text"].get<std::string>();
+  auto expected = tokenizer_->Encode(text, false);
+  ASSERT_TRUE(expected.ok());
+  std::vector<std::thread> threads;
+  std::atomic<int> mismatches{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 200; ++i) {
+        auto r = tokenizer_->Encode(text, false);
+        if (!r.ok() || *r != *expected) ++mismatches;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(mismatches.load(), 0);
+}
+
+// Throughput on ~1 MB of distinct text (English licenses, C++ headers, the corpus), one
+// thread; the second pass finds every piece in the BPE cache. Run by hand:
+//   model_test --gtest_also_run_disabled_tests --gtest_filter='*EncodeThroughput*'
+TEST_F(DeepSeekTokenizer, DISABLED_EncodeThroughput) {
+  std::string text;
+  for (const auto& c : cases()) text += c["text"].get<std::string>() + "\n";
+  std::vector<std::filesystem::path> files;
+  for (const char* dir : {"/usr/share/common-licenses", "/usr/include/c++/12/bits"}) {
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+      if (e.is_regular_file()) files.push_back(e.path());
+    }
+  }
+  std::sort(files.begin(), files.end());
+  for (const auto& f : files) {
+    if (text.size() >= (1u << 20)) break;
+    std::ifstream in(f);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    if (utf8::IsValid(ss.str())) text += ss.str();
+  }
+  const std::string base = text;
+  while (text.size() < (1u << 20)) text += base;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto ids = tokenizer_->Encode(text, false);
+  const auto t1 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(ids.ok());
+  auto again = tokenizer_->Encode(text, false);
+  const auto t2 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(again.ok());
+  const double mb = static_cast<double>(text.size()) / 1e6;
+  std::printf(
+      "encode %.2f MB (%zu distinct bytes) -> %zu tokens: %.1f MB/s first pass, "
+      "%.1f MB/s second pass\n",
+      mb, base.size(), ids->size(), mb / std::chrono::duration<double>(t1 - t0).count(),
+      mb / std::chrono::duration<double>(t2 - t1).count());
+}
+
+// ---- small tokenizers made by make_reference.mjs ------------------------------------------
+
+TEST(TokenizerVariants, MatchHuggingFace) {
+  const nlohmann::json ref = ReadJson("tokenizer_variants_reference.json");
+  ASSERT_TRUE(ref.is_object() && ref.contains("variants"));
+  ASSERT_GE(ref["variants"].size(), 10u);
+  for (const auto& v : ref["variants"]) {
+    const std::string name = v["name"].get<std::string>();
+    SCOPED_TRACE("variant " + name);
+    auto tok = Tokenizer::FromJson(v["tokenizer"].dump(), {}, name);
+    ASSERT_TRUE(tok.ok()) << tok.status().ToString();
+    for (const auto& c : v["cases"]) {
+      const std::string text = c["text"].get<std::string>();
+      SCOPED_TRACE("text: " + text);
+      auto with = tok->Encode(text, true);
+      ASSERT_TRUE(with.ok()) << with.status().ToString();
+      EXPECT_EQ(*with, Ids(c["ids"]));
+      auto plain = tok->Encode(text, false);
+      ASSERT_TRUE(plain.ok());
+      EXPECT_EQ(*plain, Ids(c["ids_plain"]));
+      EXPECT_EQ(utf8::Lossy(tok->Decode(*with, false)), c["decoded"].get<std::string>());
+      EXPECT_EQ(utf8::Lossy(tok->Decode(*with, true)),
+                c["decoded_skip_special"].get<std::string>());
+    }
+  }
+}
+
+// ---- load errors ---------------------------------------------------------------------------
+
+std::string MinimalJson(const std::string& model) {
+  return R"({"added_tokens": [], "normalizer": null, "pre_tokenizer": {"type": "ByteLevel",
+    "add_prefix_space": false, "use_regex": true}, "decoder": {"type": "ByteLevel"},
+    "post_processor": null, "model": )" +
+         model + "}";
+}
+
+TEST(TokenizerLoad, MinimalTokenizerWorks) {
+  auto t =
+      Tokenizer::FromJson(MinimalJson(R"({"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2, "Ġ": 3},
+                      "merges": [["a", "b"]]})"));
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  auto ids = t->Encode("ab a", false);
+  ASSERT_TRUE(ids.ok());
+  EXPECT_EQ(*ids, (std::vector<int32_t>{2, 3, 0}));
+  EXPECT_EQ(t->Decode(*ids, false), "ab a");
+  EXPECT_EQ(t->bos_id(), -1);
+}
+
+TEST(TokenizerLoad, MissingFileIsNotFound) {
+  auto t = Tokenizer::Load("/nonexistent/tokenizer.json");
+  ASSERT_FALSE(t.ok());
+  EXPECT_EQ(t.status().code(), StatusCode::kNotFound);
+  EXPECT_NE(t.status().message().find("/nonexistent/tokenizer.json"), std::string::npos);
+}
+
+TEST(TokenizerLoad, MalformedFilesGiveClearErrors) {
+  struct Case {
+    std::string json;
+    StatusCode code;
+    std::string needle;
+  };
+  const Case cases[] = {
+      {"{not json", StatusCode::kInvalidArgument, "not valid JSON"},
+      {R"({"added_tokens": []})", StatusCode::kInvalidArgument, "missing \"model\""},
+      {MinimalJson(R"({"type": "WordPiece", "vocab": {}})"), StatusCode::kUnimplemented,
+       "model type \"WordPiece\""},
+      {MinimalJson(R"({"type": "Unigram", "vocab": []})"), StatusCode::kUnimplemented, "Unigram"},
+      {MinimalJson(R"({"type": "BPE", "merges": []})"), StatusCode::kInvalidArgument, "vocab"},
+      {MinimalJson(R"({"type": "BPE", "vocab": {"a": 0}, "merges": ["a b"]})"),
+       StatusCode::kInvalidArgument, "merges[0]"},
+      {MinimalJson(R"({"type": "BPE", "vocab": {"a": 0}, "merges": ["a a a"]})"),
+       StatusCode::kInvalidArgument, "merges[0]"},
+      {MinimalJson(R"({"type": "BPE", "vocab": {"a": -4}, "merges": []})"),
+       StatusCode::kInvalidArgument, "vocab"},
+      {R"({"pre_tokenizer": {"type": "Metaspace"}, "model": {"type": "BPE", "vocab": {},
+          "merges": []}})",
+       StatusCode::kUnimplemented, "Metaspace"},
+      {R"({"pre_tokenizer": {"type": "Split", "pattern": {"Regex": "(["}, "behavior":
+          "Isolated"}, "model": {"type": "BPE", "vocab": {}, "merges": []}})",
+       StatusCode::kInvalidArgument, "regex"},
+      {R"({"decoder": {"type": "WordPiece"}, "model": {"type": "BPE", "vocab": {},
+          "merges": []}})",
+       StatusCode::kUnimplemented, "WordPiece"},
+      {R"({"added_tokens": [{"id": 0, "content": "x", "special": "yes"}], "model": {"type":
+          "BPE", "vocab": {}, "merges": []}})",
+       StatusCode::kInvalidArgument, "wrong type"},
+      {R"({"pre_tokenizer": {"type": "Split", "pattern": {"Regex": "a"}, "behavior": 3},
+          "model": {"type": "BPE", "vocab": {}, "merges": []}})",
+       StatusCode::kInvalidArgument, "wrong type"},
+      {R"({"normalizer": {"type": "BertNormalizer"}, "model": {"type": "BPE", "vocab": {},
+          "merges": []}})",
+       StatusCode::kUnimplemented, "BertNormalizer"},
+  };
+  for (const Case& c : cases) {
+    auto t = Tokenizer::FromJson(c.json, {}, "my/tokenizer.json");
+    ASSERT_FALSE(t.ok()) << c.json;
+    EXPECT_EQ(t.status().code(), c.code) << t.status().ToString();
+    EXPECT_NE(t.status().message().find(c.needle), std::string::npos) << t.status().ToString();
+    EXPECT_NE(t.status().message().find("my/tokenizer.json"), std::string::npos)
+        << t.status().ToString();
+  }
+}
+
+}  // namespace
+}  // namespace engram
