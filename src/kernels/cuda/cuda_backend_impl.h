@@ -1,0 +1,88 @@
+// CudaBackend: the Backend implementation on one CUDA device (internal to src/kernels/cuda;
+// the rest of the program sees only backend.h and cuda_backend.h).
+//
+// Ownership: the backend owns one compute stream, a cuBLAS handle with its workspace, the
+// scratch buffers, the layout staging buffers and the error word; tensors it hands out own
+// their device memory (cudaFree in the owner's deleter) and may outlive it.
+// Memory: Alloc is a plain cudaMalloc (synchronizing, so keep it out of the step loop).
+// UploadLayout packs all arrays of a step into one pinned staging buffer (two, used in turn)
+// and issues a single H2D copy into one device buffer that is reused by every step, so the
+// device addresses stay the same from step to step unless a bigger step makes it grow.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+
+#include "kernels/backend.h"
+#include "kernels/cuda/cuda_handles.h"
+#include "kernels/cuda/cuda_kernels.h"
+
+namespace engram::cuda {
+
+class CudaBackend final : public Backend {
+ public:
+  static Result<std::unique_ptr<CudaBackend>> Create(const BackendOptions& options);
+  ~CudaBackend() override;
+
+  std::string_view name() const override { return "cuda"; }
+  Device device() const override { return Device::kCuda; }
+  DType kv_dtype() const override { return DType::kF32; }
+  cudaStream_t stream() const { return stream_.get(); }
+
+  Result<Tensor> Alloc(DType dtype, std::vector<int64_t> shape) override;
+  Result<Tensor> AllocZeros(DType dtype, std::vector<int64_t> shape) override;
+  Result<Tensor> PrepareWeight(const Tensor& host, WeightUse use) override;
+  Status CopyToHost(const Tensor& src, void* dst) override;
+  Status CopyFromHost(const void* src, Tensor& dst) override;
+  Status UploadLayout(BatchLayout& layout) override;
+  Status Synchronize() override;
+
+  Status Embedding(const Tensor& table, const Tensor& ids, Tensor& out) override;
+  Status RmsNorm(const Tensor& x, const Tensor& w, float eps, Tensor& out) override;
+  Status Linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out) override;
+  Status Add(Tensor& x, const Tensor& y) override;
+  Status SwiGlu(const Tensor& gate_up, Tensor& out) override;
+  Status Rope(Tensor& qkv, const BatchLayout& layout, const RopeParams& p) override;
+  Status PagedAttention(const Tensor& qkv, Tensor& k_cache, Tensor& v_cache,
+                        const BatchLayout& layout, const AttentionParams& p, Tensor& out) override;
+  Status GatherRows(const Tensor& table, const Tensor& rows, Tensor& out) override;
+  Status EngramGate(const Tensor& k, const Tensor& h, const Tensor& w_key, const Tensor& w_query,
+                    float eps, Tensor& v) override;
+  Status EngramShortConv(const Tensor& v, const Tensor& norm_w, const Tensor& conv_w,
+                         const EngramConvParams& p, const BatchLayout& layout, Tensor& state,
+                         Tensor& h) override;
+
+ private:
+  CudaBackend() = default;
+  // Makes this backend's device current on the calling thread.
+  Status Activate() const;
+  // Waits for the stream, then turns error bits set by kernels into OUT_OF_RANGE (and clears
+  // them).
+  Status SyncAndCheck();
+  // Checks that `t` is a device tensor of this backend (data set, device kCuda).
+  static Status CheckDevice(const Tensor& t, const char* op, const char* name);
+  // For GatherRows: the device-usable address of a table that may live in host memory.
+  Result<const void*> DeviceAddress(const Tensor& t, const char* op, const char* name) const;
+
+  int device_ = 0;
+  bool pageable_access_ = false;  // the device can read pageable host memory (HMM/ATS)
+  CudaStream stream_;
+  CublasHandle cublas_;
+  DeviceBuffer cublas_workspace_;
+  PinnedBuffer error_word_;  // uint32, mapped: kernels store KernelError bits
+  uint32_t* error_dev_ = nullptr;
+  Scratch linear_scratch_;  // BF16 copy of Linear's x
+  Scratch conv_scratch_;    // per-token inverse RMS of EngramShortConv
+
+  struct Staging {
+    PinnedBuffer host;
+    CudaEvent copied;  // recorded after the H2D copy that last read `host`
+  };
+  std::array<Staging, 2> staging_;
+  int next_staging_ = 0;
+  std::shared_ptr<void> layout_dev_;  // device copy of the packed layout arrays
+  size_t layout_dev_bytes_ = 0;
+};
+
+}  // namespace engram::cuda

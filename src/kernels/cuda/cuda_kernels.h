@@ -1,0 +1,114 @@
+// Launchers of the CUDA backend's kernels (internal to src/kernels/cuda). Each enqueues its
+// kernel(s) on `stream` and returns the launch error (cudaSuccess when enqueued); none
+// synchronizes. Arguments are trusted: CudaBackend validates shapes and dtypes first.
+// All tensors are row-major and contiguous; sizes are element counts.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace engram::cuda {
+
+// Element types the kernels read (a subset of engram::DType, kept free of common/ so the
+// .cu files need only CUDA headers).
+enum class Elem : uint8_t { kF32, kF16, kBF16 };
+
+// Bits kernels store into the backend's error word (mapped pinned host memory) when they
+// meet an index they cannot use; the element in question is written as NaN or skipped.
+enum KernelError : uint32_t {
+  kErrTokenId = 1u,    // Embedding: id outside [0, V)
+  kErrTableRow = 2u,   // GatherRows: row outside [0, R)
+  kErrKvSlot = 4u,     // PagedAttention: slot or block outside the cache
+  kErrStateSlot = 8u,  // EngramShortConv: state slot outside the state tensor
+};
+
+// ---- elementwise.cu
+// A no-op kernel: fails with cudaErrorNoKernelImageForDevice when the binary has no code
+// for this GPU.
+cudaError_t LaunchProbe(cudaStream_t stream);
+// dst[i] = src[i] converted (round to nearest even for BF16). dst is F32 or BF16.
+cudaError_t LaunchConvert(const void* src, Elem src_type, void* dst, Elem dst_type, int64_t n,
+                          cudaStream_t stream);
+// out[t, :] = table[ids[t], :] (F32 or BF16 table).
+cudaError_t LaunchEmbedding(const void* table, Elem table_type, int64_t vocab, int64_t dim,
+                            const int32_t* ids, int64_t tokens, float* out, uint32_t* err,
+                            cudaStream_t stream);
+// x[i] += y[i].
+cudaError_t LaunchAdd(float* x, const float* y, int64_t n, cudaStream_t stream);
+// out[r, c] += bias[c].
+cudaError_t LaunchAddBias(float* out, const float* bias, int64_t rows, int64_t cols,
+                          cudaStream_t stream);
+// out[t, i] = silu(gate_up[t, i]) * gate_up[t, inter + i].
+cudaError_t LaunchSwiGlu(const float* gate_up, int64_t tokens, int64_t inter, float* out,
+                         cudaStream_t stream);
+// Rotates the nq q heads and nkv k heads of each qkv row in place (HF rotate_half).
+cudaError_t LaunchRope(float* qkv, int64_t tokens, int nq, int nkv, int head_dim,
+                       const int32_t* positions, const float* inv_freq, cudaStream_t stream);
+
+// ---- norm.cu
+// out[r, :] = x[r, :] * rsqrt(mean(x[r, :]^2) + eps) * w; out may equal x.
+cudaError_t LaunchRmsNorm(const float* x, const float* w, float eps, int64_t rows, int64_t dim,
+                          float* out, cudaStream_t stream);
+// inv[r] = rsqrt(mean(x[r, :]^2) + eps).
+cudaError_t LaunchInvRms(const float* x, float eps, int64_t rows, int64_t dim, float* inv,
+                         cudaStream_t stream);
+// The Engram gate (backend.h EngramGate): v[t, :] *= sigmoid(g(k[t], h[t])).
+cudaError_t LaunchEngramGate(const float* k, const float* h, const float* w_key,
+                             const float* w_query, float eps, int64_t tokens, int64_t dim, float* v,
+                             cudaStream_t stream);
+
+// ---- attention.cu
+struct PagedAttentionArgs {
+  const float* qkv = nullptr;  // [T, (nq + 2 nkv) * hd]
+  float* k_cache = nullptr;    // [num_blocks, block_size, nkv, hd]
+  float* v_cache = nullptr;
+  float* out = nullptr;  // [T, nq * hd]
+  const int32_t* positions = nullptr;
+  const int32_t* seq_of_token = nullptr;
+  const int32_t* slot_mapping = nullptr;
+  const int32_t* block_tables = nullptr;  // [S, max_blocks_per_seq]
+  int64_t num_tokens = 0;
+  int64_t num_blocks = 0;
+  int max_blocks_per_seq = 0;
+  int block_size = 0;
+  int num_q_heads = 0;
+  int num_kv_heads = 0;
+  int head_dim = 0;  // <= kMaxAttentionHeadDim
+  float scale = 0.f;
+  uint32_t* err = nullptr;
+};
+inline constexpr int kMaxAttentionHeadDim = 256;
+// Writes the step's k and v into the caches, then computes the attention output.
+cudaError_t LaunchPagedAttention(const PagedAttentionArgs& a, cudaStream_t stream);
+
+// ---- engram.cu
+// out[r, :] = table[rows[r], :] as F32 for r < n_rows (table F32 or BF16, in device memory or
+// mapped host memory).
+cudaError_t LaunchGatherRows(const void* table, Elem table_type, int64_t table_rows,
+                             int64_t row_dim, const int64_t* rows, int64_t n_rows, float* out,
+                             uint32_t* err, cudaStream_t stream);
+
+struct ShortConvArgs {
+  const float* v = nullptr;       // [T, D]
+  const float* norm_w = nullptr;  // [D]
+  const float* conv_w = nullptr;  // [D, K]
+  float* state = nullptr;         // [num_state_slots, (K-1)*dilation, D]
+  float* h = nullptr;             // [T, D]
+  float* inv_rms = nullptr;       // scratch [T]
+  const int32_t* positions = nullptr;
+  const int32_t* seq_of_token = nullptr;
+  const int32_t* seq_token_start = nullptr;
+  const int32_t* context_lens = nullptr;
+  const int32_t* state_slots = nullptr;
+  int64_t num_tokens = 0;
+  int64_t dim = 0;
+  int64_t num_state_slots = 0;
+  int kernel_size = 0;
+  int dilation = 0;
+  float norm_eps = 0.f;
+  uint32_t* err = nullptr;
+};
+cudaError_t LaunchShortConv(const ShortConvArgs& a, cudaStream_t stream);
+
+}  // namespace engram::cuda
