@@ -1,0 +1,211 @@
+#include "runtime/engine.h"
+
+#include <algorithm>
+
+#include "common/logging.h"
+#include "model/weights.h"
+
+namespace engram {
+
+// Rows gathered before the forward pass (the synchronous path): WaitRows returns at once.
+class Engine::GatheredRows final : public EngramRowSource {
+ public:
+  explicit GatheredRows(std::vector<Tensor> rows) : rows_(std::move(rows)) {}
+  Result<Tensor> WaitRows(int i) override {
+    if (i < 0 || i >= static_cast<int>(rows_.size())) {
+      return Internal("no rows gathered for Engram layer index {}", i);
+    }
+    return rows_[i];
+  }
+
+ private:
+  std::vector<Tensor> rows_;
+};
+
+Engine::~Engine() = default;
+
+Result<std::unique_ptr<Engine>> Engine::Create(ModelFiles files, const EngineOptions& options) {
+  std::unique_ptr<Engine> e(new Engine());
+  e->files_ = std::move(files);
+  e->options_ = options;
+  const ModelConfig& c = e->files_.config;
+  ENGRAM_ASSIGN_OR_RETURN(e->backend_, CreateBackend(options.backend));
+  ENGRAM_ASSIGN_OR_RETURN(e->host_weights_, LoadHostWeights(c, e->files_.store));
+  ENGRAM_ASSIGN_OR_RETURN(e->model_, LlamaModel::Create(c, e->host_weights_, *e->backend_));
+  const int blocks = static_cast<int>((options.kv_tokens + options.block_size - 1) /
+                                      options.block_size);
+  ENGRAM_ASSIGN_OR_RETURN(KvCache kv, KvCache::Create(*e->backend_,
+                                                      static_cast<int>(c.num_hidden_layers), blocks,
+                                                      options.block_size,
+                                                      static_cast<int>(c.num_key_value_heads),
+                                                      static_cast<int>(c.head_dim)));
+  e->kv_ = std::make_unique<KvCache>(std::move(kv));
+  ENGRAM_ASSIGN_OR_RETURN(e->engram_state_, e->model_->AllocEngramState(options.max_seqs));
+  if (c.engram) {
+    ENGRAM_ASSIGN_OR_RETURN(NgramHasher h, NgramHasher::Create(*c.engram, e->files_.compression));
+    e->hasher_ = std::make_unique<NgramHasher>(std::move(h));
+    std::vector<Tensor> tables;
+    for (const LayerWeights& lw : e->host_weights_.layers) {
+      if (lw.engram) tables.push_back(lw.engram->table);
+    }
+    ENGRAM_ASSIGN_OR_RETURN(ResidentTier tier, ResidentTier::Create(*e->backend_, tables));
+    e->tier_ = std::make_unique<ResidentTier>(std::move(tier));
+  }
+  e->seqs_.resize(static_cast<size_t>(options.max_seqs));
+  spdlog::info("engine: {} on {} backend, {} layers, KV {} blocks x {}, {} Engram layers",
+               e->files_.source, e->backend_->name(), c.num_hidden_layers, blocks,
+               options.block_size, c.engram ? c.engram->layer_ids.size() : 0);
+  return e;
+}
+
+Result<SeqId> Engine::AddSequence() {
+  for (size_t i = 0; i < seqs_.size(); ++i) {
+    if (!seqs_[i].alive) {
+      seqs_[i].alive = true;
+      seqs_[i].tokens.clear();
+      return static_cast<SeqId>(i);
+    }
+  }
+  return ResourceExhausted("all {} sequence slots are in use", seqs_.size());
+}
+
+void Engine::RemoveSequence(SeqId seq) {
+  if (seq < 0 || static_cast<size_t>(seq) >= seqs_.size() || !seqs_[seq].alive) return;
+  kv_->Release(seqs_[seq].blocks);
+  seqs_[seq].tokens.clear();
+  seqs_[seq].alive = false;
+}
+
+const std::vector<int32_t>& Engine::Tokens(SeqId seq) const { return seqs_.at(seq).tokens; }
+
+Status Engine::BuildLayout(std::span<const StepChunk> chunks, bool all_logits,
+                           BatchLayout& L) {
+  const int64_t vocab = config().vocab_size;
+  const int64_t max_pos = config().max_position_embeddings;
+  std::vector<bool> seen(seqs_.size(), false);
+  size_t max_blocks = 0;
+  for (const StepChunk& ch : chunks) {
+    if (ch.seq < 0 || static_cast<size_t>(ch.seq) >= seqs_.size() || !seqs_[ch.seq].alive) {
+      return InvalidArgument("step names sequence {} which is not alive", ch.seq);
+    }
+    if (seen[ch.seq]) return InvalidArgument("sequence {} appears twice in one step", ch.seq);
+    seen[ch.seq] = true;
+    if (ch.tokens.empty()) return InvalidArgument("sequence {} has no tokens in this step", ch.seq);
+    for (size_t i = 0; i < ch.tokens.size(); ++i) {
+      if (ch.tokens[i] < 0 || ch.tokens[i] >= vocab) {
+        return OutOfRange("token id {} at index {} is outside the vocabulary [0, {})",
+                          ch.tokens[i], i, vocab);
+      }
+    }
+    const int64_t end = static_cast<int64_t>(seqs_[ch.seq].tokens.size() + ch.tokens.size());
+    if (end > max_pos) {
+      return OutOfRange("sequence {} would reach {} positions, beyond max_position_embeddings {}",
+                        ch.seq, end, max_pos);
+    }
+  }
+  // Reserve KV blocks for every chunk first; on failure give back what this step took.
+  std::vector<size_t> before;
+  for (const StepChunk& ch : chunks) {
+    Sequence& s = seqs_[ch.seq];
+    before.push_back(s.blocks.size());
+    Status st = kv_->EnsureCapacity(s.blocks, static_cast<int64_t>(s.tokens.size() +
+                                                                    ch.tokens.size()));
+    if (!st.ok()) {
+      for (size_t i = 0; i < before.size(); ++i) {
+        Sequence& r = seqs_[chunks[i].seq];
+        std::vector<int32_t> extra(r.blocks.begin() + static_cast<ptrdiff_t>(before[i]),
+                                   r.blocks.end());
+        r.blocks.resize(before[i]);
+        kv_->Release(extra);
+      }
+      return st;
+    }
+    max_blocks = std::max(max_blocks, s.blocks.size());
+  }
+  const int bs = kv_->block_size();
+  L = BatchLayout();
+  L.block_size = bs;
+  L.max_blocks_per_seq = static_cast<int32_t>(max_blocks);
+  L.seq_token_start.push_back(0);
+  for (size_t si = 0; si < chunks.size(); ++si) {
+    const StepChunk& ch = chunks[si];
+    const Sequence& s = seqs_[ch.seq];
+    const int32_t p0 = static_cast<int32_t>(s.tokens.size());
+    for (size_t i = 0; i < ch.tokens.size(); ++i) {
+      const int32_t pos = p0 + static_cast<int32_t>(i);
+      L.token_ids.push_back(ch.tokens[i]);
+      L.positions.push_back(pos);
+      L.seq_of_token.push_back(static_cast<int32_t>(si));
+      L.slot_mapping.push_back(s.blocks[pos / bs] * bs + pos % bs);
+      if (all_logits) L.logit_rows.push_back(static_cast<int32_t>(L.token_ids.size() - 1));
+    }
+    if (!all_logits) L.logit_rows.push_back(static_cast<int32_t>(L.token_ids.size() - 1));
+    L.seq_token_start.push_back(static_cast<int32_t>(L.token_ids.size()));
+    L.context_lens.push_back(p0 + static_cast<int32_t>(ch.tokens.size()));
+    L.state_slots.push_back(ch.seq);
+    for (size_t b = 0; b < max_blocks; ++b) {
+      L.block_tables.push_back(b < s.blocks.size() ? s.blocks[b] : 0);
+    }
+  }
+  return L.Validate();
+}
+
+Status Engine::GatherEngramRows(std::span<const StepChunk> chunks, const BatchLayout& L) {
+  const int64_t T = L.num_tokens();
+  const int H = hasher_->num_heads();
+  const int ctx = hasher_->context_size();
+  const int64_t D = config().engram->engram_dim();
+  const int layers = hasher_->num_layers();
+  if (T > rows_capacity_) {
+    row_ids_dev_.clear();
+    rows_dev_.clear();
+    for (int i = 0; i < layers; ++i) {
+      ENGRAM_ASSIGN_OR_RETURN(Tensor ids, backend_->Alloc(DType::kI64, {T, H}));
+      ENGRAM_ASSIGN_OR_RETURN(Tensor rows, backend_->Alloc(DType::kF32, {T, D}));
+      row_ids_dev_.push_back(std::move(ids));
+      rows_dev_.push_back(std::move(rows));
+    }
+    rows_capacity_ = T;
+  }
+  row_ids_host_.resize(static_cast<size_t>(T * H));
+  std::vector<int64_t> context, tokens;
+  for (int i = 0; i < layers; ++i) {
+    int64_t t0 = 0;
+    for (const StepChunk& ch : chunks) {
+      const std::vector<int32_t>& hist = seqs_[ch.seq].tokens;
+      const size_t c0 = hist.size() > static_cast<size_t>(ctx) ? hist.size() - ctx : 0;
+      context.assign(hist.begin() + static_cast<ptrdiff_t>(c0), hist.end());
+      tokens.assign(ch.tokens.begin(), ch.tokens.end());
+      hasher_->Hash(i, context, tokens, /*add_offsets=*/true, row_ids_host_.data() + t0 * H);
+      t0 += static_cast<int64_t>(ch.tokens.size());
+    }
+    Tensor ids = row_ids_dev_[i].Rows(0, T);
+    ENGRAM_RETURN_IF_ERROR(backend_->CopyFromHost(row_ids_host_.data(), ids));
+    Tensor rows = rows_dev_[i].Rows(0, T);
+    ENGRAM_RETURN_IF_ERROR(tier_->Gather(*backend_, i, ids, rows));
+  }
+  return Status::Ok();
+}
+
+Result<std::vector<float>> Engine::Step(std::span<const StepChunk> chunks, bool all_logits) {
+  if (chunks.empty()) return InvalidArgument("step has no sequences");
+  BatchLayout layout;
+  ENGRAM_RETURN_IF_ERROR(BuildLayout(chunks, all_logits, layout));
+  ENGRAM_RETURN_IF_ERROR(backend_->UploadLayout(layout));
+  std::vector<Tensor> rows;
+  if (hasher_) {
+    ENGRAM_RETURN_IF_ERROR(GatherEngramRows(chunks, layout));
+    for (const Tensor& r : rows_dev_) rows.push_back(r.Rows(0, layout.num_tokens()));
+  }
+  GatheredRows source(std::move(rows));
+  ENGRAM_ASSIGN_OR_RETURN(Tensor logits, model_->Forward(layout, source, *kv_, engram_state_));
+  std::vector<float> out(static_cast<size_t>(logits.numel()));
+  ENGRAM_RETURN_IF_ERROR(backend_->CopyToHost(logits, out.data()));
+  for (const StepChunk& ch : chunks) {
+    auto& t = seqs_[ch.seq].tokens;
+    t.insert(t.end(), ch.tokens.begin(), ch.tokens.end());
+  }
+  return out;
+}
+
+}  // namespace engram

@@ -1,0 +1,90 @@
+// Engine: owns the backend, the model, the KV cache, the Engram conv state, the hasher and
+// the table tier, and runs one forward step over a set of sequence chunks:
+//   tokens -> NgramHasher -> rows gathered from the tier -> model forward -> logits.
+// The offline CLI (logits, generate, bench) and the serving scheduler drive it.
+//
+// Thread safety: not thread-safe; one engine thread calls every method.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "kernels/backend.h"
+#include "model/kv_cache.h"
+#include "model/llama_model.h"
+#include "model/model_files.h"
+#include "prefetch/ngram_hasher.h"
+#include "tiering/resident_tier.h"
+
+namespace engram {
+
+struct EngineOptions {
+  BackendOptions backend;
+  int max_seqs = 64;           // sequences alive at once (Engram state slots)
+  int64_t kv_tokens = 65536;   // KV cache capacity in positions, over all sequences
+  int block_size = 16;
+};
+
+using SeqId = int32_t;
+
+// One sequence's part of a step: the next tokens to run (a prefill chunk or one decode
+// token).
+struct StepChunk {
+  SeqId seq = -1;
+  std::span<const int32_t> tokens;
+};
+
+class Engine {
+ public:
+  static Result<std::unique_ptr<Engine>> Create(ModelFiles files, const EngineOptions& options);
+  ~Engine();
+
+  const ModelConfig& config() const { return files_.config; }
+  const ModelFiles& files() const { return files_; }
+  Backend& backend() { return *backend_; }
+  int free_kv_blocks() const { return kv_->free_blocks(); }
+
+  // A new, empty sequence. RESOURCE_EXHAUSTED when max_seqs are alive.
+  Result<SeqId> AddSequence();
+  // Frees the sequence's KV blocks and Engram state slot at once.
+  void RemoveSequence(SeqId seq);
+  // Tokens the sequence has run so far.
+  const std::vector<int32_t>& Tokens(SeqId seq) const;
+
+  // Runs one forward over the chunks (each sequence at most once) and appends their tokens to
+  // the sequences. Returns logits F32 on the host, row-major: with all_logits, one row per
+  // token in chunk order; otherwise one row per chunk (its last token). Token ids outside
+  // the vocabulary: OUT_OF_RANGE naming the id and the vocab size, and nothing is changed.
+  Result<std::vector<float>> Step(std::span<const StepChunk> chunks, bool all_logits);
+
+ private:
+  struct Sequence {
+    bool alive = false;
+    std::vector<int32_t> tokens;
+    std::vector<int32_t> blocks;
+  };
+  class GatheredRows;
+
+  Engine() = default;
+  Status BuildLayout(std::span<const StepChunk> chunks, bool all_logits, BatchLayout& layout);
+  Status GatherEngramRows(std::span<const StepChunk> chunks, const BatchLayout& layout);
+
+  ModelFiles files_;
+  EngineOptions options_;
+  std::unique_ptr<Backend> backend_;
+  HostWeights host_weights_;
+  std::unique_ptr<LlamaModel> model_;
+  std::unique_ptr<KvCache> kv_;
+  std::vector<Tensor> engram_state_;
+  std::unique_ptr<NgramHasher> hasher_;
+  std::unique_ptr<ResidentTier> tier_;
+  std::vector<Sequence> seqs_;
+  // Per-step scratch, reused: hash indices (host and device) and gathered rows per layer.
+  std::vector<int64_t> row_ids_host_;
+  std::vector<Tensor> row_ids_dev_, rows_dev_;
+  int64_t rows_capacity_ = 0;
+};
+
+}  // namespace engram

@@ -1,0 +1,190 @@
+// engram bench forward: prefill and decode throughput of the offline engine, printed beside
+// the machine's bounds measured in the same run (memory bandwidth for weight streaming, the
+// FMA rate for prefill arithmetic).
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "commands.h"
+#include "engine_args.h"
+#include "kernels/cpu/machine_bounds.h"
+
+namespace engram::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// Bytes of the matrices a decode step streams and the multiply-adds per token they imply.
+struct ModelCost {
+  double weight_bytes = 0;   // every Linear weight, read once per step
+  double flops_per_token = 0;
+};
+
+ModelCost CostOf(const ModelConfig& c, const TensorStore& store) {
+  ModelCost m;
+  for (const std::string& name : store.Names()) {
+    const TensorInfo* info = store.Info(name);
+    const bool matrix = info->shape.size() == 2 && name.find("embed_tokens") == std::string::npos &&
+                        name.find("multi_head_embedding") == std::string::npos;
+    if (!matrix) continue;
+    const double n = static_cast<double>(info->shape[0]) * static_cast<double>(info->shape[1]);
+    m.weight_bytes += n * static_cast<double>(DTypeSize(info->dtype));
+    m.flops_per_token += 2 * n;
+  }
+  if (c.tie_word_embeddings) {
+    const double n = static_cast<double>(c.vocab_size) * static_cast<double>(c.hidden_size);
+    m.weight_bytes += n * static_cast<double>(DTypeSize(store.Info("model.embed_tokens.weight")->dtype));
+    m.flops_per_token += 2 * n;
+  }
+  return m;
+}
+
+struct Measured {
+  double prefill_tok_s = 0;
+  std::vector<std::pair<int, double>> decode_tok_s;  // batch -> tok/s
+};
+
+Result<double> TimePrefill(Engine& e, int len, int repeats) {
+  std::vector<int32_t> prompt(static_cast<size_t>(len));
+  for (int i = 0; i < len; ++i) prompt[i] = static_cast<int32_t>((i * 7919 + 13) % e.config().vocab_size);
+  std::vector<double> times;
+  for (int r = 0; r < repeats + 1; ++r) {
+    ENGRAM_ASSIGN_OR_RETURN(SeqId s, e.AddSequence());
+    StepChunk ch{s, prompt};
+    const auto t0 = Clock::now();
+    auto out = e.Step({&ch, 1}, false);
+    const double dt = std::chrono::duration<double>(Clock::now() - t0).count();
+    e.RemoveSequence(s);
+    if (!out.ok()) return out.status();
+    if (r > 0) times.push_back(dt);  // first run warms caches and scratch
+  }
+  return len / Median(times);
+}
+
+Result<double> TimeDecode(Engine& e, int batch, int steps, int prompt_len) {
+  std::vector<SeqId> seqs;
+  std::vector<std::vector<int32_t>> next(static_cast<size_t>(batch));
+  std::vector<StepChunk> chunks;
+  const int64_t V = e.config().vocab_size;
+  for (int b = 0; b < batch; ++b) {
+    ENGRAM_ASSIGN_OR_RETURN(SeqId s, e.AddSequence());
+    seqs.push_back(s);
+    std::vector<int32_t> prompt(static_cast<size_t>(prompt_len));
+    for (int i = 0; i < prompt_len; ++i) prompt[i] = static_cast<int32_t>((b * 131 + i * 17 + 5) % V);
+    StepChunk ch{s, prompt};
+    auto out = e.Step({&ch, 1}, false);
+    if (!out.ok()) return out.status();
+    next[b] = {static_cast<int32_t>((b * 31 + 7) % V)};
+  }
+  std::vector<double> times;
+  Status st;
+  for (int step = 0; step < steps + 2 && st.ok(); ++step) {
+    chunks.clear();
+    for (int b = 0; b < batch; ++b) chunks.push_back({seqs[b], next[b]});
+    const auto t0 = Clock::now();
+    auto out = e.Step(chunks, false);
+    const double dt = std::chrono::duration<double>(Clock::now() - t0).count();
+    if (!out.ok()) {
+      st = out.status();
+      break;
+    }
+    if (step >= 2) times.push_back(dt);  // two warm-up steps
+    for (int b = 0; b < batch; ++b) {
+      next[b][0] = static_cast<int32_t>((next[b][0] * 7 + step + 1) % V);
+    }
+  }
+  for (SeqId s : seqs) e.RemoveSequence(s);
+  ENGRAM_RETURN_IF_ERROR(st);
+  return batch / Median(times);
+}
+
+Status BenchForward(const Args& args) {
+  ENGRAM_ASSIGN_OR_RETURN(long long prompt_len, args.GetInt("prompt-len", 256));
+  ENGRAM_ASSIGN_OR_RETURN(long long steps, args.GetInt("decode-steps", 16));
+  ENGRAM_ASSIGN_OR_RETURN(long long repeats, args.GetInt("repeats", 3));
+  ENGRAM_ASSIGN_OR_RETURN(long long threads, args.GetInt("threads", 0));
+  std::vector<long long> batches = {1, 16};
+  if (args.Has("batches")) {
+    ENGRAM_ASSIGN_OR_RETURN(batches, args.GetIntList("batches"));
+  }
+  if (prompt_len < 1 || steps < 1 || repeats < 1) {
+    return InvalidArgument("--prompt-len, --decode-steps and --repeats must be >= 1");
+  }
+  ENGRAM_ASSIGN_OR_RETURN(auto engine, OpenEngine(args));
+  const ModelCost cost = CostOf(engine->config(), engine->files().store);
+  Measured m;
+  ENGRAM_ASSIGN_OR_RETURN(m.prefill_tok_s,
+                          TimePrefill(*engine, static_cast<int>(prompt_len), static_cast<int>(repeats)));
+  for (long long b : batches) {
+    ENGRAM_ASSIGN_OR_RETURN(double tps, TimeDecode(*engine, static_cast<int>(b),
+                                                   static_cast<int>(steps), 32));
+    m.decode_tok_s.emplace_back(static_cast<int>(b), tps);
+  }
+  const int bound_threads =
+      threads > 0 ? static_cast<int>(threads) : static_cast<int>(std::thread::hardware_concurrency());
+  const double bw = MeasureMemoryBandwidthGBs(bound_threads);
+  const double fma = MeasureFmaGflops(bound_threads);
+  const double decode_bound = bw * 1e9 / cost.weight_bytes;         // tok/s at batch 1
+  const double prefill_bound = fma * 1e9 / cost.flops_per_token;    // tok/s
+  if (args.Flag("json")) {
+    nlohmann::json j;
+    j["model"] = engine->files().source;
+    j["backend"] = std::string(engine->backend().name());
+    j["weight_bytes"] = cost.weight_bytes;
+    j["flops_per_token"] = cost.flops_per_token;
+    j["bandwidth_gbs"] = bw;
+    j["fma_gflops"] = fma;
+    j["prefill"] = {{"prompt_len", prompt_len}, {"tok_s", m.prefill_tok_s},
+                    {"fraction_of_fma_bound", m.prefill_tok_s / prefill_bound}};
+    for (auto [b, tps] : m.decode_tok_s) {
+      j["decode"][std::to_string(b)] = {{"tok_s", tps},
+                                        {"fraction_of_bandwidth_bound", tps / (decode_bound * b)}};
+    }
+    std::printf("%s\n", j.dump(2).c_str());
+    return Status::Ok();
+  }
+  std::printf("model %s on %s\n", engine->files().source.c_str(),
+              std::string(engine->backend().name()).c_str());
+  std::printf("weights streamed per step: %.3f GB; %.3f GFLOP per token\n", cost.weight_bytes / 1e9,
+              cost.flops_per_token / 1e9);
+  std::printf("bounds (%d threads): read bandwidth %.2f GB/s -> batch-1 decode <= %.2f tok/s; "
+              "FMA %.1f GFLOP/s -> prefill <= %.1f tok/s\n",
+              bound_threads, bw, decode_bound, fma, prefill_bound);
+  std::printf("%-22s %12s %14s\n", "measurement", "tok/s", "of bound");
+  std::printf("%-22s %12.1f %13.1f%%\n", ("prefill " + std::to_string(prompt_len)).c_str(),
+              m.prefill_tok_s, 100 * m.prefill_tok_s / prefill_bound);
+  for (auto [b, tps] : m.decode_tok_s) {
+    std::printf("%-22s %12.2f %13.1f%%\n", ("decode batch " + std::to_string(b)).c_str(), tps,
+                100 * tps / (decode_bound * b));
+  }
+  std::printf("(decode batch B bound = B x batch-1 bound: weights streamed once per step)\n");
+  return Status::Ok();
+}
+
+}  // namespace
+
+int RunBench(int argc, char** argv) {
+  if (argc < 3 || std::string(argv[2]) != "forward") {
+    std::fprintf(stderr, "usage: engram bench forward --model DIR|synth:PRESET [--prompt-len N] "
+                         "[--decode-steps N] [--batches 1,16] [--repeats N] [--threads N] [--json]\n");
+    return 2;
+  }
+  auto names = EngineOptionNames();
+  names.insert({"prompt-len", "decode-steps", "batches", "repeats"});
+  auto args = Args::Parse(argc, argv, 3, names, {"help", "json"});
+  if (!args.ok()) return Fail("bench forward", args.status()) + 1;
+  Status st = BenchForward(*args);
+  return st.ok() ? 0 : Fail("bench forward", st);
+}
+
+}  // namespace engram::cli
