@@ -3,6 +3,7 @@
 // FMA rate for prefill arithmetic).
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <thread>
 #include <vector>
@@ -132,10 +133,13 @@ Status BenchForward(const Args& args) {
   }
   const int bound_threads =
       threads > 0 ? static_cast<int>(threads) : static_cast<int>(std::thread::hardware_concurrency());
-  const double bw = MeasureMemoryBandwidthGBs(bound_threads);
-  const double fma = MeasureFmaGflops(bound_threads);
-  const double decode_bound = bw * 1e9 / cost.weight_bytes;         // tok/s at batch 1
-  const double prefill_bound = fma * 1e9 / cost.flops_per_token;    // tok/s
+  // The bounds are the CPU's; on another backend they are not measured (reported as 0).
+  const bool cpu = engine->backend().device() == Device::kCpu;
+  const double bw = cpu ? MeasureMemoryBandwidthGBs(bound_threads) : 0.0;
+  const double fma = cpu ? MeasureFmaGflops(bound_threads) : 0.0;
+  // tok/s bounds; infinite (so the fractions read 0) where not measured.
+  const double decode_bound = cpu ? bw * 1e9 / cost.weight_bytes : INFINITY;
+  const double prefill_bound = cpu ? fma * 1e9 / cost.flops_per_token : INFINITY;
   if (args.Flag("json")) {
     nlohmann::json j;
     j["model"] = engine->files().source;
