@@ -1,5 +1,8 @@
 #include "model/model_files.h"
 
+#include "model/compression_builder.h"
+#include "model/tokenizer.h"
+
 #include <charconv>
 #include <cstdlib>
 #include <filesystem>
@@ -62,9 +65,10 @@ Result<SynthOptions> ParseSynthSpec(const std::string& spec) {
   return o;
 }
 
-// The compression map of a directory model, covering [0, vocab_size).
-Result<CompressionMap> LoadCompression(const std::string& path, const ModelConfig& config) {
-  ENGRAM_ASSIGN_OR_RETURN(CompressionMap map, CompressionMap::LoadJson(path, 0));
+// `map` extended to cover [0, vocab_size): ids beyond the map (a tokenizer smaller than the
+// padded embedding) read the compressed pad id. `path` names the map's origin in messages.
+Result<CompressionMap> CoverVocab(CompressionMap map, const std::string& path,
+                                  const ModelConfig& config) {
   const int64_t vocab = config.vocab_size;
   if (map.vocab_size() == vocab) return map;
   if (map.vocab_size() > vocab) {
@@ -82,6 +86,23 @@ Result<CompressionMap> LoadCompression(const std::string& path, const ModelConfi
   return extended;
 }
 
+// The model's compression map: engram_compression.json when present, else computed natively
+// from the tokenizer by the reference's rules, else the identity.
+Result<CompressionMap> CompressionFor(const ModelConfig& config, const std::string& map_path,
+                                      const std::string& tokenizer_path) {
+  if (!map_path.empty()) {
+    ENGRAM_ASSIGN_OR_RETURN(CompressionMap map, CompressionMap::LoadJson(map_path, 0));
+    return CoverVocab(std::move(map), map_path, config);
+  }
+  if (!tokenizer_path.empty() && config.engram) {
+    ENGRAM_ASSIGN_OR_RETURN(Tokenizer tok, Tokenizer::Load(tokenizer_path));
+    auto map = BuildCompressionMap(tok);
+    if (!map.ok()) return map.status().WithContext(tokenizer_path);
+    return CoverVocab(std::move(map).value(), tokenizer_path, config);
+  }
+  return CompressionMap::Identity(config.vocab_size);
+}
+
 }  // namespace
 
 Result<ModelFiles> OpenModel(const std::string& spec) {
@@ -93,7 +114,7 @@ Result<ModelFiles> OpenModel(const std::string& spec) {
     m.config = std::move(synth.config);
     m.store = std::move(synth.store);
     m.tokenizer_path = std::move(synth.tokenizer_path);
-    m.compression = CompressionMap::Identity(m.config.vocab_size);
+    ENGRAM_ASSIGN_OR_RETURN(m.compression, CompressionFor(m.config, "", m.tokenizer_path));
     return m;
   }
   std::error_code ec;
@@ -106,11 +127,10 @@ Result<ModelFiles> OpenModel(const std::string& spec) {
   const fs::path tokenizer = dir / "tokenizer.json";
   if (fs::exists(tokenizer, ec)) m.tokenizer_path = tokenizer.string();
   const fs::path compression = dir / "engram_compression.json";
-  if (fs::exists(compression, ec)) {
-    ENGRAM_ASSIGN_OR_RETURN(m.compression, LoadCompression(compression.string(), m.config));
-  } else {
-    m.compression = CompressionMap::Identity(m.config.vocab_size);
-  }
+  ENGRAM_ASSIGN_OR_RETURN(
+      m.compression,
+      CompressionFor(m.config, fs::exists(compression, ec) ? compression.string() : "",
+                     m.tokenizer_path));
   return m;
 }
 

@@ -22,8 +22,9 @@ struct ModelFiles {
 
 // `spec` is a model directory (config.json, *.safetensors [+ index], optional tokenizer.json
 // and engram_compression.json) or "synth:PRESET[?seed=S&dtype=bf16|f32&table_gb=X&
-// tokenizer=PATH]" (SynthesizeInMemory). Without engram_compression.json the compression is
-// the identity over vocab_size. A compression map with fewer entries than vocab_size (a
+// tokenizer=PATH]" (SynthesizeInMemory). The compression map is engram_compression.json when
+// present, else computed natively from tokenizer.json by the reference's rules, else the
+// identity over vocab_size. A compression map with fewer entries than vocab_size (a
 // tokenizer smaller than the padded embedding) is extended: the extra ids map to the
 // compressed pad id, num_compressed is unchanged (hashes of real tokens stay exact).
 // Errors name the file or the spec parameter.
