@@ -1,0 +1,515 @@
+#include "runtime/server_config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <cctype>
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <limits>
+#include <span>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "model/synth.h"
+
+namespace engram {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr std::string_view kSynthPrefix = "synth:";
+
+bool IsSynth(std::string_view model) { return model.starts_with(kSynthPrefix); }
+
+using Keys = std::span<const std::string_view>;
+
+constexpr std::string_view kTopKeys[] = {"model",  "tokenizer", "add_bos", "backend",
+                                         "server", "limits",    "logging", "metrics"};
+constexpr std::string_view kBackendKeys[] = {"kind", "threads", "device"};
+constexpr std::string_view kServerKeys[] = {"listen", "max_message_bytes", "drain_grace_s",
+                                            "handler_threads"};
+constexpr std::string_view kLimitsKeys[] = {
+    "max_running_seqs",   "max_batch_tokens", "prefill_chunk_tokens", "max_waiting",
+    "max_tokens_default", "kv_tokens",        "kv_block_size"};
+constexpr std::string_view kLoggingKeys[] = {"level"};
+constexpr std::string_view kMetricsKeys[] = {"listen"};
+constexpr std::string_view kBackendKinds[] = {"cpu", "cuda"};
+constexpr std::string_view kLogLevels[] = {"trace", "debug",    "info", "warn",
+                                           "error", "critical", "off"};
+
+std::string Join(Keys keys) {
+  std::string out;
+  for (std::string_view k : keys) {
+    if (!out.empty()) out += ", ";
+    out += k;
+  }
+  return out;
+}
+
+const char* NodeKind(const YAML::Node& n) {
+  switch (n.Type()) {
+    case YAML::NodeType::Map:
+      return "a map";
+    case YAML::NodeType::Sequence:
+      return "a sequence";
+    case YAML::NodeType::Scalar:
+      return "a scalar";
+    default:
+      return "no value";
+  }
+}
+
+// A relative path made relative to `base` (unchanged when base is empty or path absolute).
+std::string Resolve(const fs::path& base, const std::string& path) {
+  const fs::path p(path);
+  if (base.empty() || p.is_absolute()) return path;
+  return (base / p).lexically_normal().string();
+}
+
+// The keys of one map node, in file order, checked against the allowed set.
+struct Section {
+  std::string path;  // "" at the top level
+  std::vector<std::pair<std::string, YAML::Node>> items;
+
+  std::string KeyPath(std::string_view key) const {
+    return path.empty() ? std::string(key) : path + "." + std::string(key);
+  }
+  const YAML::Node* Find(std::string_view key) const {
+    for (const auto& [k, v] : items) {
+      if (k == key) return &v;
+    }
+    return nullptr;
+  }
+};
+
+class Parser {
+ public:
+  Parser(std::string source, fs::path base) : source_(std::move(source)), base_(std::move(base)) {}
+
+  Status Parse(const YAML::Node& root, ServerConfig& c);
+
+ private:
+  template <typename... Args>
+  Status Error(fmt::format_string<Args...> f, Args&&... args) const {
+    return InvalidArgument("{}: {}", source_, fmt::format(f, std::forward<Args>(args)...));
+  }
+
+  // `node` as a Section: a map (or no value: an empty section) whose keys are all allowed.
+  Result<Section> ReadSection(const YAML::Node& node, const std::string& path, Keys allowed) const;
+  // The scalar text at `key`; nullopt when the key is absent.
+  Result<std::optional<std::string>> Scalar(const Section& s, std::string_view key,
+                                            const char* expected, bool* plain = nullptr) const;
+  template <typename T>
+  Status Int(const Section& s, std::string_view key, int64_t min, int64_t max, T& out) const;
+  Status Double(const Section& s, std::string_view key, double min, double max, double& out) const;
+  Status Bool(const Section& s, std::string_view key, std::optional<bool>& out) const;
+  Status String(const Section& s, std::string_view key, std::string& out) const;
+  Status Enum(const Section& s, std::string_view key, Keys allowed, std::string& out) const;
+  Status Listen(const Section& s, std::string_view key, bool allow_empty, std::string& out) const;
+  Status Model(ServerConfig& c) const;
+
+  std::string source_;
+  fs::path base_;
+};
+
+Result<Section> Parser::ReadSection(const YAML::Node& node, const std::string& path,
+                                    Keys allowed) const {
+  Section s;
+  s.path = path;
+  if (!node.IsDefined() || node.IsNull()) return s;
+  if (!node.IsMap()) {
+    if (path.empty())
+      return Error("expected a map of keys at the top level, found {}", NodeKind(node));
+    return Error("{}: expected a map, found {}", path, NodeKind(node));
+  }
+  for (auto it = node.begin(); it != node.end(); ++it) {
+    if (!it->first.IsScalar()) {
+      return Error("{}key at line {} is {}, not a name", path.empty() ? "" : path + ": ",
+                   it->first.Mark().line + 1, NodeKind(it->first));
+    }
+    const std::string key = it->first.Scalar();
+    bool known = false;
+    for (std::string_view a : allowed) known = known || a == key;
+    if (!known) return Error("unknown key \"{}\" (allowed: {})", s.KeyPath(key), Join(allowed));
+    if (s.Find(key)) return Error("duplicate key \"{}\"", s.KeyPath(key));
+    s.items.emplace_back(key, it->second);
+  }
+  return s;
+}
+
+Result<std::optional<std::string>> Parser::Scalar(const Section& s, std::string_view key,
+                                                  const char* expected, bool* plain) const {
+  const YAML::Node* n = s.Find(key);
+  if (!n) return std::optional<std::string>();
+  if (!n->IsScalar()) {
+    return Error("{}: expected {}, found {}", s.KeyPath(key), expected, NodeKind(*n));
+  }
+  // Plain (unquoted) scalars carry the non-specific tag "?", quoted ones "!".
+  if (plain) *plain = n->Tag() == "?";
+  return std::optional<std::string>(n->Scalar());
+}
+
+std::string RangeText(int64_t min, int64_t max) { return fmt::format("{}..{}", min, max); }
+
+template <typename T>
+Status Parser::Int(const Section& s, std::string_view key, int64_t min, int64_t max, T& out) const {
+  bool plain = false;
+  ENGRAM_ASSIGN_OR_RETURN(std::optional<std::string> text, Scalar(s, key, "an integer", &plain));
+  if (!text) return Status::Ok();
+  std::string_view digits = *text;
+  if (digits.starts_with('+')) digits.remove_prefix(1);
+  int64_t v = 0;
+  const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), v);
+  const bool whole = !digits.empty() && end == digits.data() + digits.size();
+  if (plain && whole && ec == std::errc::result_out_of_range) {
+    return Error("{}: {} is out of range (expected {})", s.KeyPath(key), *text,
+                 RangeText(min, max));
+  }
+  if (!plain || !whole || ec != std::errc()) {
+    return Error("{}: \"{}\" is not an integer", s.KeyPath(key), *text);
+  }
+  if (v < min || v > max) {
+    return Error("{}: {} is out of range (expected {})", s.KeyPath(key), v, RangeText(min, max));
+  }
+  out = static_cast<T>(v);
+  return Status::Ok();
+}
+
+Status Parser::Double(const Section& s, std::string_view key, double min, double max,
+                      double& out) const {
+  bool plain = false;
+  ENGRAM_ASSIGN_OR_RETURN(std::optional<std::string> text, Scalar(s, key, "a number", &plain));
+  if (!text) return Status::Ok();
+  char* end = nullptr;
+  const double v = std::strtod(text->c_str(), &end);
+  if (!plain || text->empty() || end != text->c_str() + text->size() || !std::isfinite(v)) {
+    return Error("{}: \"{}\" is not a number", s.KeyPath(key), *text);
+  }
+  if (v < min || v > max) {
+    return Error("{}: {} is out of range (expected {}..{})", s.KeyPath(key), *text, min, max);
+  }
+  out = v;
+  return Status::Ok();
+}
+
+Status Parser::Bool(const Section& s, std::string_view key, std::optional<bool>& out) const {
+  bool plain = false;
+  ENGRAM_ASSIGN_OR_RETURN(std::optional<std::string> text, Scalar(s, key, "true or false", &plain));
+  if (!text) return Status::Ok();
+  const std::string& t = *text;
+  if (plain && (t == "true" || t == "True" || t == "TRUE")) {
+    out = true;
+  } else if (plain && (t == "false" || t == "False" || t == "FALSE")) {
+    out = false;
+  } else {
+    return Error("{}: \"{}\" is not a boolean (expected true or false)", s.KeyPath(key), t);
+  }
+  return Status::Ok();
+}
+
+Status Parser::String(const Section& s, std::string_view key, std::string& out) const {
+  ENGRAM_ASSIGN_OR_RETURN(std::optional<std::string> text, Scalar(s, key, "a string"));
+  if (text) out = std::move(*text);
+  return Status::Ok();
+}
+
+Status Parser::Enum(const Section& s, std::string_view key, Keys allowed, std::string& out) const {
+  ENGRAM_ASSIGN_OR_RETURN(std::optional<std::string> text,
+                          Scalar(s, key, fmt::format("one of: {}", Join(allowed)).c_str()));
+  if (!text) return Status::Ok();
+  for (std::string_view a : allowed) {
+    if (a == *text) {
+      out = std::move(*text);
+      return Status::Ok();
+    }
+  }
+  return Error("{}: \"{}\" (expected one of: {})", s.KeyPath(key), *text, Join(allowed));
+}
+
+// host:port with host a name, an IPv4 address or a bracketed IPv6 address; port 0..65535.
+Status Parser::Listen(const Section& s, std::string_view key, bool allow_empty,
+                      std::string& out) const {
+  std::string v = out;
+  ENGRAM_RETURN_IF_ERROR(String(s, key, v));
+  if (v.empty() && allow_empty) {
+    out = v;
+    return Status::Ok();
+  }
+  const auto bad = [&] {
+    return Error("{}: \"{}\" is not host:port (e.g. 127.0.0.1:50051, [::1]:50051, 0.0.0.0:0){}",
+                 s.KeyPath(key), v, allow_empty ? " or \"\" (disabled)" : "");
+  };
+  const size_t colon = v.rfind(':');
+  if (colon == std::string::npos || colon == 0) return bad();
+  const std::string_view host(v.data(), colon), port(v.data() + colon + 1, v.size() - colon - 1);
+  if (host.front() == '[') {
+    if (host.size() < 3 || host.back() != ']') return bad();
+    for (char ch : host.substr(1, host.size() - 2)) {
+      if (!std::isxdigit(static_cast<unsigned char>(ch)) && ch != ':' && ch != '.') return bad();
+    }
+  } else {
+    for (char ch : host) {
+      if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '.' && ch != '-' && ch != '_') {
+        return bad();
+      }
+    }
+  }
+  if (port.empty() || port.size() > 9) return bad();
+  for (char ch : port) {
+    if (!std::isdigit(static_cast<unsigned char>(ch))) return bad();
+  }
+  const long p = std::strtol(std::string(port).c_str(), nullptr, 10);
+  if (p > 65535) {
+    return Error("{}: port {} is out of range (expected 0..65535)", s.KeyPath(key), p);
+  }
+  out = v;
+  return Status::Ok();
+}
+
+// model: required, non-empty; a relative directory or synth tokenizer= path is resolved.
+Status Parser::Model(ServerConfig& c) const {
+  if (c.model.empty()) {
+    return Error("model: \"\" is empty (expected a model directory or synth:PRESET)");
+  }
+  if (!IsSynth(c.model)) {
+    c.model = Resolve(base_, c.model);
+    return Status::Ok();
+  }
+  const std::string rest = c.model.substr(kSynthPrefix.size());
+  const size_t q = rest.find('?');
+  const std::string preset = rest.substr(0, q);
+  const std::vector<std::string> presets = SynthPresetNames();
+  bool known = false;
+  for (const std::string& p : presets) known = known || p == preset;
+  if (!known) {
+    std::string names;
+    for (const std::string& p : presets) names += (names.empty() ? "" : ", ") + p;
+    return Error("model: unknown synth preset \"{}\" (expected one of: {})", preset, names);
+  }
+  if (q == std::string::npos) return Status::Ok();
+  // Rebuild the query with a resolved tokenizer= path; other parameters are OpenModel's.
+  std::string out = std::string(kSynthPrefix) + preset + "?";
+  const std::string query = rest.substr(q + 1);
+  size_t pos = 0;
+  bool first = true;
+  while (pos <= query.size()) {
+    size_t amp = query.find('&', pos);
+    if (amp == std::string::npos) amp = query.size();
+    std::string item = query.substr(pos, amp - pos);
+    pos = amp + 1;
+    if (item.rfind("tokenizer=", 0) == 0) {
+      if (!c.tokenizer.empty()) {
+        return Error(
+            "tokenizer: set both as a key and as the tokenizer= parameter of model (use "
+            "one)");
+      }
+      item = "tokenizer=" + Resolve(base_, item.substr(10));
+    }
+    out += (first ? "" : "&") + item;
+    first = false;
+  }
+  c.model = out;
+  return Status::Ok();
+}
+
+Status Parser::Parse(const YAML::Node& root, ServerConfig& c) {
+  ENGRAM_ASSIGN_OR_RETURN(Section top, ReadSection(root, "", kTopKeys));
+  if (!top.Find("model")) {
+    return Error("missing required key \"model\" (a model directory or synth:PRESET)");
+  }
+  ENGRAM_RETURN_IF_ERROR(String(top, "model", c.model));
+  ENGRAM_RETURN_IF_ERROR(String(top, "tokenizer", c.tokenizer));
+  if (top.Find("tokenizer") && c.tokenizer.empty()) {
+    return Error("tokenizer: \"\" is empty (expected the path of a tokenizer.json)");
+  }
+  ENGRAM_RETURN_IF_ERROR(Bool(top, "add_bos", c.add_bos));
+  if (IsSynth(c.model) && c.tokenizer.find_first_of("&?") != std::string::npos) {
+    return Error("tokenizer: \"{}\" holds '&' or '?', which a synth model spec cannot carry",
+                 c.tokenizer);
+  }
+  ENGRAM_RETURN_IF_ERROR(Model(c));
+  c.tokenizer = c.tokenizer.empty() ? "" : Resolve(base_, c.tokenizer);
+
+  const auto section = [&](const char* name, Keys keys) -> Result<Section> {
+    const YAML::Node* n = top.Find(name);
+    return ReadSection(n ? *n : YAML::Node(), name, keys);
+  };
+
+  ENGRAM_ASSIGN_OR_RETURN(Section backend, section("backend", kBackendKeys));
+  auto& b = c.backend;
+  ENGRAM_RETURN_IF_ERROR(Enum(backend, "kind", kBackendKinds, b.kind));
+  ENGRAM_RETURN_IF_ERROR(Int(backend, "threads", 0, 4096, b.threads));
+  ENGRAM_RETURN_IF_ERROR(Int(backend, "device", 0, 1023, b.device));
+
+  ENGRAM_ASSIGN_OR_RETURN(Section server, section("server", kServerKeys));
+  auto& s = c.server;
+  ENGRAM_RETURN_IF_ERROR(Listen(server, "listen", false, s.listen));
+  ENGRAM_RETURN_IF_ERROR(
+      Int(server, "max_message_bytes", 1024, std::numeric_limits<int>::max(), s.max_message_bytes));
+  ENGRAM_RETURN_IF_ERROR(Double(server, "drain_grace_s", 0, 3600, s.drain_grace_s));
+  ENGRAM_RETURN_IF_ERROR(Int(server, "handler_threads", 0, 1024, s.handler_threads));
+
+  ENGRAM_ASSIGN_OR_RETURN(Section limits, section("limits", kLimitsKeys));
+  auto& l = c.limits;
+  ENGRAM_RETURN_IF_ERROR(Int(limits, "max_running_seqs", 1, 4096, l.max_running_seqs));
+  ENGRAM_RETURN_IF_ERROR(Int(limits, "max_batch_tokens", 16, 1 << 20, l.max_batch_tokens));
+  ENGRAM_RETURN_IF_ERROR(Int(limits, "prefill_chunk_tokens", 1, 1 << 20, l.prefill_chunk_tokens));
+  ENGRAM_RETURN_IF_ERROR(Int(limits, "max_waiting", 1, 1000000, l.max_waiting));
+  ENGRAM_RETURN_IF_ERROR(Int(limits, "max_tokens_default", 1, 1 << 20, l.max_tokens_default));
+  ENGRAM_RETURN_IF_ERROR(Int(limits, "kv_tokens", 16, int64_t{1} << 30, l.kv_tokens));
+  ENGRAM_RETURN_IF_ERROR(Int(limits, "kv_block_size", 1, 256, l.kv_block_size));
+  if ((l.kv_block_size & (l.kv_block_size - 1)) != 0) {
+    return Error("limits.kv_block_size: {} is not a power of two (expected 1, 2, 4, ..., 256)",
+                 l.kv_block_size);
+  }
+  if (l.prefill_chunk_tokens > l.max_batch_tokens) {
+    return Error("limits.prefill_chunk_tokens: {} exceeds limits.max_batch_tokens ({})",
+                 l.prefill_chunk_tokens, l.max_batch_tokens);
+  }
+  if (l.max_tokens_default > l.kv_tokens) {
+    return Error("limits.max_tokens_default: {} exceeds limits.kv_tokens ({})",
+                 l.max_tokens_default, l.kv_tokens);
+  }
+
+  ENGRAM_ASSIGN_OR_RETURN(Section logging, section("logging", kLoggingKeys));
+  ENGRAM_RETURN_IF_ERROR(Enum(logging, "level", kLogLevels, c.logging.level));
+
+  ENGRAM_ASSIGN_OR_RETURN(Section metrics, section("metrics", kMetricsKeys));
+  ENGRAM_RETURN_IF_ERROR(Listen(metrics, "listen", true, c.metrics.listen));
+  if (!c.metrics.listen.empty() && c.metrics.listen == c.server.listen &&
+      !c.server.listen.ends_with(":0")) {
+    return Error("metrics.listen: \"{}\" is also server.listen (expected another port)",
+                 c.metrics.listen);
+  }
+  return Status::Ok();
+}
+
+Result<ServerConfig> Parse(const std::string& text, const std::string& source,
+                           const fs::path& base) {
+  ServerConfig c;
+  try {
+    const std::vector<YAML::Node> docs = YAML::LoadAll(text);
+    if (docs.size() > 1) {
+      return InvalidArgument("{}: holds {} YAML documents (expected one)", source, docs.size());
+    }
+    ENGRAM_RETURN_IF_ERROR(Parser(source, base).Parse(docs.empty() ? YAML::Node() : docs[0], c));
+  } catch (const YAML::ParserException& e) {
+    return InvalidArgument("{}: YAML syntax error at line {}, column {}: {}", source,
+                           e.mark.line + 1, e.mark.column + 1, e.msg);
+  } catch (const YAML::Exception& e) {
+    return InvalidArgument("{}: {}", source, e.what());
+  }
+  return c;
+}
+
+}  // namespace
+
+Result<ServerConfig> ServerConfig::LoadFile(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) {
+    const int err = errno;
+    return ErrnoStatus(err == ENOENT   ? StatusCode::kNotFound
+                       : err == EACCES ? StatusCode::kPermissionDenied
+                                       : StatusCode::kInvalidArgument,
+                       path + ": cannot open the config file", err);
+  }
+  std::string text;
+  char buf[16384];
+  size_t n = 0;
+  while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0) text.append(buf, n);
+  const int err = std::ferror(f) ? errno : 0;
+  std::fclose(f);
+  if (err != 0) {
+    return ErrnoStatus(StatusCode::kInvalidArgument, path + ": cannot read the config file", err);
+  }
+  std::error_code ec;
+  fs::path base = fs::absolute(fs::path(path), ec).parent_path();
+  if (ec) base = fs::path(path).parent_path();
+  return Parse(text, path, base.lexically_normal());
+}
+
+Result<ServerConfig> ServerConfig::FromYaml(const std::string& text, const std::string& source) {
+  return Parse(text, source, fs::path(source).parent_path());
+}
+
+std::string ServerConfig::ModelSpec() const {
+  if (!IsSynth(model) || tokenizer.empty()) return model;
+  return model + (model.find('?') == std::string::npos ? "?" : "&") + "tokenizer=" + tokenizer;
+}
+
+Result<ModelFiles> ServerConfig::OpenModelFiles() const {
+  ENGRAM_ASSIGN_OR_RETURN(ModelFiles files, OpenModel(ModelSpec()));
+  if (!IsSynth(model) && !tokenizer.empty()) {
+    std::error_code ec;
+    if (!fs::is_regular_file(tokenizer, ec)) {
+      return NotFound("tokenizer: {}: no such file", tokenizer);
+    }
+    files.tokenizer_path = tokenizer;
+  }
+  return files;
+}
+
+EngineOptions ServerConfig::ToEngineOptions() const {
+  EngineOptions o;
+  o.backend.kind = backend.kind;
+  o.backend.threads = backend.threads;
+  o.backend.device_index = backend.device;
+  o.max_seqs = limits.max_running_seqs;
+  o.kv_tokens = limits.kv_tokens;
+  o.block_size = limits.kv_block_size;
+  return o;
+}
+
+std::string ServerConfig::ToYaml() const {
+  YAML::Emitter e;
+  // Free-form strings are always quoted so that values like "null" or "123" read back as
+  // strings; enums and numbers are plain.
+  const auto quoted = [&](const char* key, const std::string& v) {
+    e << YAML::Key << key << YAML::Value << YAML::DoubleQuoted << v;
+  };
+  e << YAML::BeginMap;
+  quoted("model", model);
+  if (!tokenizer.empty()) quoted("tokenizer", tokenizer);
+  if (add_bos) e << YAML::Key << "add_bos" << YAML::Value << *add_bos;
+
+  e << YAML::Key << "backend" << YAML::Value << YAML::BeginMap;
+  e << YAML::Key << "kind" << YAML::Value << backend.kind;
+  e << YAML::Key << "threads" << YAML::Value << backend.threads;
+  e << YAML::Key << "device" << YAML::Value << backend.device;
+  e << YAML::EndMap;
+
+  e << YAML::Key << "server" << YAML::Value << YAML::BeginMap;
+  quoted("listen", server.listen);
+  e << YAML::Key << "max_message_bytes" << YAML::Value << server.max_message_bytes;
+  // fmt's shortest representation reads back to the same double.
+  e << YAML::Key << "drain_grace_s" << YAML::Value << fmt::format("{}", server.drain_grace_s);
+  e << YAML::Key << "handler_threads" << YAML::Value << server.handler_threads;
+  e << YAML::EndMap;
+
+  e << YAML::Key << "limits" << YAML::Value << YAML::BeginMap;
+  e << YAML::Key << "max_running_seqs" << YAML::Value << limits.max_running_seqs;
+  e << YAML::Key << "max_batch_tokens" << YAML::Value << limits.max_batch_tokens;
+  e << YAML::Key << "prefill_chunk_tokens" << YAML::Value << limits.prefill_chunk_tokens;
+  e << YAML::Key << "max_waiting" << YAML::Value << limits.max_waiting;
+  e << YAML::Key << "max_tokens_default" << YAML::Value << limits.max_tokens_default;
+  e << YAML::Key << "kv_tokens" << YAML::Value << limits.kv_tokens;
+  e << YAML::Key << "kv_block_size" << YAML::Value << limits.kv_block_size;
+  e << YAML::EndMap;
+
+  e << YAML::Key << "logging" << YAML::Value << YAML::BeginMap;
+  e << YAML::Key << "level" << YAML::Value << logging.level;
+  e << YAML::EndMap;
+
+  e << YAML::Key << "metrics" << YAML::Value << YAML::BeginMap;
+  quoted("listen", metrics.listen);
+  e << YAML::EndMap;
+  e << YAML::EndMap;
+  return std::string(e.c_str()) + "\n";
+}
+
+}  // namespace engram

@@ -1,0 +1,89 @@
+// ServerConfig: engramd's configuration file (model.yaml), parsed, validated and resolved.
+// docs/operations.md lists every key with its type, default and allowed values.
+//
+// Parsing is strict: an unknown or duplicate key, a value of the wrong type or outside its
+// range, a missing `model`, YAML syntax errors and unreadable files are INVALID_ARGUMENT
+// (NOT_FOUND for a missing file) with a message "SOURCE: key.path: what (expected ...)".
+// Relative paths (a model directory, `tokenizer`, a synth spec's tokenizer= parameter) are
+// resolved against the directory of the config file. Parsing opens nothing but the config
+// file: the model and tokenizer are read by OpenModelFiles (their errors name the paths).
+//
+// A ServerConfig is a plain value: copy it freely; no method mutates it.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "common/status.h"
+#include "model/model_files.h"
+#include "runtime/engine.h"
+
+namespace engram {
+
+struct ServerConfig {
+  // A model directory or "synth:PRESET[?seed=S&dtype=...&table_gb=X&tokenizer=PATH]".
+  // Required. Relative directories are resolved (absolute after LoadFile).
+  std::string model;
+  // tokenizer.json overriding the model's own; empty: the model's. For a synth spec it is
+  // passed as the spec's tokenizer= parameter (the vocabulary then follows it).
+  std::string tokenizer;
+  // Whether prompts start with BOS; unset: as the tokenizer's post-processor says.
+  std::optional<bool> add_bos;
+
+  struct BackendSection {
+    std::string kind = "cpu";  // "cpu" | "cuda"
+    int threads = 0;           // CPU compute threads; 0 = one per physical core
+    int device = 0;            // CUDA device index
+    bool operator==(const BackendSection&) const = default;
+  } backend;
+
+  struct ServerSection {
+    std::string listen = "127.0.0.1:50051";  // host:port of the gRPC service; port 0: ephemeral
+    int max_message_bytes = 4 << 20;         // gRPC receive/send limit
+    double drain_grace_s = 10;  // on SIGTERM: seconds running requests may still finish
+    int handler_threads = 0;    // gRPC handler threads; 0 = gRPC's default
+    bool operator==(const ServerSection&) const = default;
+  } server;
+
+  struct LimitsSection {
+    int max_running_seqs = 64;       // sequences decoding at once (Engine max_seqs)
+    int max_batch_tokens = 2048;     // tokens in one engine step
+    int prefill_chunk_tokens = 512;  // prompt tokens of one sequence per step
+    int max_waiting = 256;           // requests accepted but not yet running (>= 1)
+    int max_tokens_default = 256;    // generated tokens when a request names none
+    int64_t kv_tokens = 65536;       // KV cache capacity in positions, all sequences
+    int kv_block_size = 16;          // positions per KV block (power of two)
+    bool operator==(const LimitsSection&) const = default;
+  } limits;
+
+  struct LoggingSection {
+    std::string level = "info";  // trace|debug|info|warn|error|critical|off
+    bool operator==(const LoggingSection&) const = default;
+  } logging;
+
+  struct MetricsSection {
+    std::string listen;  // host:port of the Prometheus endpoint; empty: disabled
+    bool operator==(const MetricsSection&) const = default;
+  } metrics;
+
+  // Reads and validates the file at `path`; messages start with `path`.
+  static Result<ServerConfig> LoadFile(const std::string& path);
+  // Parses and validates YAML text; `source` names it in messages, and relative paths are
+  // resolved against the directory part of `source` (left as they are if it has none).
+  static Result<ServerConfig> FromYaml(const std::string& text, const std::string& source);
+
+  // The spec to pass to OpenModel: `model`, with `tokenizer` added as the tokenizer=
+  // parameter when the model is a synth spec.
+  std::string ModelSpec() const;
+  // OpenModel(ModelSpec()), with `tokenizer` replacing a model directory's tokenizer.json.
+  Result<ModelFiles> OpenModelFiles() const;
+  EngineOptions ToEngineOptions() const;
+  // The effective configuration (every key, defaults included) as YAML that FromYaml reads
+  // back to an equal config; for logs and `engramd --check-config`.
+  std::string ToYaml() const;
+
+  bool operator==(const ServerConfig&) const = default;
+};
+
+}  // namespace engram
