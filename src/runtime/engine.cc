@@ -78,6 +78,12 @@ void Engine::RemoveSequence(SeqId seq) {
 
 const std::vector<int32_t>& Engine::Tokens(SeqId seq) const { return seqs_.at(seq).tokens; }
 
+int Engine::free_seq_slots() const {
+  int n = 0;
+  for (const Sequence& s : seqs_) n += s.alive ? 0 : 1;
+  return n;
+}
+
 Status Engine::BuildLayout(std::span<const StepChunk> chunks, bool all_logits,
                            BatchLayout& L) {
   const int64_t vocab = config().vocab_size;
@@ -139,7 +145,9 @@ Status Engine::BuildLayout(std::span<const StepChunk> chunks, bool all_logits,
       L.slot_mapping.push_back(s.blocks[pos / bs] * bs + pos % bs);
       if (all_logits) L.logit_rows.push_back(static_cast<int32_t>(L.token_ids.size() - 1));
     }
-    if (!all_logits) L.logit_rows.push_back(static_cast<int32_t>(L.token_ids.size() - 1));
+    if (!all_logits && ch.logits) {
+      L.logit_rows.push_back(static_cast<int32_t>(L.token_ids.size() - 1));
+    }
     L.seq_token_start.push_back(static_cast<int32_t>(L.token_ids.size()));
     L.context_lens.push_back(p0 + static_cast<int32_t>(ch.tokens.size()));
     L.state_slots.push_back(ch.seq);
@@ -200,7 +208,11 @@ Result<std::vector<float>> Engine::Step(std::span<const StepChunk> chunks, bool 
   GatheredRows source(std::move(rows));
   ENGRAM_ASSIGN_OR_RETURN(Tensor logits, model_->Forward(layout, source, *kv_, engram_state_));
   std::vector<float> out(static_cast<size_t>(logits.numel()));
-  ENGRAM_RETURN_IF_ERROR(backend_->CopyToHost(logits, out.data()));
+  if (!out.empty()) {
+    ENGRAM_RETURN_IF_ERROR(backend_->CopyToHost(logits, out.data()));
+  } else {
+    ENGRAM_RETURN_IF_ERROR(backend_->Synchronize());
+  }
   for (const StepChunk& ch : chunks) {
     auto& t = seqs_[ch.seq].tokens;
     t.insert(t.end(), ch.tokens.begin(), ch.tokens.end());

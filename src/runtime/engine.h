@@ -34,6 +34,9 @@ using SeqId = int32_t;
 struct StepChunk {
   SeqId seq = -1;
   std::span<const int32_t> tokens;
+  // Whether the step returns this chunk's logits (false for a prompt chunk that is not the
+  // prompt's last: its logits would be discarded).
+  bool logits = true;
 };
 
 class Engine {
@@ -52,10 +55,15 @@ class Engine {
   void RemoveSequence(SeqId seq);
   // Tokens the sequence has run so far.
   const std::vector<int32_t>& Tokens(SeqId seq) const;
+  int max_seqs() const { return static_cast<int>(seqs_.size()); }
+  int free_seq_slots() const;
+  int total_kv_blocks() const { return kv_->num_blocks(); }
+  int kv_block_size() const { return kv_->block_size(); }
 
   // Runs one forward over the chunks (each sequence at most once) and appends their tokens to
   // the sequences. Returns logits F32 on the host, row-major: with all_logits, one row per
-  // token in chunk order; otherwise one row per chunk (its last token). Token ids outside
+  // token in chunk order; otherwise one row per chunk whose `logits` is set (its last token),
+  // in chunk order. Token ids outside
   // the vocabulary: OUT_OF_RANGE naming the id and the vocab size, and nothing is changed.
   Result<std::vector<float>> Step(std::span<const StepChunk> chunks, bool all_logits);
 

@@ -1,0 +1,180 @@
+// engramd: the Engram inference daemon. Starts the gRPC server (health NOT_SERVING), loads
+// the model, then serves (health SERVING). SIGTERM/SIGINT drain: stop accepting, let running
+// requests finish within server.drain_grace_s, end the rest with UNAVAILABLE, exit.
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <signal.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <thread>
+
+#include "common/logging.h"
+#include "runtime/engine_loop.h"
+#include "runtime/grpc_service.h"
+#include "runtime/server_config.h"
+#include "runtime/version.h"
+
+namespace engram {
+namespace {
+
+constexpr const char* kUsage =
+    "usage: engramd --config FILE       serve the model FILE describes\n"
+    "       engramd --check-config FILE validate FILE (and open its model), print the effective\n"
+    "                                   configuration, exit 0 if valid\n"
+    "       engramd --help | --version\n"
+    "See docs/operations.md for the configuration keys.\n";
+
+int CheckConfig(const std::string& path) {
+  auto cfg = ServerConfig::LoadFile(path);
+  if (!cfg.ok()) {
+    std::fprintf(stderr, "engramd: %s\n", cfg.status().message().c_str());
+    return 2;
+  }
+  auto files = cfg->OpenModelFiles();
+  if (!files.ok()) {
+    std::fprintf(stderr, "engramd: %s: model: %s\n", path.c_str(), files.status().ToString().c_str());
+    return 2;
+  }
+  std::printf("%s", cfg->ToYaml().c_str());
+  std::fprintf(stderr, "engramd: %s is valid (model %s: %lld layers, vocab %lld)\n", path.c_str(),
+               files->source.c_str(), static_cast<long long>(files->config.num_hidden_layers),
+               static_cast<long long>(files->config.vocab_size));
+  return 0;
+}
+
+int Serve(const std::string& path) {
+  auto cfg_or = ServerConfig::LoadFile(path);
+  if (!cfg_or.ok()) {
+    std::fprintf(stderr, "engramd: %s\n", cfg_or.status().message().c_str());
+    return 2;
+  }
+  const ServerConfig cfg = std::move(cfg_or).value();
+  if (Status st = SetLogLevel(cfg.logging.level); !st.ok()) {
+    std::fprintf(stderr, "engramd: %s\n", st.ToString().c_str());
+    return 2;
+  }
+  if (!cfg.metrics.listen.empty()) {
+    std::fprintf(stderr,
+                 "engramd: %s: metrics.listen is set, but this build has no Prometheus endpoint "
+                 "yet; remove the key (stats are served by GetStats)\n",
+                 path.c_str());
+    return 2;
+  }
+  // Signals go to the sigwait below only: block them before any thread starts.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+
+  ServiceOptions sopt;
+  EngramService service(sopt);
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(cfg.server.listen, grpc::InsecureServerCredentials(), &port);
+  builder.SetMaxReceiveMessageSize(cfg.server.max_message_bytes);
+  builder.SetMaxSendMessageSize(cfg.server.max_message_bytes);
+  if (cfg.server.handler_threads > 0) {
+    builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MAX_POLLERS,
+                                cfg.server.handler_threads);
+  }
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || port == 0) {
+    std::fprintf(stderr, "engramd: cannot listen on %s (server.listen)\n", cfg.server.listen.c_str());
+    return 1;
+  }
+  auto* health = server->GetHealthCheckService();
+  health->SetServingStatus(false);
+  const std::string host = cfg.server.listen.substr(0, cfg.server.listen.rfind(':'));
+  std::printf("engramd %s: listening on %s:%d\n", Version(), host.c_str(), port);
+  std::fflush(stdout);
+  spdlog::info("listening on {}:{} (health NOT_SERVING until the model is loaded)", host, port);
+
+  // Load the model while the server already answers health checks.
+  auto files = cfg.OpenModelFiles();
+  if (!files.ok()) {
+    spdlog::error("model: {}", files.status().ToString());
+    server->Shutdown();
+    return 1;
+  }
+  std::shared_ptr<const Tokenizer> tokenizer;
+  if (!files->tokenizer_path.empty()) {
+    TokenizerOptions topt;
+    topt.add_bos = cfg.add_bos;
+    auto tok = Tokenizer::Load(files->tokenizer_path, topt);
+    if (!tok.ok()) {
+      spdlog::error("tokenizer: {}", tok.status().ToString());
+      server->Shutdown();
+      return 1;
+    }
+    tokenizer = std::make_shared<const Tokenizer>(std::move(tok).value());
+  }
+  auto engine = Engine::Create(std::move(files).value(), cfg.ToEngineOptions());
+  if (!engine.ok()) {
+    spdlog::error("engine: {}", engine.status().ToString());
+    server->Shutdown();
+    return 1;
+  }
+  ServingOptions serving;
+  serving.limits.max_running_seqs = cfg.limits.max_running_seqs;
+  serving.limits.max_batch_tokens = cfg.limits.max_batch_tokens;
+  serving.limits.prefill_chunk_tokens = cfg.limits.prefill_chunk_tokens;
+  serving.limits.max_waiting = cfg.limits.max_waiting;
+  serving.max_tokens_default = cfg.limits.max_tokens_default;
+  const std::string backend_name(engine.value()->backend().name());
+  auto loop = std::make_unique<EngineLoop>(std::move(engine).value(), tokenizer, serving);
+  service.SetLoop(loop.get(), tokenizer, DescribeModel(loop->engine(), backend_name, tokenizer != nullptr));
+  health->SetServingStatus(true);
+  std::printf("engramd: ready (%s)\n", loop->engine().files().source.c_str());
+  std::fflush(stdout);
+  spdlog::info("serving {} on {}", loop->engine().files().source, backend_name);
+
+  int sig = 0;
+  sigwait(&sigs, &sig);
+  spdlog::info("{}: draining (grace {} s, {} requests in flight)", strsignal(sig),
+               cfg.server.drain_grace_s, loop->InFlight());
+  health->SetServingStatus(false);
+  loop->BeginDrain();
+  const auto grace_end = std::chrono::steady_clock::now() +
+                         std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                             std::chrono::duration<double>(cfg.server.drain_grace_s));
+  while (loop->InFlight() > 0 && std::chrono::steady_clock::now() < grace_end) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  if (loop->InFlight() > 0) {
+    spdlog::warn("drain grace of {} s ended with {} requests in flight: ending them",
+                 cfg.server.drain_grace_s, loop->InFlight());
+    loop->AbortAll(Unavailable("server shutting down: the drain grace period of {} s ended",
+                               cfg.server.drain_grace_s));
+  }
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  loop.reset();
+  spdlog::info("stopped");
+  return 0;
+}
+
+}  // namespace
+}  // namespace engram
+
+int main(int argc, char** argv) {
+  spdlog::set_pattern("[%H:%M:%S.%e] [%^%l%$] %v");
+  if (argc == 2 && (!std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h"))) {
+    std::printf("%s", engram::kUsage);
+    return 0;
+  }
+  if (argc == 2 && !std::strcmp(argv[1], "--version")) {
+    std::printf("engramd %s\n", engram::Version());
+    return 0;
+  }
+  if (argc == 3 && !std::strcmp(argv[1], "--config")) return engram::Serve(argv[2]);
+  if (argc == 3 && !std::strcmp(argv[1], "--check-config")) return engram::CheckConfig(argv[2]);
+  std::fprintf(stderr, "%s", engram::kUsage);
+  return 2;
+}

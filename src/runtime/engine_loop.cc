@@ -1,0 +1,314 @@
+#include "runtime/engine_loop.h"
+
+#include <algorithm>
+
+#include "common/logging.h"
+#include "model/stop_matcher.h"
+#include "model/stream_decoder.h"
+
+namespace engram {
+
+const char* FinishReasonName(FinishReason r) {
+  switch (r) {
+    case FinishReason::kNone: return "none";
+    case FinishReason::kStop: return "stop";
+    case FinishReason::kLength: return "length";
+    case FinishReason::kCancelled: return "cancelled";
+    case FinishReason::kError: return "error";
+  }
+  return "none";
+}
+
+struct EngineLoop::Active {
+  std::shared_ptr<RequestState> req;
+  SeqId seq = -1;  // -1 while waiting
+  Sampler sampler;
+  std::optional<StreamDecoder> decoder;
+  StopMatcher stops;  // holds back text that may begin a stop string
+  std::vector<int32_t> output;
+  int32_t pending = -1;  // the sampled token the next decode step feeds
+  bool first_token_sent = false;
+  double ttft_s = 0;
+
+  Active(std::shared_ptr<RequestState> r, const SamplingParams& sp)
+      : req(std::move(r)), sampler(sp), stops(req->params().stop) {
+    sampler.SetPrompt(req->params().prompt);
+  }
+};
+
+EngineLoop::EngineLoop(std::unique_ptr<Engine> engine, std::shared_ptr<const Tokenizer> tokenizer,
+                       const ServingOptions& options)
+    : engine_(std::move(engine)),
+      config_(engine_->config()),
+      tokenizer_(std::move(tokenizer)),
+      options_(options),
+      scheduler_([&] {
+        SchedulerLimits l = options.limits;
+        l.max_running_seqs = std::min(l.max_running_seqs, engine_->max_seqs());
+        l.kv_blocks = engine_->total_kv_blocks();
+        l.kv_block_size = engine_->kv_block_size();
+        return l;
+      }()) {
+  stats_.kv_blocks_total = engine_->total_kv_blocks();
+  stats_.kv_blocks_free = engine_->free_kv_blocks();
+  stats_.seq_slots_total = engine_->max_seqs();
+  stats_.seq_slots_free = engine_->free_seq_slots();
+  thread_ = std::thread([this] { Run(); });
+}
+
+EngineLoop::~EngineLoop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<uint64_t> keys;
+  for (auto& [k, a] : active_) keys.push_back(k);
+  for (uint64_t k : keys) FinishLocked(k, FinishReason::kCancelled, Unavailable("server stopped"));
+}
+
+Result<std::shared_ptr<RequestState>> EngineLoop::Submit(std::string id, GenerationParams p,
+                                                         std::optional<Clock::time_point> deadline) {
+  auto reject = [&](Status st) -> Result<std::shared_ptr<RequestState>> {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++stats_.requests_received;
+    ++stats_.requests_rejected;
+    return st;
+  };
+  const int64_t ctx = config_.max_position_embeddings;
+  const int64_t vocab = config_.vocab_size;
+  if (p.prompt.empty()) return reject(InvalidArgument("prompt is empty (send text or token_ids)"));
+  for (size_t i = 0; i < p.prompt.size(); ++i) {
+    if (p.prompt[i] < 0 || p.prompt[i] >= vocab) {
+      return reject(OutOfRange("prompt token_ids[{}] = {} is outside the vocabulary [0, {})", i,
+                               p.prompt[i], vocab));
+    }
+  }
+  const int64_t plen = static_cast<int64_t>(p.prompt.size());
+  if (plen >= ctx) {
+    return reject(OutOfRange("prompt has {} tokens; the context holds {} (max_position_embeddings), "
+                             "leaving no room to generate",
+                             plen, ctx));
+  }
+  if (p.max_tokens < 0) return reject(InvalidArgument("max_tokens = {} must be >= 0", p.max_tokens));
+  if (p.max_tokens == 0) {
+    p.max_tokens = static_cast<int>(std::min<int64_t>(options_.max_tokens_default, ctx - plen));
+  } else if (plen + p.max_tokens > ctx) {
+    return reject(OutOfRange("prompt ({} tokens) + max_tokens ({}) = {} exceeds the context of {} "
+                             "tokens",
+                             plen, p.max_tokens, plen + p.max_tokens, ctx));
+  }
+  if (Status st = p.sampling.Validate(); !st.ok()) return reject(st);
+  if (Status st = StopMatcher::Validate(p.stop); !st.ok()) return reject(st);
+  for (int32_t t : p.stop_token_ids) {
+    if (t < 0 || t >= vocab) {
+      return reject(OutOfRange("stop_token_ids value {} is outside the vocabulary [0, {})", t, vocab));
+    }
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  ++stats_.requests_received;
+  if (draining_ || stop_) {
+    ++stats_.requests_rejected;
+    return Unavailable("server is shutting down and accepts no new requests");
+  }
+  const uint64_t key = next_key_++;
+  SchedItem item;
+  item.key = key;
+  item.prompt_len = static_cast<int>(plen);
+  item.max_tokens = p.max_tokens;
+  if (Status st = scheduler_.Enqueue(item); !st.ok()) {
+    ++stats_.requests_rejected;
+    return st;
+  }
+  const SamplingParams sp = p.sampling;
+  auto req = std::make_shared<RequestState>(std::move(id), std::move(p), deadline);
+  auto a = std::make_unique<Active>(req, sp);
+  if (tokenizer_) a->decoder.emplace(*tokenizer_, /*skip_special_tokens=*/true);
+  active_[key] = std::move(a);
+  stats_.prompt_tokens += plen;
+  cv_.notify_all();
+  return req;
+}
+
+void EngineLoop::BeginDrain() {
+  std::lock_guard<std::mutex> lock(mu_);
+  draining_ = true;
+}
+
+void EngineLoop::AbortAll(const Status& status) {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<uint64_t> keys;
+  for (auto& [k, a] : active_) keys.push_back(k);
+  for (uint64_t k : keys) FinishLocked(k, FinishReason::kCancelled, status);
+}
+
+int EngineLoop::InFlight() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<int>(active_.size());
+}
+
+ServingStats EngineLoop::Stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  ServingStats s = stats_;
+  s.uptime_s = std::chrono::duration<double>(Clock::now() - start_).count();
+  s.requests_running = scheduler_.running();
+  s.requests_waiting = scheduler_.waiting();
+  s.mean_step_s = s.steps ? step_time_sum_ / static_cast<double>(s.steps) : 0;
+  s.mean_batch_tokens = s.steps ? batch_tokens_sum_ / static_cast<double>(s.steps) : 0;
+  return s;
+}
+
+void EngineLoop::FinishLocked(uint64_t key, FinishReason reason, const Status& status) {
+  auto it = active_.find(key);
+  if (it == active_.end()) return;
+  Active& a = *it->second;
+  StreamEvent ev;
+  if (a.decoder && reason != FinishReason::kStop) {
+    // A character left incomplete, then what the stop matcher still held.
+    StopMatcher::Delta d = a.stops.Push(a.decoder->Finish());
+    ev.text = d.text + a.stops.Flush();
+  }
+  ev.finish = reason;
+  ev.status = status;
+  ev.prompt_tokens = static_cast<int>(a.req->params().prompt.size());
+  ev.completion_tokens = static_cast<int>(a.output.size());
+  ev.time_to_first_token_s = a.ttft_s;
+  ev.total_time_s = std::chrono::duration<double>(Clock::now() - a.req->arrival()).count();
+  a.req->Push(std::move(ev));
+  if (a.seq >= 0) engine_->RemoveSequence(a.seq);
+  scheduler_.Remove(key);
+  ++stats_.requests_finished;
+  ++stats_.finished_by_reason[FinishReasonName(reason)];
+  active_.erase(it);
+}
+
+FinishReason EngineLoop::HandleTokenLocked(Active& a, std::span<const float> logits) {
+  const GenerationParams& p = a.req->params();
+  StreamEvent ev;
+  int32_t token;
+  if (p.logprobs > 0) {
+    SampleResult r = a.sampler.SampleWithLogprobs(logits, p.logprobs);
+    token = r.token;
+    ev.logprobs.push_back({r.token, r.logprob, std::move(r.top)});
+  } else {
+    token = a.sampler.Sample(logits);
+  }
+  a.output.push_back(token);
+  a.pending = token;
+  ++stats_.generation_tokens;
+  if (!a.first_token_sent) {
+    a.first_token_sent = true;
+    a.ttft_s = std::chrono::duration<double>(Clock::now() - a.req->arrival()).count();
+  }
+  ev.token_ids.push_back(token);
+  const bool is_eos = std::find(config_.eos_token_ids.begin(), config_.eos_token_ids.end(),
+                                token) != config_.eos_token_ids.end();
+  const bool is_stop_id =
+      std::find(p.stop_token_ids.begin(), p.stop_token_ids.end(), token) != p.stop_token_ids.end();
+  FinishReason finish = FinishReason::kNone;
+  if ((is_eos && !p.ignore_eos) || is_stop_id) {
+    finish = FinishReason::kStop;  // the stop token's text is not returned
+    if (a.decoder) ev.text = a.stops.Flush();
+  } else if (a.decoder) {
+    StopMatcher::Delta d = a.stops.Push(a.decoder->Push(token));
+    ev.text = std::move(d.text);
+    if (d.stopped) finish = FinishReason::kStop;
+  }
+  if (finish == FinishReason::kNone && static_cast<int>(a.output.size()) >= p.max_tokens) {
+    finish = FinishReason::kLength;
+    if (a.decoder) ev.text += a.stops.Push(a.decoder->Finish()).text + a.stops.Flush();
+  }
+  a.req->Push(std::move(ev));
+  return finish;
+}
+
+void EngineLoop::Run() {
+  std::vector<PlannedChunk> plan;
+  std::vector<StepChunk> chunks;
+  std::vector<uint64_t> keys;
+  while (true) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      // Cancellations and deadlines end requests (and free their resources) first.
+      const auto now = Clock::now();
+      std::vector<std::pair<uint64_t, Status>> ended;
+      for (auto& [k, a] : active_) {
+        if (a->req->cancel_requested()) {
+          ended.emplace_back(k, Cancelled("request {} cancelled by the client", a->req->id()));
+        } else if (a->req->deadline() && now >= *a->req->deadline()) {
+          ended.emplace_back(k, Status(StatusCode::kDeadlineExceeded,
+                                       fmt::format("request {} passed its deadline after {} tokens",
+                                                   a->req->id(), a->output.size())));
+        }
+      }
+      for (auto& [k, st] : ended) {
+        FinishLocked(k, st.code() == StatusCode::kCancelled ? FinishReason::kCancelled
+                                                            : FinishReason::kError,
+                     st);
+      }
+      if (stop_) return;
+      for (uint64_t k : scheduler_.Admit()) {
+        auto seq = engine_->AddSequence();
+        if (!seq.ok()) {  // cannot happen while max_running_seqs <= engine slots
+          FinishLocked(k, FinishReason::kError, seq.status());
+          continue;
+        }
+        active_[k]->seq = *seq;
+      }
+      plan = scheduler_.Plan();
+      if (plan.empty()) {
+        cv_.wait_for(lock, std::chrono::milliseconds(20));
+        continue;
+      }
+      chunks.clear();
+      keys.clear();
+      for (const PlannedChunk& c : plan) {
+        Active& a = *active_.at(c.key);
+        StepChunk ch;
+        ch.seq = a.seq;
+        if (c.prompt_begin >= 0) {
+          ch.tokens = std::span<const int32_t>(a.req->params().prompt.data() + c.prompt_begin,
+                                               static_cast<size_t>(c.num_tokens));
+        } else {
+          ch.tokens = std::span<const int32_t>(&a.pending, 1);
+        }
+        ch.logits = c.last_prompt_chunk;
+        chunks.push_back(ch);
+        keys.push_back(c.key);
+      }
+    }
+    // The forward runs without the lock: handlers keep submitting meanwhile. Only this thread
+    // touches the engine and the Active entries named in `plan` (FinishLocked runs here too).
+    const auto t0 = Clock::now();
+    auto logits = engine_->Step(chunks, /*all_logits=*/false);
+    const double dt = std::chrono::duration<double>(Clock::now() - t0).count();
+    std::lock_guard<std::mutex> lock(mu_);
+    ++stats_.steps;
+    step_time_sum_ += dt;
+    int batch_tokens = 0;
+    for (const StepChunk& c : chunks) batch_tokens += static_cast<int>(c.tokens.size());
+    batch_tokens_sum_ += batch_tokens;
+    if (!logits.ok()) {
+      spdlog::error("step of {} sequences failed: {}", chunks.size(), logits.status().ToString());
+      for (uint64_t k : keys) FinishLocked(k, FinishReason::kError, logits.status());
+    } else {
+      scheduler_.Commit(plan);
+      const int64_t V = config_.vocab_size;
+      size_t row = 0;
+      for (size_t i = 0; i < plan.size(); ++i) {
+        if (!plan[i].last_prompt_chunk) continue;
+        std::span<const float> lg(logits->data() + row * V, static_cast<size_t>(V));
+        ++row;
+        Active& a = *active_.at(keys[i]);
+        const FinishReason f = HandleTokenLocked(a, lg);
+        if (f != FinishReason::kNone) FinishLocked(keys[i], f, Status::Ok());
+      }
+    }
+    stats_.kv_blocks_free = engine_->free_kv_blocks();
+    stats_.seq_slots_free = engine_->free_seq_slots();
+  }
+}
+
+}  // namespace engram

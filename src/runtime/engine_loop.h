@@ -1,0 +1,91 @@
+// EngineLoop: the serving engine. One thread owns the Engine and runs the step loop:
+//   cancellations and deadlines -> admission -> plan (Scheduler) -> Engine::Step ->
+//   sample, detokenize, stop checks -> events to each request's stream.
+// gRPC handlers call Submit from any thread and read the RequestState's events.
+//
+// Guarantees: every accepted request ends with exactly one finishing event (stop, length,
+// cancelled, or error with a status); cancellation and deadlines free the sequence's KV
+// blocks and Engram state at the next loop iteration.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include "model/tokenizer.h"
+#include "runtime/engine.h"
+#include "runtime/request.h"
+#include "runtime/scheduler.h"
+
+namespace engram {
+
+struct ServingOptions {
+  SchedulerLimits limits;
+  int max_tokens_default = 256;
+};
+
+struct ServingStats {
+  double uptime_s = 0;
+  int64_t requests_received = 0, requests_rejected = 0, requests_finished = 0;
+  int64_t requests_running = 0, requests_waiting = 0;
+  std::map<std::string, int64_t> finished_by_reason;
+  int64_t prompt_tokens = 0, generation_tokens = 0, steps = 0;
+  double mean_step_s = 0, mean_batch_tokens = 0;
+  int kv_blocks_total = 0, kv_blocks_free = 0, seq_slots_total = 0, seq_slots_free = 0;
+};
+
+class EngineLoop {
+ public:
+  // `tokenizer` may be null (then text is not produced and text prompts are refused upstream).
+  EngineLoop(std::unique_ptr<Engine> engine, std::shared_ptr<const Tokenizer> tokenizer,
+             const ServingOptions& options);
+  ~EngineLoop();  // stops the thread; unfinished requests end as cancelled
+
+  const ModelConfig& config() const { return config_; }
+  const Engine& engine() const { return *engine_; }
+
+  // Validates against the model (ids in the vocabulary, prompt and max_tokens within the
+  // context, sampling ranges) and queues the request. Errors: INVALID_ARGUMENT,
+  // OUT_OF_RANGE, RESOURCE_EXHAUSTED (queue full), UNAVAILABLE (draining).
+  Result<std::shared_ptr<RequestState>> Submit(std::string id, GenerationParams params,
+                                               std::optional<Clock::time_point> deadline);
+  // Stops accepting new requests (Submit returns UNAVAILABLE); running ones continue.
+  void BeginDrain();
+  // Ends every request still running or waiting with `status` (finish reason cancelled).
+  void AbortAll(const Status& status);
+  // Requests running or waiting.
+  int InFlight() const;
+  ServingStats Stats() const;
+
+ private:
+  struct Active;
+  void Run();
+  void FinishLocked(uint64_t key, FinishReason reason, const Status& status);
+  // Samples from the logits, records the token and pushes its event (text through the stop
+  // matcher); returns how the request finishes, if it does.
+  FinishReason HandleTokenLocked(Active& a, std::span<const float> logits);
+
+  std::unique_ptr<Engine> engine_;
+  const ModelConfig config_;
+  std::shared_ptr<const Tokenizer> tokenizer_;
+  ServingOptions options_;
+  const Clock::time_point start_ = Clock::now();
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  Scheduler scheduler_;                            // GUARDED_BY(mu_)
+  std::map<uint64_t, std::unique_ptr<Active>> active_;  // GUARDED_BY(mu_)
+  uint64_t next_key_ = 1;                          // GUARDED_BY(mu_)
+  bool draining_ = false;                          // GUARDED_BY(mu_)
+  bool stop_ = false;                              // GUARDED_BY(mu_)
+  ServingStats stats_;                             // GUARDED_BY(mu_)
+  double step_time_sum_ = 0, batch_tokens_sum_ = 0;  // GUARDED_BY(mu_)
+  std::thread thread_;
+};
+
+}  // namespace engram

@@ -1,0 +1,260 @@
+#include "runtime/grpc_service.h"
+
+#include <algorithm>
+
+#include "common/logging.h"
+#include "model/engram_geometry.h"
+#include "model/stop_matcher.h"
+#include "model/stream_decoder.h"
+
+namespace engram {
+namespace {
+
+v1::FinishReason ToProto(FinishReason r) {
+  switch (r) {
+    case FinishReason::kStop: return v1::FINISH_REASON_STOP;
+    case FinishReason::kLength: return v1::FINISH_REASON_LENGTH;
+    case FinishReason::kCancelled: return v1::FINISH_REASON_CANCELLED;
+    case FinishReason::kError: return v1::FINISH_REASON_ERROR;
+    case FinishReason::kNone: break;
+  }
+  return v1::FINISH_REASON_UNSPECIFIED;
+}
+
+// The deadline of the call on the steady clock, if it has one.
+std::optional<Clock::time_point> DeadlineOf(const grpc::ServerContext& ctx) {
+  const auto d = ctx.deadline();
+  if (d == std::chrono::system_clock::time_point::max()) return std::nullopt;
+  const auto left = d - std::chrono::system_clock::now();
+  if (left > std::chrono::hours(24 * 365)) return std::nullopt;
+  return Clock::now() + std::chrono::duration_cast<Clock::duration>(left);
+}
+
+}  // namespace
+
+grpc::Status ToGrpc(const Status& st) {
+  if (st.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(st.code()), st.message());
+}
+
+v1::ModelInfo DescribeModel(const Engine& engine, const std::string& backend, bool has_tokenizer) {
+  const ModelConfig& c = engine.config();
+  v1::ModelInfo m;
+  m.set_source(engine.files().source);
+  m.set_architecture(c.model_type);
+  m.set_vocab_size(static_cast<int32_t>(c.vocab_size));
+  m.set_hidden_size(static_cast<int32_t>(c.hidden_size));
+  m.set_num_layers(static_cast<int32_t>(c.num_hidden_layers));
+  m.set_num_attention_heads(static_cast<int32_t>(c.num_attention_heads));
+  m.set_num_key_value_heads(static_cast<int32_t>(c.num_key_value_heads));
+  m.set_head_dim(static_cast<int32_t>(c.head_dim));
+  m.set_max_context(static_cast<int32_t>(c.max_position_embeddings));
+  m.set_backend(backend);
+  m.set_has_tokenizer(has_tokenizer);
+  for (int64_t e : c.eos_token_ids) m.add_eos_token_ids(static_cast<int32_t>(e));
+  if (c.engram) {
+    const EngramConfig& e = *c.engram;
+    v1::EngramInfo* ei = m.mutable_engram();
+    for (int l : e.layer_ids) ei->add_layer_ids(l);
+    ei->set_max_ngram_size(e.max_ngram_size);
+    ei->set_n_embed_per_ngram(e.n_embed_per_ngram);
+    ei->set_n_head_per_ngram(e.n_head_per_ngram);
+    ei->set_kernel_size(e.kernel_size);
+    ei->set_compressed_vocab_size(engine.files().compression.num_compressed());
+    int64_t bytes = 0;
+    if (auto geo = ComputeEngramGeometry(e); geo.ok()) {
+      for (size_t i = 0; i < geo->size(); ++i) {
+        ei->add_table_rows((*geo)[i].total_rows);
+        const std::string name =
+            fmt::format("model.layers.{}.engram.multi_head_embedding.embedding.weight",
+                        e.layer_ids[i]);
+        if (const TensorInfo* ti = engine.files().store.Info(name)) {
+          bytes += static_cast<int64_t>(ti->nbytes);
+        }
+      }
+    }
+    ei->set_table_bytes(bytes);
+    v1::TierInfo* t = m.add_tiers();
+    t->set_name("resident");
+    t->set_capacity_bytes(bytes);
+    t->set_used_bytes(bytes);
+  }
+  return m;
+}
+
+void EngramService::SetLoop(EngineLoop* loop, std::shared_ptr<const Tokenizer> tokenizer,
+                            v1::ModelInfo info) {
+  tokenizer_ = std::move(tokenizer);
+  info_ = std::move(info);
+  loop_.store(loop, std::memory_order_release);
+}
+
+Result<GenerationParams> EngramService::ToParams(const v1::GenerateRequest& req) const {
+  GenerationParams p;
+  switch (req.prompt_case()) {
+    case v1::GenerateRequest::kText: {
+      if (!tokenizer_) {
+        return FailedPrecondition("the model has no tokenizer: send prompt.token_ids instead of "
+                                  "prompt.text");
+      }
+      if (req.text().empty()) return InvalidArgument("prompt.text is empty");
+      ENGRAM_ASSIGN_OR_RETURN(p.prompt, tokenizer_->Encode(req.text(), options_.add_special_tokens));
+      break;
+    }
+    case v1::GenerateRequest::kTokenIds:
+      p.prompt.assign(req.token_ids().ids().begin(), req.token_ids().ids().end());
+      if (p.prompt.empty()) return InvalidArgument("prompt.token_ids is empty");
+      break;
+    default:
+      return InvalidArgument("prompt is empty: set prompt.text or prompt.token_ids");
+  }
+  p.max_tokens = req.max_tokens();
+  if (p.max_tokens < 0) return InvalidArgument("max_tokens = {} must be >= 0", p.max_tokens);
+  const v1::SamplingParams& s = req.sampling();
+  p.sampling.temperature = s.temperature();
+  p.sampling.top_k = s.top_k();
+  p.sampling.top_p = s.top_p() == 0.f ? 1.f : s.top_p();
+  p.sampling.min_p = s.min_p();
+  p.sampling.repetition_penalty = s.repetition_penalty() == 0.f ? 1.f : s.repetition_penalty();
+  p.sampling.presence_penalty = s.presence_penalty();
+  p.sampling.frequency_penalty = s.frequency_penalty();
+  p.sampling.seed = s.seed_choice_case() == v1::SamplingParams::kSeed ? s.seed() : next_id_.load();
+  if (req.logprobs() < 0 || req.logprobs() > options_.max_logprobs) {
+    return InvalidArgument("logprobs = {} must be in [0, {}]", req.logprobs(),
+                           options_.max_logprobs);
+  }
+  p.logprobs = req.logprobs();
+  p.sampling.logprobs = p.logprobs;
+  p.stop.assign(req.stop().begin(), req.stop().end());
+  ENGRAM_RETURN_IF_ERROR(StopMatcher::Validate(p.stop));
+  p.stop_token_ids.assign(req.stop_token_ids().begin(), req.stop_token_ids().end());
+  p.ignore_eos = req.ignore_eos();
+  ENGRAM_RETURN_IF_ERROR(p.sampling.Validate());
+  return p;
+}
+
+grpc::Status EngramService::Generate(grpc::ServerContext* ctx, const v1::GenerateRequest* req,
+                                     grpc::ServerWriter<v1::GenerateResponse>* writer) {
+  EngineLoop* loop = loop_.load(std::memory_order_acquire);
+  if (!loop) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the model is still loading");
+  const std::string id =
+      req->request_id().empty() ? fmt::format("req-{}", next_id_.fetch_add(1)) : req->request_id();
+  auto params = ToParams(*req);
+  if (!params.ok()) return ToGrpc(params.status());
+  auto state = loop->Submit(id, std::move(params).value(), DeadlineOf(*ctx));
+  if (!state.ok()) return ToGrpc(state.status());
+  RequestState& r = **state;
+  bool sent_any = false;
+  StreamEvent ev;
+  while (true) {
+    if (!r.Pop(&ev, std::chrono::milliseconds(50))) {
+      if (ctx->IsCancelled()) r.RequestCancel();
+      continue;
+    }
+    const bool last = ev.finish != FinishReason::kNone;
+    if (last && !ev.status.ok() && !sent_any) {
+      return ToGrpc(ev.status);  // failed before any token: the status alone says it
+    }
+    v1::GenerateResponse out;
+    out.set_request_id(id);
+    for (int32_t t : ev.token_ids) out.add_token_ids(t);
+    out.set_text(std::move(ev.text));
+    for (const TokenLogprobs& lp : ev.logprobs) {
+      v1::TokenLogprobs* m = out.add_logprobs();
+      m->mutable_sampled()->set_token_id(lp.token);
+      m->mutable_sampled()->set_logprob(lp.logprob);
+      for (auto [tok, val] : lp.top) {
+        v1::TokenLogprob* t = m->add_top();
+        t->set_token_id(tok);
+        t->set_logprob(val);
+      }
+    }
+    if (last) {
+      out.set_finish_reason(ToProto(ev.finish));
+      v1::Usage* u = out.mutable_usage();
+      u->set_prompt_tokens(ev.prompt_tokens);
+      u->set_completion_tokens(ev.completion_tokens);
+      u->set_time_to_first_token_s(ev.time_to_first_token_s);
+      u->set_total_time_s(ev.total_time_s);
+    }
+    if (!writer->Write(out)) {
+      r.RequestCancel();  // the client is gone; the loop frees the sequence
+      if (!last) continue;
+    }
+    sent_any = true;
+    if (last) return ToGrpc(ev.status);
+  }
+}
+
+grpc::Status EngramService::Tokenize(grpc::ServerContext*, const v1::TokenizeRequest* req,
+                                     v1::TokenizeResponse* resp) {
+  if (!loop_.load(std::memory_order_acquire)) {
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the model is still loading");
+  }
+  if (!tokenizer_) {
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "the model has no tokenizer");
+  }
+  auto ids = tokenizer_->Encode(req->text(), req->add_special_tokens());
+  if (!ids.ok()) return ToGrpc(ids.status().WithContext("text"));
+  for (int32_t t : *ids) resp->add_token_ids(t);
+  return grpc::Status::OK;
+}
+
+grpc::Status EngramService::Detokenize(grpc::ServerContext*, const v1::DetokenizeRequest* req,
+                                       v1::DetokenizeResponse* resp) {
+  if (!loop_.load(std::memory_order_acquire)) {
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the model is still loading");
+  }
+  if (!tokenizer_) {
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "the model has no tokenizer");
+  }
+  const int64_t vocab = tokenizer_->vocab_size();
+  std::vector<int32_t> ids(req->token_ids().begin(), req->token_ids().end());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (ids[i] < 0 || ids[i] >= vocab) {
+      return ToGrpc(OutOfRange("token_ids[{}] = {} is outside the tokenizer's vocabulary [0, {})",
+                               i, ids[i], vocab));
+    }
+  }
+  StreamDecoder dec(*tokenizer_, req->skip_special_tokens());
+  std::string text;
+  for (int32_t t : ids) text += dec.Push(t);
+  text += dec.Finish();
+  resp->set_text(std::move(text));
+  return grpc::Status::OK;
+}
+
+grpc::Status EngramService::GetModelInfo(grpc::ServerContext*, const v1::GetModelInfoRequest*,
+                                         v1::ModelInfo* resp) {
+  if (!loop_.load(std::memory_order_acquire)) {
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the model is still loading");
+  }
+  *resp = info_;
+  return grpc::Status::OK;
+}
+
+grpc::Status EngramService::GetStats(grpc::ServerContext*, const v1::GetStatsRequest*,
+                                     v1::Stats* resp) {
+  EngineLoop* loop = loop_.load(std::memory_order_acquire);
+  if (!loop) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the model is still loading");
+  const ServingStats s = loop->Stats();
+  resp->set_uptime_s(s.uptime_s);
+  resp->set_requests_received(s.requests_received);
+  resp->set_requests_rejected(s.requests_rejected);
+  resp->set_requests_finished(s.requests_finished);
+  resp->set_requests_running(s.requests_running);
+  resp->set_requests_waiting(s.requests_waiting);
+  for (const auto& [k, v] : s.finished_by_reason) (*resp->mutable_finished_by_reason())[k] = v;
+  resp->set_prompt_tokens(s.prompt_tokens);
+  resp->set_generation_tokens(s.generation_tokens);
+  resp->set_steps(s.steps);
+  resp->set_mean_step_s(s.mean_step_s);
+  resp->set_mean_batch_tokens(s.mean_batch_tokens);
+  resp->set_kv_blocks_total(s.kv_blocks_total);
+  resp->set_kv_blocks_free(s.kv_blocks_free);
+  resp->set_sequence_slots_total(s.seq_slots_total);
+  resp->set_sequence_slots_free(s.seq_slots_free);
+  return grpc::Status::OK;
+}
+
+}  // namespace engram
