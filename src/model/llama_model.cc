@@ -184,6 +184,7 @@ Result<Tensor> LlamaModel::Forward(const BatchLayout& layout, EngramRowSource& r
     ENGRAM_RETURN_IF_ERROR(backend_.Add(x, proj));
   }
   Tensor sel = s_.sel.Rows(0, R), logits = s_.logits.Rows(0, R);
+  if (R == 0) return logits;  // only prompt chunks whose logits nobody reads
   ENGRAM_RETURN_IF_ERROR(backend_.Embedding(x, layout.dev.logit_rows, sel));
   ENGRAM_RETURN_IF_ERROR(backend_.RmsNorm(sel, final_norm_, eps, sel));
   ENGRAM_RETURN_IF_ERROR(backend_.Linear(sel, lm_head_, nullptr, logits));
