@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The main job: installs the dependencies, builds, starts engramd on the demo model (the tiny
+# preset with DeepSeek-V3's tokenizer, CPU backend: configs/cpu-demo.yaml) on a free
+# loopback port, sends a first request and prints the streamed text, then stops the daemon.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+bash scripts/build.sh
+
+cfg=$(mktemp --suffix=.yaml)
+log=$(mktemp)
+# The demo config with an ephemeral port, so a running daemon on 50051 does not collide.
+sed "s|^  listen: 127.0.0.1:50051|  listen: 127.0.0.1:0|; s|\.\./tests/|$PWD/tests/|" \
+  configs/cpu-demo.yaml > "$cfg"
+./build/engramd --config "$cfg" > "$log" 2>&1 &
+pid=$!
+trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -f "$cfg" "$log"' EXIT
+for _ in $(seq 1 300); do
+  grep -q "engramd: ready" "$log" && break
+  kill -0 $pid 2>/dev/null || { cat "$log"; exit 1; }
+  sleep 0.1
+done
+addr=$(sed -n 's/^engramd .*: listening on \(.*\)$/\1/p' "$log")
+echo "engramd is serving the demo model on $addr"
+./build/engram generate --server "$addr" --prompt "The Engram memory of a language model" \
+  --max-tokens 32 --temperature 0.8 --seed 7
+./build/engram stats --server "$addr"
