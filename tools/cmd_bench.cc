@@ -27,7 +27,7 @@ double Median(std::vector<double> v) {
 
 // Bytes of the matrices a decode step streams and the multiply-adds per token they imply.
 struct ModelCost {
-  double weight_bytes = 0;   // every Linear weight, read once per step
+  double weight_bytes = 0;  // every Linear weight, read once per step
   double flops_per_token = 0;
 };
 
@@ -44,7 +44,8 @@ ModelCost CostOf(const ModelConfig& c, const TensorStore& store) {
   }
   if (c.tie_word_embeddings) {
     const double n = static_cast<double>(c.vocab_size) * static_cast<double>(c.hidden_size);
-    m.weight_bytes += n * static_cast<double>(DTypeSize(store.Info("model.embed_tokens.weight")->dtype));
+    m.weight_bytes +=
+        n * static_cast<double>(DTypeSize(store.Info("model.embed_tokens.weight")->dtype));
     m.flops_per_token += 2 * n;
   }
   return m;
@@ -57,7 +58,8 @@ struct Measured {
 
 Result<double> TimePrefill(Engine& e, int len, int repeats) {
   std::vector<int32_t> prompt(static_cast<size_t>(len));
-  for (int i = 0; i < len; ++i) prompt[i] = static_cast<int32_t>((i * 7919 + 13) % e.config().vocab_size);
+  for (int i = 0; i < len; ++i)
+    prompt[i] = static_cast<int32_t>((i * 7919 + 13) % e.config().vocab_size);
   std::vector<double> times;
   for (int r = 0; r < repeats + 1; ++r) {
     ENGRAM_ASSIGN_OR_RETURN(SeqId s, e.AddSequence());
@@ -81,7 +83,8 @@ Result<double> TimeDecode(Engine& e, int batch, int steps, int prompt_len) {
     ENGRAM_ASSIGN_OR_RETURN(SeqId s, e.AddSequence());
     seqs.push_back(s);
     std::vector<int32_t> prompt(static_cast<size_t>(prompt_len));
-    for (int i = 0; i < prompt_len; ++i) prompt[i] = static_cast<int32_t>((b * 131 + i * 17 + 5) % V);
+    for (int i = 0; i < prompt_len; ++i)
+      prompt[i] = static_cast<int32_t>((b * 131 + i * 17 + 5) % V);
     StepChunk ch{s, prompt};
     auto out = e.Step({&ch, 1}, false);
     if (!out.ok()) return out.status();
@@ -124,15 +127,15 @@ Status BenchForward(const Args& args) {
   ENGRAM_ASSIGN_OR_RETURN(auto engine, OpenEngine(args));
   const ModelCost cost = CostOf(engine->config(), engine->files().store);
   Measured m;
-  ENGRAM_ASSIGN_OR_RETURN(m.prefill_tok_s,
-                          TimePrefill(*engine, static_cast<int>(prompt_len), static_cast<int>(repeats)));
+  ENGRAM_ASSIGN_OR_RETURN(m.prefill_tok_s, TimePrefill(*engine, static_cast<int>(prompt_len),
+                                                       static_cast<int>(repeats)));
   for (long long b : batches) {
-    ENGRAM_ASSIGN_OR_RETURN(double tps, TimeDecode(*engine, static_cast<int>(b),
-                                                   static_cast<int>(steps), 32));
+    ENGRAM_ASSIGN_OR_RETURN(double tps,
+                            TimeDecode(*engine, static_cast<int>(b), static_cast<int>(steps), 32));
     m.decode_tok_s.emplace_back(static_cast<int>(b), tps);
   }
-  const int bound_threads =
-      threads > 0 ? static_cast<int>(threads) : static_cast<int>(std::thread::hardware_concurrency());
+  const int bound_threads = threads > 0 ? static_cast<int>(threads)
+                                        : static_cast<int>(std::thread::hardware_concurrency());
   // The bounds are the CPU's; on another backend they are not measured (reported as 0).
   const bool cpu = engine->backend().device() == Device::kCpu;
   const double bw = cpu ? MeasureMemoryBandwidthGBs(bound_threads) : 0.0;
@@ -148,7 +151,8 @@ Status BenchForward(const Args& args) {
     j["flops_per_token"] = cost.flops_per_token;
     j["bandwidth_gbs"] = bw;
     j["fma_gflops"] = fma;
-    j["prefill"] = {{"prompt_len", prompt_len}, {"tok_s", m.prefill_tok_s},
+    j["prefill"] = {{"prompt_len", prompt_len},
+                    {"tok_s", m.prefill_tok_s},
                     {"fraction_of_fma_bound", m.prefill_tok_s / prefill_bound}};
     for (auto [b, tps] : m.decode_tok_s) {
       j["decode"][std::to_string(b)] = {{"tok_s", tps},
@@ -161,9 +165,10 @@ Status BenchForward(const Args& args) {
               std::string(engine->backend().name()).c_str());
   std::printf("weights streamed per step: %.3f GB; %.3f GFLOP per token\n", cost.weight_bytes / 1e9,
               cost.flops_per_token / 1e9);
-  std::printf("bounds (%d threads): read bandwidth %.2f GB/s -> batch-1 decode <= %.2f tok/s; "
-              "FMA %.1f GFLOP/s -> prefill <= %.1f tok/s\n",
-              bound_threads, bw, decode_bound, fma, prefill_bound);
+  std::printf(
+      "bounds (%d threads): read bandwidth %.2f GB/s -> batch-1 decode <= %.2f tok/s; "
+      "FMA %.1f GFLOP/s -> prefill <= %.1f tok/s\n",
+      bound_threads, bw, decode_bound, fma, prefill_bound);
   std::printf("%-22s %12s %14s\n", "measurement", "tok/s", "of bound");
   std::printf("%-22s %12.1f %13.1f%%\n", ("prefill " + std::to_string(prompt_len)).c_str(),
               m.prefill_tok_s, 100 * m.prefill_tok_s / prefill_bound);
@@ -179,8 +184,9 @@ Status BenchForward(const Args& args) {
 
 int RunBench(int argc, char** argv) {
   if (argc < 3 || std::string(argv[2]) != "forward") {
-    std::fprintf(stderr, "usage: engram bench forward --model DIR|synth:PRESET [--prompt-len N] "
-                         "[--decode-steps N] [--batches 1,16] [--repeats N] [--threads N] [--json]\n");
+    std::fprintf(stderr,
+                 "usage: engram bench forward --model DIR|synth:PRESET [--prompt-len N] "
+                 "[--decode-steps N] [--batches 1,16] [--repeats N] [--threads N] [--json]\n");
     return 2;
   }
   auto names = EngineOptionNames();

@@ -22,10 +22,12 @@ Status WriteCompressionMap(const std::string& tokenizer_path, const std::string&
   ENGRAM_ASSIGN_OR_RETURN(CompressionMap map, BuildCompressionMap(tok));
   std::FILE* f = std::fopen(out.c_str(), "w");
   if (!f) return ErrnoStatus(StatusCode::kPermissionDenied, "cannot write " + out, errno);
-  std::string text = fmt::format("{{\"vocab_size\":{},\"num_compressed\":{},\"lookup\":[{}]}}\n",
-                                 map.vocab_size(), map.num_compressed(), fmt::join(map.lookup(), ","));
+  std::string text =
+      fmt::format("{{\"vocab_size\":{},\"num_compressed\":{},\"lookup\":[{}]}}\n", map.vocab_size(),
+                  map.num_compressed(), fmt::join(map.lookup(), ","));
   const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
-  if (std::fclose(f) != 0 || !ok) return ErrnoStatus(StatusCode::kDataLoss, "short write to " + out, errno);
+  if (std::fclose(f) != 0 || !ok)
+    return ErrnoStatus(StatusCode::kDataLoss, "short write to " + out, errno);
   return Status::Ok();
 }
 
@@ -128,8 +130,8 @@ int RunPack(int argc, char** argv) {
   }
   if (!options.tokenizer_path.empty()) {
     // The Engram compression map, computed natively from the tokenizer (DESIGN.md rules).
-    Status st = WriteCompressionMap(options.tokenizer_path, (fs::path(*out) /
-                                                             "engram_compression.json").string());
+    Status st = WriteCompressionMap(options.tokenizer_path,
+                                    (fs::path(*out) / "engram_compression.json").string());
     if (!st.ok()) {
       std::fprintf(stderr, "engram pack: %s\n", st.ToString().c_str());
       return 1;

@@ -56,7 +56,7 @@ class [[nodiscard]] Status {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : v_(std::move(value)) {}         // NOLINT: implicit by design
   Result(Status status) : v_(std::move(status)) {}  // NOLINT: must not be OK
 
   bool ok() const { return std::holds_alternative<T>(v_); }
@@ -80,9 +80,9 @@ template <typename... Args>
 Status MakeStatus(StatusCode code, fmt::format_string<Args...> f, Args&&... args) {
   return Status(code, fmt::format(f, std::forward<Args>(args)...));
 }
-#define ENGRAM_STATUS_HELPER(Name, Code)                                   \
-  template <typename... Args>                                              \
-  Status Name(fmt::format_string<Args...> f, Args&&... args) {             \
+#define ENGRAM_STATUS_HELPER(Name, Code)                                          \
+  template <typename... Args>                                                     \
+  Status Name(fmt::format_string<Args...> f, Args&&... args) {                    \
     return Status(StatusCode::Code, fmt::format(f, std::forward<Args>(args)...)); \
   }
 ENGRAM_STATUS_HELPER(InvalidArgument, kInvalidArgument)
@@ -105,10 +105,10 @@ Status ErrnoStatus(StatusCode code, const std::string& what, int err);
 #define ENGRAM_CONCAT_INNER(a, b) a##b
 #define ENGRAM_CONCAT(a, b) ENGRAM_CONCAT_INNER(a, b)
 
-#define ENGRAM_RETURN_IF_ERROR(expr)           \
-  do {                                         \
-    ::engram::Status _engram_st = (expr);      \
-    if (!_engram_st.ok()) return _engram_st;   \
+#define ENGRAM_RETURN_IF_ERROR(expr)         \
+  do {                                       \
+    ::engram::Status _engram_st = (expr);    \
+    if (!_engram_st.ok()) return _engram_st; \
   } while (0)
 
 #define ENGRAM_ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr) \

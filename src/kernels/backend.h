@@ -39,8 +39,8 @@ struct AttentionParams {
 
 // Parameters of one Engram layer's conv (hc_mult = 1).
 struct EngramConvParams {
-  int kernel_size = 4;   // K
-  int dilation = 3;      // N (max n-gram size)
+  int kernel_size = 4;  // K
+  int dilation = 3;     // N (max n-gram size)
   float norm_eps = 1e-5f;
 };
 

@@ -12,8 +12,9 @@ Result<std::unique_ptr<Backend>> CreateBackend(const BackendOptions& options) {
 #ifdef ENGRAM_HAVE_CUDA
     return CreateCudaBackend(options);
 #else
-    return Unavailable("backend \"cuda\" is not built in (configure with ENGRAM_CUDA=ON on a "
-                       "machine with nvcc)");
+    return Unavailable(
+        "backend \"cuda\" is not built in (configure with ENGRAM_CUDA=ON on a "
+        "machine with nvcc)");
 #endif
   }
   return InvalidArgument("unknown backend \"{}\" (expected cpu or cuda)", options.kind);

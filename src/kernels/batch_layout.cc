@@ -14,9 +14,10 @@ Status BatchLayout::Validate() const {
   const size_t T = token_ids.size();
   const size_t S = context_lens.size();
   if (positions.size() != T || seq_of_token.size() != T || slot_mapping.size() != T) {
-    return InvalidArgument("BatchLayout: per-token arrays differ in length ({} ids, {} positions, "
-                           "{} seq_of_token, {} slot_mapping)",
-                           T, positions.size(), seq_of_token.size(), slot_mapping.size());
+    return InvalidArgument(
+        "BatchLayout: per-token arrays differ in length ({} ids, {} positions, "
+        "{} seq_of_token, {} slot_mapping)",
+        T, positions.size(), seq_of_token.size(), slot_mapping.size());
   }
   if (seq_token_start.size() != S + 1 || state_slots.size() != S ||
       block_tables.size() != S * static_cast<size_t>(max_blocks_per_seq)) {
@@ -40,11 +41,11 @@ Status BatchLayout::Validate() const {
       }
       const int32_t blk = positions[t] / block_size;
       if (positions[t] < 0 || blk >= max_blocks_per_seq) {
-        return OutOfRange("BatchLayout: position {} of token {} beyond the block table", positions[t],
-                          t);
+        return OutOfRange("BatchLayout: position {} of token {} beyond the block table",
+                          positions[t], t);
       }
-      const int32_t want = block_tables[s * max_blocks_per_seq + blk] * block_size +
-                           positions[t] % block_size;
+      const int32_t want =
+          block_tables[s * max_blocks_per_seq + blk] * block_size + positions[t] % block_size;
       if (slot_mapping[t] != want) {
         return InvalidArgument("BatchLayout: slot_mapping[{}] = {}, block table says {}", t,
                                slot_mapping[t], want);

@@ -26,7 +26,8 @@ uint64_t PowMod(uint64_t b, uint64_t e, uint64_t m) {
 
 bool IsPrime(uint64_t n) {
   if (n < 2) return false;
-  for (uint64_t p : {2ull, 3ull, 5ull, 7ull, 11ull, 13ull, 17ull, 19ull, 23ull, 29ull, 31ull, 37ull}) {
+  for (uint64_t p :
+       {2ull, 3ull, 5ull, 7ull, 11ull, 13ull, 17ull, 19ull, 23ull, 29ull, 31ull, 37ull}) {
     if (n % p == 0) return n == p;
   }
   uint64_t d = n - 1;
@@ -36,7 +37,8 @@ bool IsPrime(uint64_t n) {
     ++s;
   }
   // These bases decide every n < 2^64.
-  for (uint64_t a : {2ull, 3ull, 5ull, 7ull, 11ull, 13ull, 17ull, 19ull, 23ull, 29ull, 31ull, 37ull}) {
+  for (uint64_t a :
+       {2ull, 3ull, 5ull, 7ull, 11ull, 13ull, 17ull, 19ull, 23ull, 29ull, 31ull, 37ull}) {
     uint64_t x = PowMod(a, d, n);
     if (x == 1 || x == n - 1) continue;
     bool composite = true;
@@ -57,8 +59,9 @@ Result<std::vector<EngramLayerGeometry>> ComputeEngramGeometry(const EngramConfi
     return InvalidArgument("engram.max_ngram_size is {}, expected >= 2", c.max_ngram_size);
   }
   if (c.engram_vocab_size.size() != static_cast<size_t>(c.max_ngram_size - 1)) {
-    return InvalidArgument("engram.engram_vocab_size has {} entries, expected max_ngram_size - 1 = {}",
-                           c.engram_vocab_size.size(), c.max_ngram_size - 1);
+    return InvalidArgument(
+        "engram.engram_vocab_size has {} entries, expected max_ngram_size - 1 = {}",
+        c.engram_vocab_size.size(), c.max_ngram_size - 1);
   }
   if (c.n_head_per_ngram < 1) {
     return InvalidArgument("engram.n_head_per_ngram is {}, expected >= 1", c.n_head_per_ngram);

@@ -11,12 +11,12 @@ Result<KvCache> KvCache::Create(Backend& backend, int layers, int num_blocks, in
   KvCache c;
   c.block_size_ = block_size;
   for (int l = 0; l < layers; ++l) {
-    ENGRAM_ASSIGN_OR_RETURN(Tensor k, backend.AllocZeros(backend.kv_dtype(),
-                                                         {num_blocks, block_size, num_kv_heads,
-                                                          head_dim}));
-    ENGRAM_ASSIGN_OR_RETURN(Tensor v, backend.AllocZeros(backend.kv_dtype(),
-                                                         {num_blocks, block_size, num_kv_heads,
-                                                          head_dim}));
+    ENGRAM_ASSIGN_OR_RETURN(
+        Tensor k,
+        backend.AllocZeros(backend.kv_dtype(), {num_blocks, block_size, num_kv_heads, head_dim}));
+    ENGRAM_ASSIGN_OR_RETURN(
+        Tensor v,
+        backend.AllocZeros(backend.kv_dtype(), {num_blocks, block_size, num_kv_heads, head_dim}));
     c.k_.push_back(std::move(k));
     c.v_.push_back(std::move(v));
   }

@@ -18,8 +18,8 @@ Tensor ConcatRows(const std::vector<const Tensor*>& parts) {
   int64_t rows = 0;
   const int64_t cols = parts[0]->shape.size() > 1 ? parts[0]->dim(1) : 1;
   for (const Tensor* p : parts) rows += p->dim(0);
-  std::vector<int64_t> shape = parts[0]->shape.size() > 1 ? std::vector<int64_t>{rows, cols}
-                                                          : std::vector<int64_t>{rows};
+  std::vector<int64_t> shape =
+      parts[0]->shape.size() > 1 ? std::vector<int64_t>{rows, cols} : std::vector<int64_t>{rows};
   Tensor out = HostTensor(dt, shape);
   char* dst = out.ptr<char>();
   for (const Tensor* p : parts) {
@@ -47,16 +47,16 @@ Result<std::unique_ptr<LlamaModel>> LlamaModel::Create(const ModelConfig& config
     const LayerWeights& lw = w.layers[l];
     Layer L;
     ENGRAM_ASSIGN_OR_RETURN(L.input_norm, prep(lw.input_norm, WeightUse::kVector));
-    ENGRAM_ASSIGN_OR_RETURN(L.qkv_w, prep(ConcatRows({&lw.q_w, &lw.k_w, &lw.v_w}),
-                                          WeightUse::kLinear));
+    ENGRAM_ASSIGN_OR_RETURN(L.qkv_w,
+                            prep(ConcatRows({&lw.q_w, &lw.k_w, &lw.v_w}), WeightUse::kLinear));
     if (config.attention_bias) {
-      ENGRAM_ASSIGN_OR_RETURN(L.qkv_b, prep(ConcatRows({&lw.q_b, &lw.k_b, &lw.v_b}),
-                                            WeightUse::kVector));
+      ENGRAM_ASSIGN_OR_RETURN(L.qkv_b,
+                              prep(ConcatRows({&lw.q_b, &lw.k_b, &lw.v_b}), WeightUse::kVector));
     }
     ENGRAM_ASSIGN_OR_RETURN(L.o_w, prep(lw.o_w, WeightUse::kLinear));
     ENGRAM_ASSIGN_OR_RETURN(L.post_norm, prep(lw.post_norm, WeightUse::kVector));
-    ENGRAM_ASSIGN_OR_RETURN(L.gate_up_w, prep(ConcatRows({&lw.gate_w, &lw.up_w}),
-                                              WeightUse::kLinear));
+    ENGRAM_ASSIGN_OR_RETURN(L.gate_up_w,
+                            prep(ConcatRows({&lw.gate_w, &lw.up_w}), WeightUse::kLinear));
     ENGRAM_ASSIGN_OR_RETURN(L.down_w, prep(lw.down_w, WeightUse::kLinear));
     if (lw.engram) {
       const EngramWeights& ew = *lw.engram;
@@ -99,9 +99,9 @@ Result<std::vector<Tensor>> LlamaModel::AllocEngramState(int slots) {
   const EngramConfig& e = *config_.engram;
   const int64_t window = int64_t{e.kernel_size - 1} * e.max_ngram_size;
   for (size_t i = 0; i < engram_.size(); ++i) {
-    ENGRAM_ASSIGN_OR_RETURN(Tensor t, backend_.AllocZeros(DType::kF32, {slots, std::max<int64_t>(
-                                                                                   window, 1),
-                                                                        config_.hidden_size}));
+    ENGRAM_ASSIGN_OR_RETURN(
+        Tensor t, backend_.AllocZeros(DType::kF32,
+                                      {slots, std::max<int64_t>(window, 1), config_.hidden_size}));
     state.push_back(std::move(t));
   }
   return state;
@@ -111,8 +111,8 @@ Status LlamaModel::EnsureScratch(int64_t T, int64_t R) {
   const int64_t cap = std::max(T, R);
   if (cap <= s_.capacity) return Status::Ok();
   const int64_t H = config_.hidden_size;
-  const int64_t qkv = (config_.num_attention_heads + 2 * config_.num_key_value_heads) *
-                      config_.head_dim;
+  const int64_t qkv =
+      (config_.num_attention_heads + 2 * config_.num_key_value_heads) * config_.head_dim;
   const int64_t I = config_.intermediate_size;
   auto alloc = [&](int64_t cols) { return backend_.Alloc(DType::kF32, {cap, cols}); };
   ENGRAM_ASSIGN_OR_RETURN(s_.x, alloc(H));
@@ -167,8 +167,8 @@ Result<Tensor> LlamaModel::Forward(const BatchLayout& layout, EngramRowSource& r
   for (size_t l = 0; l < layers_.size(); ++l) {
     const Layer& L = layers_[l];
     if (L.engram_index >= 0) {
-      ENGRAM_RETURN_IF_ERROR(EngramForward(engram_[L.engram_index], L.engram_index, layout, rows,
-                                           engram_state, x, T));
+      ENGRAM_RETURN_IF_ERROR(
+          EngramForward(engram_[L.engram_index], L.engram_index, layout, rows, engram_state, x, T));
     }
     ENGRAM_RETURN_IF_ERROR(backend_.RmsNorm(x, L.input_norm, eps, hn));
     ENGRAM_RETURN_IF_ERROR(backend_.Linear(hn, L.qkv_w, L.qkv_b.empty() ? nullptr : &L.qkv_b, qkv));

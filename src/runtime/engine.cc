@@ -32,13 +32,12 @@ Result<std::unique_ptr<Engine>> Engine::Create(ModelFiles files, const EngineOpt
   ENGRAM_ASSIGN_OR_RETURN(e->backend_, CreateBackend(options.backend));
   ENGRAM_ASSIGN_OR_RETURN(e->host_weights_, LoadHostWeights(c, e->files_.store));
   ENGRAM_ASSIGN_OR_RETURN(e->model_, LlamaModel::Create(c, e->host_weights_, *e->backend_));
-  const int blocks = static_cast<int>((options.kv_tokens + options.block_size - 1) /
-                                      options.block_size);
-  ENGRAM_ASSIGN_OR_RETURN(KvCache kv, KvCache::Create(*e->backend_,
-                                                      static_cast<int>(c.num_hidden_layers), blocks,
-                                                      options.block_size,
-                                                      static_cast<int>(c.num_key_value_heads),
-                                                      static_cast<int>(c.head_dim)));
+  const int blocks =
+      static_cast<int>((options.kv_tokens + options.block_size - 1) / options.block_size);
+  ENGRAM_ASSIGN_OR_RETURN(
+      KvCache kv, KvCache::Create(*e->backend_, static_cast<int>(c.num_hidden_layers), blocks,
+                                  options.block_size, static_cast<int>(c.num_key_value_heads),
+                                  static_cast<int>(c.head_dim)));
   e->kv_ = std::make_unique<KvCache>(std::move(kv));
   ENGRAM_ASSIGN_OR_RETURN(e->engram_state_, e->model_->AllocEngramState(options.max_seqs));
   if (c.engram) {
@@ -84,8 +83,7 @@ int Engine::free_seq_slots() const {
   return n;
 }
 
-Status Engine::BuildLayout(std::span<const StepChunk> chunks, bool all_logits,
-                           BatchLayout& L) {
+Status Engine::BuildLayout(std::span<const StepChunk> chunks, bool all_logits, BatchLayout& L) {
   const int64_t vocab = config().vocab_size;
   const int64_t max_pos = config().max_position_embeddings;
   std::vector<bool> seen(seqs_.size(), false);
@@ -99,8 +97,8 @@ Status Engine::BuildLayout(std::span<const StepChunk> chunks, bool all_logits,
     if (ch.tokens.empty()) return InvalidArgument("sequence {} has no tokens in this step", ch.seq);
     for (size_t i = 0; i < ch.tokens.size(); ++i) {
       if (ch.tokens[i] < 0 || ch.tokens[i] >= vocab) {
-        return OutOfRange("token id {} at index {} is outside the vocabulary [0, {})",
-                          ch.tokens[i], i, vocab);
+        return OutOfRange("token id {} at index {} is outside the vocabulary [0, {})", ch.tokens[i],
+                          i, vocab);
       }
     }
     const int64_t end = static_cast<int64_t>(seqs_[ch.seq].tokens.size() + ch.tokens.size());
@@ -114,8 +112,8 @@ Status Engine::BuildLayout(std::span<const StepChunk> chunks, bool all_logits,
   for (const StepChunk& ch : chunks) {
     Sequence& s = seqs_[ch.seq];
     before.push_back(s.blocks.size());
-    Status st = kv_->EnsureCapacity(s.blocks, static_cast<int64_t>(s.tokens.size() +
-                                                                    ch.tokens.size()));
+    Status st =
+        kv_->EnsureCapacity(s.blocks, static_cast<int64_t>(s.tokens.size() + ch.tokens.size()));
     if (!st.ok()) {
       for (size_t i = 0; i < before.size(); ++i) {
         Sequence& r = seqs_[chunks[i].seq];

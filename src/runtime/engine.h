@@ -22,8 +22,8 @@ namespace engram {
 
 struct EngineOptions {
   BackendOptions backend;
-  int max_seqs = 64;           // sequences alive at once (Engram state slots)
-  int64_t kv_tokens = 65536;   // KV cache capacity in positions, over all sequences
+  int max_seqs = 64;          // sequences alive at once (Engram state slots)
+  int64_t kv_tokens = 65536;  // KV cache capacity in positions, over all sequences
   int block_size = 16;
 };
 

@@ -10,11 +10,16 @@ namespace engram {
 
 const char* FinishReasonName(FinishReason r) {
   switch (r) {
-    case FinishReason::kNone: return "none";
-    case FinishReason::kStop: return "stop";
-    case FinishReason::kLength: return "length";
-    case FinishReason::kCancelled: return "cancelled";
-    case FinishReason::kError: return "error";
+    case FinishReason::kNone:
+      return "none";
+    case FinishReason::kStop:
+      return "stop";
+    case FinishReason::kLength:
+      return "length";
+    case FinishReason::kCancelled:
+      return "cancelled";
+    case FinishReason::kError:
+      return "error";
   }
   return "none";
 }
@@ -69,8 +74,8 @@ EngineLoop::~EngineLoop() {
   for (uint64_t k : keys) FinishLocked(k, FinishReason::kCancelled, Unavailable("server stopped"));
 }
 
-Result<std::shared_ptr<RequestState>> EngineLoop::Submit(std::string id, GenerationParams p,
-                                                         std::optional<Clock::time_point> deadline) {
+Result<std::shared_ptr<RequestState>> EngineLoop::Submit(
+    std::string id, GenerationParams p, std::optional<Clock::time_point> deadline) {
   auto reject = [&](Status st) -> Result<std::shared_ptr<RequestState>> {
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.requests_received;
@@ -88,23 +93,27 @@ Result<std::shared_ptr<RequestState>> EngineLoop::Submit(std::string id, Generat
   }
   const int64_t plen = static_cast<int64_t>(p.prompt.size());
   if (plen >= ctx) {
-    return reject(OutOfRange("prompt has {} tokens; the context holds {} (max_position_embeddings), "
-                             "leaving no room to generate",
-                             plen, ctx));
+    return reject(
+        OutOfRange("prompt has {} tokens; the context holds {} (max_position_embeddings), "
+                   "leaving no room to generate",
+                   plen, ctx));
   }
-  if (p.max_tokens < 0) return reject(InvalidArgument("max_tokens = {} must be >= 0", p.max_tokens));
+  if (p.max_tokens < 0)
+    return reject(InvalidArgument("max_tokens = {} must be >= 0", p.max_tokens));
   if (p.max_tokens == 0) {
     p.max_tokens = static_cast<int>(std::min<int64_t>(options_.max_tokens_default, ctx - plen));
   } else if (plen + p.max_tokens > ctx) {
-    return reject(OutOfRange("prompt ({} tokens) + max_tokens ({}) = {} exceeds the context of {} "
-                             "tokens",
-                             plen, p.max_tokens, plen + p.max_tokens, ctx));
+    return reject(
+        OutOfRange("prompt ({} tokens) + max_tokens ({}) = {} exceeds the context of {} "
+                   "tokens",
+                   plen, p.max_tokens, plen + p.max_tokens, ctx));
   }
   if (Status st = p.sampling.Validate(); !st.ok()) return reject(st);
   if (Status st = StopMatcher::Validate(p.stop); !st.ok()) return reject(st);
   for (int32_t t : p.stop_token_ids) {
     if (t < 0 || t >= vocab) {
-      return reject(OutOfRange("stop_token_ids value {} is outside the vocabulary [0, {})", t, vocab));
+      return reject(
+          OutOfRange("stop_token_ids value {} is outside the vocabulary [0, {})", t, vocab));
     }
   }
   std::lock_guard<std::mutex> lock(mu_);
@@ -244,9 +253,10 @@ void EngineLoop::Run() {
         }
       }
       for (auto& [k, st] : ended) {
-        FinishLocked(k, st.code() == StatusCode::kCancelled ? FinishReason::kCancelled
-                                                            : FinishReason::kError,
-                     st);
+        FinishLocked(
+            k,
+            st.code() == StatusCode::kCancelled ? FinishReason::kCancelled : FinishReason::kError,
+            st);
       }
       if (stop_) return;
       for (uint64_t k : scheduler_.Admit()) {

@@ -78,13 +78,13 @@ class EngineLoop {
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  Scheduler scheduler_;                            // GUARDED_BY(mu_)
+  Scheduler scheduler_;                                 // GUARDED_BY(mu_)
   std::map<uint64_t, std::unique_ptr<Active>> active_;  // GUARDED_BY(mu_)
-  uint64_t next_key_ = 1;                          // GUARDED_BY(mu_)
-  bool draining_ = false;                          // GUARDED_BY(mu_)
-  bool stop_ = false;                              // GUARDED_BY(mu_)
-  ServingStats stats_;                             // GUARDED_BY(mu_)
-  double step_time_sum_ = 0, batch_tokens_sum_ = 0;  // GUARDED_BY(mu_)
+  uint64_t next_key_ = 1;                               // GUARDED_BY(mu_)
+  bool draining_ = false;                               // GUARDED_BY(mu_)
+  bool stop_ = false;                                   // GUARDED_BY(mu_)
+  ServingStats stats_;                                  // GUARDED_BY(mu_)
+  double step_time_sum_ = 0, batch_tokens_sum_ = 0;     // GUARDED_BY(mu_)
   std::thread thread_;
 };
 

@@ -12,11 +12,16 @@ namespace {
 
 v1::FinishReason ToProto(FinishReason r) {
   switch (r) {
-    case FinishReason::kStop: return v1::FINISH_REASON_STOP;
-    case FinishReason::kLength: return v1::FINISH_REASON_LENGTH;
-    case FinishReason::kCancelled: return v1::FINISH_REASON_CANCELLED;
-    case FinishReason::kError: return v1::FINISH_REASON_ERROR;
-    case FinishReason::kNone: break;
+    case FinishReason::kStop:
+      return v1::FINISH_REASON_STOP;
+    case FinishReason::kLength:
+      return v1::FINISH_REASON_LENGTH;
+    case FinishReason::kCancelled:
+      return v1::FINISH_REASON_CANCELLED;
+    case FinishReason::kError:
+      return v1::FINISH_REASON_ERROR;
+    case FinishReason::kNone:
+      break;
   }
   return v1::FINISH_REASON_UNSPECIFIED;
 }
@@ -65,9 +70,8 @@ v1::ModelInfo DescribeModel(const Engine& engine, const std::string& backend, bo
     if (auto geo = ComputeEngramGeometry(e); geo.ok()) {
       for (size_t i = 0; i < geo->size(); ++i) {
         ei->add_table_rows((*geo)[i].total_rows);
-        const std::string name =
-            fmt::format("model.layers.{}.engram.multi_head_embedding.embedding.weight",
-                        e.layer_ids[i]);
+        const std::string name = fmt::format(
+            "model.layers.{}.engram.multi_head_embedding.embedding.weight", e.layer_ids[i]);
         if (const TensorInfo* ti = engine.files().store.Info(name)) {
           bytes += static_cast<int64_t>(ti->nbytes);
         }
@@ -94,11 +98,13 @@ Result<GenerationParams> EngramService::ToParams(const v1::GenerateRequest& req)
   switch (req.prompt_case()) {
     case v1::GenerateRequest::kText: {
       if (!tokenizer_) {
-        return FailedPrecondition("the model has no tokenizer: send prompt.token_ids instead of "
-                                  "prompt.text");
+        return FailedPrecondition(
+            "the model has no tokenizer: send prompt.token_ids instead of "
+            "prompt.text");
       }
       if (req.text().empty()) return InvalidArgument("prompt.text is empty");
-      ENGRAM_ASSIGN_OR_RETURN(p.prompt, tokenizer_->Encode(req.text(), options_.add_special_tokens));
+      ENGRAM_ASSIGN_OR_RETURN(p.prompt,
+                              tokenizer_->Encode(req.text(), options_.add_special_tokens));
       break;
     }
     case v1::GenerateRequest::kTokenIds:

@@ -28,8 +28,7 @@ class EngramService final : public v1::Engram::Service {
   explicit EngramService(const ServiceOptions& options) : options_(options) {}
 
   // Publishes the loaded model. `loop` and `tokenizer` (may be null) must outlive the service.
-  void SetLoop(EngineLoop* loop, std::shared_ptr<const Tokenizer> tokenizer,
-               v1::ModelInfo info);
+  void SetLoop(EngineLoop* loop, std::shared_ptr<const Tokenizer> tokenizer, v1::ModelInfo info);
 
   grpc::Status Generate(grpc::ServerContext* ctx, const v1::GenerateRequest* req,
                         grpc::ServerWriter<v1::GenerateResponse>* writer) override;

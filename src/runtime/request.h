@@ -58,7 +58,9 @@ struct StreamEvent {
 class RequestState {
  public:
   RequestState(std::string id, GenerationParams params, std::optional<Clock::time_point> deadline)
-      : id_(std::move(id)), params_(std::move(params)), deadline_(deadline),
+      : id_(std::move(id)),
+        params_(std::move(params)),
+        deadline_(deadline),
         arrival_(Clock::now()) {}
 
   const std::string& id() const { return id_; }

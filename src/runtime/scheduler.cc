@@ -11,17 +11,19 @@ int Scheduler::BlocksFor(int prompt_len, int max_tokens) const {
 
 Status Scheduler::Enqueue(const SchedItem& item) {
   if (static_cast<int>(waiting_.size()) >= limits_.max_waiting) {
-    return ResourceExhausted("the wait queue is full ({} requests waiting, limits.max_waiting = {})",
-                             waiting_.size(), limits_.max_waiting);
+    return ResourceExhausted(
+        "the wait queue is full ({} requests waiting, limits.max_waiting = {})", waiting_.size(),
+        limits_.max_waiting);
   }
   SchedItem it = item;
   it.kv_blocks = BlocksFor(item.prompt_len, item.max_tokens);
   if (it.kv_blocks > limits_.kv_blocks) {
-    return OutOfRange("prompt ({} tokens) + max_tokens ({}) needs {} KV positions, more than the "
-                      "server's KV cache holds ({} = limits.kv_tokens)",
-                      item.prompt_len, item.max_tokens,
-                      static_cast<int64_t>(it.kv_blocks) * limits_.kv_block_size,
-                      static_cast<int64_t>(limits_.kv_blocks) * limits_.kv_block_size);
+    return OutOfRange(
+        "prompt ({} tokens) + max_tokens ({}) needs {} KV positions, more than the "
+        "server's KV cache holds ({} = limits.kv_tokens)",
+        item.prompt_len, item.max_tokens,
+        static_cast<int64_t>(it.kv_blocks) * limits_.kv_block_size,
+        static_cast<int64_t>(limits_.kv_blocks) * limits_.kv_block_size);
   }
   waiting_.push_back(it);
   return Status::Ok();

@@ -28,11 +28,11 @@ struct SchedulerLimits {
 
 // What the scheduler tracks of a request; the engine loop owns the rest.
 struct SchedItem {
-  uint64_t key = 0;       // the loop's handle for the request
+  uint64_t key = 0;  // the loop's handle for the request
   int prompt_len = 0;
   int max_tokens = 0;
-  int prefilled = 0;      // prompt tokens already run
-  int kv_blocks = 0;      // reserved at admission
+  int prefilled = 0;  // prompt tokens already run
+  int kv_blocks = 0;  // reserved at admission
 };
 
 struct PlannedChunk {

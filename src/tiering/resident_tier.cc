@@ -2,7 +2,8 @@
 
 namespace engram {
 
-Result<ResidentTier> ResidentTier::Create(Backend& backend, const std::vector<Tensor>& host_tables) {
+Result<ResidentTier> ResidentTier::Create(Backend& backend,
+                                          const std::vector<Tensor>& host_tables) {
   ResidentTier tier;
   for (const Tensor& t : host_tables) {
     ENGRAM_ASSIGN_OR_RETURN(Tensor prepared, backend.PrepareWeight(t, WeightUse::kEmbedding));

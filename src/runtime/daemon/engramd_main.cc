@@ -36,7 +36,8 @@ int CheckConfig(const std::string& path) {
   }
   auto files = cfg->OpenModelFiles();
   if (!files.ok()) {
-    std::fprintf(stderr, "engramd: %s: model: %s\n", path.c_str(), files.status().ToString().c_str());
+    std::fprintf(stderr, "engramd: %s: model: %s\n", path.c_str(),
+                 files.status().ToString().c_str());
     return 2;
   }
   std::printf("%s", cfg->ToYaml().c_str());
@@ -87,7 +88,8 @@ int Serve(const std::string& path) {
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) {
-    std::fprintf(stderr, "engramd: cannot listen on %s (server.listen)\n", cfg.server.listen.c_str());
+    std::fprintf(stderr, "engramd: cannot listen on %s (server.listen)\n",
+                 cfg.server.listen.c_str());
     return 1;
   }
   auto* health = server->GetHealthCheckService();
@@ -130,7 +132,8 @@ int Serve(const std::string& path) {
   serving.max_tokens_default = cfg.limits.max_tokens_default;
   const std::string backend_name(engine.value()->backend().name());
   auto loop = std::make_unique<EngineLoop>(std::move(engine).value(), tokenizer, serving);
-  service.SetLoop(loop.get(), tokenizer, DescribeModel(loop->engine(), backend_name, tokenizer != nullptr));
+  service.SetLoop(loop.get(), tokenizer,
+                  DescribeModel(loop->engine(), backend_name, tokenizer != nullptr));
   health->SetServingStatus(true);
   std::printf("engramd: ready (%s)\n", loop->engine().files().source.c_str());
   std::fflush(stdout);

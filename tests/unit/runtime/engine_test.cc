@@ -87,7 +87,8 @@ TEST_P(ReferenceTest, DecodeEqualsPrefill) {
   auto engine = MakeEngine(GetParam());
   const auto& ec = *engine->config().engram;
   // Longer than (K-1)*N + N so the conv state and n-gram context wrap.
-  const size_t T = static_cast<size_t>((ec.kernel_size - 1) * ec.max_ngram_size + ec.max_ngram_size) + 9;
+  const size_t T =
+      static_cast<size_t>((ec.kernel_size - 1) * ec.max_ngram_size + ec.max_ngram_size) + 9;
   const auto ids = Prompt(T, engine->config().vocab_size, 1);
   const auto full = Prefill(*engine, ids);
   const auto decode = Chunked(*engine, ids, 1);

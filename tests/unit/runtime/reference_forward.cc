@@ -41,7 +41,8 @@ Vec InvFreq(const ModelConfig& c) {
   const size_t half = static_cast<size_t>(c.head_dim / 2);
   Vec inv(half);
   for (size_t i = 0; i < half; ++i) {
-    inv[i] = 1.0 / std::pow(c.rope_theta, 2.0 * static_cast<double>(i) / static_cast<double>(c.head_dim));
+    inv[i] = 1.0 /
+             std::pow(c.rope_theta, 2.0 * static_cast<double>(i) / static_cast<double>(c.head_dim));
   }
   if (!c.rope_scaling) return inv;
   const RopeScaling& s = *c.rope_scaling;

@@ -54,7 +54,7 @@ TEST(Scheduler, ChunksPromptsAndDecodesFirst) {
 }
 
 TEST(Scheduler, AdmissionReservesKvForPromptPlusMaxTokens) {
-  Scheduler s(Limits());  // 8 blocks of 4 positions
+  Scheduler s(Limits());                        // 8 blocks of 4 positions
   ASSERT_TRUE(s.Enqueue(Item(1, 10, 6)).ok());  // 16 positions = 4 blocks
   ASSERT_TRUE(s.Enqueue(Item(2, 12, 6)).ok());  // 18 positions = 5 blocks: must wait
   ASSERT_TRUE(s.Enqueue(Item(3, 1, 1)).ok());   // would fit, but FIFO: no overtaking
