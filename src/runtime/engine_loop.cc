@@ -147,10 +147,18 @@ void EngineLoop::BeginDrain() {
 }
 
 void EngineLoop::AbortAll(const Status& status) {
+  {
+    // Only the engine thread may finish requests: it may be inside Engine::Step with them.
+    std::lock_guard<std::mutex> lock(mu_);
+    abort_status_ = status;
+  }
+  cv_.notify_all();
+}
+
+void EngineLoop::CountRejected() {
   std::lock_guard<std::mutex> lock(mu_);
-  std::vector<uint64_t> keys;
-  for (auto& [k, a] : active_) keys.push_back(k);
-  for (uint64_t k : keys) FinishLocked(k, FinishReason::kCancelled, status);
+  ++stats_.requests_received;
+  ++stats_.requests_rejected;
 }
 
 int EngineLoop::InFlight() const {
@@ -258,6 +266,11 @@ void EngineLoop::Run() {
             st.code() == StatusCode::kCancelled ? FinishReason::kCancelled : FinishReason::kError,
             st);
       }
+      if (abort_status_) {
+        std::vector<uint64_t> all;
+        for (auto& [k, a] : active_) all.push_back(k);
+        for (uint64_t k : all) FinishLocked(k, FinishReason::kCancelled, *abort_status_);
+      }
       if (stop_) return;
       for (uint64_t k : scheduler_.Admit()) {
         auto seq = engine_->AddSequence();
@@ -267,6 +280,8 @@ void EngineLoop::Run() {
         }
         active_[k]->seq = *seq;
       }
+      stats_.kv_blocks_free = engine_->free_kv_blocks();
+      stats_.seq_slots_free = engine_->free_seq_slots();
       plan = scheduler_.Plan();
       if (plan.empty()) {
         cv_.wait_for(lock, std::chrono::milliseconds(20));

@@ -56,8 +56,11 @@ class EngineLoop {
                                                std::optional<Clock::time_point> deadline);
   // Stops accepting new requests (Submit returns UNAVAILABLE); running ones continue.
   void BeginDrain();
-  // Ends every request still running or waiting with `status` (finish reason cancelled).
+  // Asks the engine thread to end every request still running or waiting with `status`
+  // (finish reason cancelled) at its next iteration; InFlight() drops to 0 once it has.
   void AbortAll(const Status& status);
+  // Counts a request the service refused before Submit (bad parameters).
+  void CountRejected();
   // Requests running or waiting.
   int InFlight() const;
   ServingStats Stats() const;
@@ -83,6 +86,7 @@ class EngineLoop {
   uint64_t next_key_ = 1;                               // GUARDED_BY(mu_)
   bool draining_ = false;                               // GUARDED_BY(mu_)
   bool stop_ = false;                                   // GUARDED_BY(mu_)
+  std::optional<Status> abort_status_;                  // GUARDED_BY(mu_)
   ServingStats stats_;                                  // GUARDED_BY(mu_)
   double step_time_sum_ = 0, batch_tokens_sum_ = 0;     // GUARDED_BY(mu_)
   std::thread thread_;

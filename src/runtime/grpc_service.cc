@@ -103,8 +103,9 @@ Result<GenerationParams> EngramService::ToParams(const v1::GenerateRequest& req)
             "prompt.text");
       }
       if (req.text().empty()) return InvalidArgument("prompt.text is empty");
-      ENGRAM_ASSIGN_OR_RETURN(p.prompt,
-                              tokenizer_->Encode(req.text(), options_.add_special_tokens));
+      auto ids = tokenizer_->Encode(req.text(), options_.add_special_tokens);
+      if (!ids.ok()) return ids.status().WithContext("prompt.text");
+      p.prompt = std::move(ids).value();
       break;
     }
     case v1::GenerateRequest::kTokenIds:
@@ -146,7 +147,10 @@ grpc::Status EngramService::Generate(grpc::ServerContext* ctx, const v1::Generat
   const std::string id =
       req->request_id().empty() ? fmt::format("req-{}", next_id_.fetch_add(1)) : req->request_id();
   auto params = ToParams(*req);
-  if (!params.ok()) return ToGrpc(params.status());
+  if (!params.ok()) {
+    loop->CountRejected();
+    return ToGrpc(params.status());
+  }
   auto state = loop->Submit(id, std::move(params).value(), DeadlineOf(*ctx));
   if (!state.ok()) return ToGrpc(state.status());
   RequestState& r = **state;
@@ -201,7 +205,7 @@ grpc::Status EngramService::Tokenize(grpc::ServerContext*, const v1::TokenizeReq
     return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "the model has no tokenizer");
   }
   auto ids = tokenizer_->Encode(req->text(), req->add_special_tokens());
-  if (!ids.ok()) return ToGrpc(ids.status().WithContext("text"));
+  if (!ids.ok()) return ToGrpc(ids.status().WithContext("text"));  // e.g. invalid UTF-8
   for (int32_t t : *ids) resp->add_token_ids(t);
   return grpc::Status::OK;
 }

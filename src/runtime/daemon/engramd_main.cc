@@ -156,6 +156,10 @@ int Serve(const std::string& path) {
                  cfg.server.drain_grace_s, loop->InFlight());
     loop->AbortAll(Unavailable("server shutting down: the drain grace period of {} s ended",
                                cfg.server.drain_grace_s));
+    const auto abort_end = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (loop->InFlight() > 0 && std::chrono::steady_clock::now() < abort_end) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
   }
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   loop.reset();
