@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <vector>
 
+#include "client.h"
 #include "commands.h"
 #include "engine_args.h"
 #include "model/sampler.h"
@@ -66,6 +67,7 @@ Status Generate(const Args& args) {
 }  // namespace
 
 int RunGenerate(int argc, char** argv) {
+  if (HasOption(argc, argv, 2, "server")) return RunGenerateClient(argc, argv);  // cmd_client.cc
   auto names = EngineOptionNames();
   names.insert({"prompt-ids", "max-tokens", "temperature", "top-k", "top-p", "seed"});
   auto args = Args::Parse(argc, argv, 2, names, {"help", "ignore-eos"});

@@ -18,6 +18,12 @@ void Usage() {
                "  generate --model DIR|synth:PRESET --prompt-ids 1,2,3 --max-tokens N "
                "[--temperature T] [--seed S]\n"
                "  bench forward --model DIR|synth:PRESET\n"
+               "  bench serve --server HOST:PORT --concurrency N --requests M --prompt-len L\n"
+               "              --max-tokens T [--json]\n"
+               "  generate --server HOST:PORT (--prompt TEXT | --prompt-ids 1,2,3) [--max-tokens N]\n"
+               "  stats --server HOST:PORT [--json]\n"
+               "  tokenize --tokenizer FILE|--model DIR --text T|--file F\n"
+               "  detokenize --tokenizer FILE|--model DIR --ids 1,2,3\n"
                "Run 'engram <command> --help' for the command's options.\n");
 }
 
@@ -37,7 +43,13 @@ int main(int argc, char** argv) {
   if (cmd == "pack") return engram::cli::RunPack(argc, argv);
   if (cmd == "logits") return engram::cli::RunLogits(argc, argv);
   if (cmd == "generate") return engram::cli::RunGenerate(argc, argv);
+  if (cmd == "bench" && argc > 2 && !std::strcmp(argv[2], "serve")) {
+    return engram::cli::RunBenchServe(argc, argv);
+  }
   if (cmd == "bench") return engram::cli::RunBench(argc, argv);
+  if (cmd == "stats") return engram::cli::RunStats(argc, argv);
+  if (cmd == "tokenize") return engram::cli::RunTokenize(argc, argv);
+  if (cmd == "detokenize") return engram::cli::RunDetokenize(argc, argv);
   std::fprintf(stderr, "engram: unknown command \"%s\"\n", cmd.c_str());
   Usage();
   return 2;

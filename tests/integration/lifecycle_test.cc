@@ -1,0 +1,144 @@
+// The daemon's life: health NOT_SERVING while the model loads and SERVING after, and the
+// drain on SIGTERM (running streams finish within the grace, new requests get UNAVAILABLE,
+// streams still running when the grace ends get UNAVAILABLE, the process exits 0).
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <atomic>
+#include <future>
+#include <thread>
+
+#include "daemon_process.h"
+#include "rpc_helpers.h"
+
+namespace engram::testing {
+namespace {
+
+// synth:small without a tokenizer: slow enough (a few seconds to synthesize its tables, about
+// 10 ms a decode step on 2 cores) to observe loading and to signal mid-stream.
+DaemonOptions SlowModel(double table_gb) {
+  DaemonOptions o;
+  o.model = fmt::format("synth:small?table_gb={}", table_gb);
+  o.tokenizer.clear();
+  o.backend_threads = 0;
+  o.kv_tokens = 16384;
+  o.max_running_seqs = 4;
+  return o;
+}
+
+std::string ExitDescription(std::optional<int> ws) {
+  if (!ws) return "still running";
+  if (WIFEXITED(*ws)) return fmt::format("exit code {}", WEXITSTATUS(*ws));
+  if (WIFSIGNALED(*ws)) return fmt::format("killed by signal {}", WTERMSIG(*ws));
+  return "unknown";
+}
+
+TEST(Health, NotServingWhileLoadingThenServing) {
+  DaemonOptions o = SlowModel(0.5);
+  o.wait_ready = false;
+  auto d = DaemonProcess::Start(o);
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  auto channel = Connect((*d)->address());
+  grpc::Status call;
+  const Health before = HealthCheck(channel, &call);
+  ASSERT_TRUE(call.ok()) << call.error_message();
+  // The model RPCs refuse while loading.
+  auto stub = v1::Engram::NewStub(channel);
+  const StreamResult early = Generate(*stub, IdsRequest({1, 2, 3}, 2), 10);
+  ASSERT_TRUE((*d)->WaitReady(120).ok()) << (*d)->StderrLog();
+  if (before == Health::kServing) {
+    GTEST_SKIP() << "the model loaded before the first health check (machine too fast)";
+  }
+  EXPECT_EQ(before, Health::kNotServing);
+  EXPECT_EQ(early.status.error_code(), grpc::StatusCode::UNAVAILABLE)
+      << early.status.error_message();
+  EXPECT_EQ(HealthCheck(channel, &call), Health::kServing);
+  EXPECT_TRUE(call.ok()) << call.error_message();
+  EXPECT_TRUE(Generate(*stub, IdsRequest({1, 2, 3}, 2), 30).status.ok());
+  // An unknown service name is NOT_FOUND (gRPC's default health service).
+  HealthCheck(channel, &call, "no.such.Service");
+  EXPECT_EQ(call.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ((*d)->Stop(), 0);
+}
+
+// Reads a long stream on its own thread; `started` is set after the first few messages.
+struct BackgroundStream {
+  std::promise<void> started_promise;
+  std::future<StreamResult> result;
+
+  BackgroundStream(const std::string& address, v1::GenerateRequest req, double timeout_s) {
+    std::shared_future<void> started_future = started_promise.get_future().share();
+    result = std::async(std::launch::async, [this, address, req, timeout_s] {
+      auto stub = v1::Engram::NewStub(Connect(address));
+      int seen = 0;
+      return Generate(*stub, req, timeout_s,
+                      [&](const v1::GenerateResponse&, grpc::ClientContext&) {
+                        if (++seen == 3) started_promise.set_value();
+                      });
+    });
+    started = started_future;
+  }
+  // True when the stream got its first messages within `timeout_s`.
+  bool WaitStarted(double timeout_s) {
+    return started.wait_for(std::chrono::duration<double>(timeout_s)) == std::future_status::ready;
+  }
+  std::shared_future<void> started;
+};
+
+TEST(Drain, RunningStreamCompletesAndNewRequestsAreRefused) {
+  DaemonOptions o = SlowModel(0.2);
+  o.drain_grace_s = 30;
+  auto d = DaemonProcess::Start(o);
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  const int kTokens = 200;  // about 2 s of decoding
+  BackgroundStream stream((*d)->address(), IdsRequest({7, 8, 9, 10}, kTokens), 60);
+  ASSERT_TRUE(stream.WaitStarted(30)) << (*d)->StderrLog();
+  ASSERT_TRUE((*d)->Signal(SIGTERM).ok());
+  // While draining: health says NOT_SERVING and new requests are refused.
+  auto channel = Connect((*d)->address());
+  auto stub = v1::Engram::NewStub(channel);
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  const StreamResult refused = Generate(*stub, IdsRequest({1, 2}, 2), 10);
+  EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::UNAVAILABLE)
+      << refused.status.error_message();
+  grpc::Status call;
+  const Health h = HealthCheck(channel, &call);
+  if (call.ok()) {
+    EXPECT_EQ(h, Health::kNotServing);
+  }
+  ASSERT_EQ(stream.result.wait_for(std::chrono::seconds(60)), std::future_status::ready);
+  const StreamResult r = stream.result.get();
+  EXPECT_TRUE(r.status.ok()) << r.status.error_message();
+  EXPECT_EQ(r.finish, v1::FINISH_REASON_LENGTH);
+  EXPECT_EQ(static_cast<int>(r.ids.size()), kTokens);
+  const auto ws = (*d)->WaitExit(30);
+  ASSERT_TRUE(ws.has_value()) << "engramd did not exit after the drain";
+  EXPECT_TRUE(WIFEXITED(*ws) && WEXITSTATUS(*ws) == 0) << ExitDescription(ws) << "\n"
+                                                       << (*d)->StderrLog();
+}
+
+TEST(Drain, GraceEndEndsLongStreamsWithUnavailable) {
+  DaemonOptions o = SlowModel(0.2);
+  o.drain_grace_s = 0.2;
+  auto d = DaemonProcess::Start(o);
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  BackgroundStream stream((*d)->address(), IdsRequest({7, 8, 9, 10}, 4000), 120);
+  ASSERT_TRUE(stream.WaitStarted(30)) << (*d)->StderrLog();
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE((*d)->Signal(SIGTERM).ok());
+  ASSERT_EQ(stream.result.wait_for(std::chrono::seconds(30)), std::future_status::ready);
+  const StreamResult r = stream.result.get();
+  const double ended_after_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::UNAVAILABLE) << r.status.error_message();
+  EXPECT_LT(r.ids.size(), 4000u);
+  EXPECT_LT(ended_after_s, 10) << "the stream should end soon after the 0.2 s grace";
+  const auto ws = (*d)->WaitExit(30);
+  ASSERT_TRUE(ws.has_value()) << "engramd did not exit after the drain";
+  EXPECT_TRUE(WIFEXITED(*ws) && WEXITSTATUS(*ws) == 0) << ExitDescription(ws) << "\n"
+                                                       << (*d)->StderrLog();
+}
+
+}  // namespace
+}  // namespace engram::testing
