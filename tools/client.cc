@@ -86,4 +86,19 @@ Result<v1::ModelInfo> FetchModelInfo(v1::Engram::Stub& stub, double timeout_s) {
   return info;
 }
 
+const char* FinishName(v1::FinishReason r) {
+  switch (r) {
+    case v1::FINISH_REASON_STOP:
+      return "stop";
+    case v1::FINISH_REASON_LENGTH:
+      return "length";
+    case v1::FINISH_REASON_CANCELLED:
+      return "cancelled";
+    case v1::FINISH_REASON_ERROR:
+      return "error";
+    default:
+      return "unspecified";
+  }
+}
+
 }  // namespace engram::cli

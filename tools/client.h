@@ -42,4 +42,7 @@ bool HasOption(int argc, char** argv, int first, const std::string& name);
 // Fetches GetModelInfo (deadline `timeout_s`).
 Result<v1::ModelInfo> FetchModelInfo(v1::Engram::Stub& stub, double timeout_s);
 
+// "stop", "length", "cancelled", "error" or "unspecified".
+const char* FinishName(v1::FinishReason r);
+
 }  // namespace engram::cli

@@ -64,21 +64,6 @@ double Percentile(std::vector<double> v, double p) {
 
 const char* CodeName(grpc::StatusCode c) { return StatusCodeName(static_cast<StatusCode>(c)); }
 
-const char* FinishName(v1::FinishReason r) {
-  switch (r) {
-    case v1::FINISH_REASON_STOP:
-      return "stop";
-    case v1::FINISH_REASON_LENGTH:
-      return "length";
-    case v1::FINISH_REASON_CANCELLED:
-      return "cancelled";
-    case v1::FINISH_REASON_ERROR:
-      return "error";
-    default:
-      return "none";
-  }
-}
-
 std::vector<int32_t> MakePrompt(const BenchConfig& cfg, int index, int32_t vocab) {
   std::mt19937_64 rng(cfg.seed * 1000003ull + static_cast<uint64_t>(index));
   std::uniform_int_distribution<int32_t> dist(0, vocab - 1);

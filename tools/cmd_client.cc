@@ -24,21 +24,6 @@ constexpr const char* kStatsUsage =
     "engram stats --server HOST:PORT [--json] [--timeout-s X]\n"
     "  Prints the daemon's model (GetModelInfo) and serving statistics (GetStats).\n";
 
-const char* FinishName(v1::FinishReason r) {
-  switch (r) {
-    case v1::FINISH_REASON_STOP:
-      return "stop";
-    case v1::FINISH_REASON_LENGTH:
-      return "length";
-    case v1::FINISH_REASON_CANCELLED:
-      return "cancelled";
-    case v1::FINISH_REASON_ERROR:
-      return "error";
-    default:
-      return "unspecified";
-  }
-}
-
 Result<v1::GenerateRequest> BuildRequest(const Args& args, const std::vector<std::string>& stops) {
   v1::GenerateRequest req;
   if (args.Has("prompt") == args.Has("prompt-ids")) {
