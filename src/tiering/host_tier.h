@@ -1,0 +1,48 @@
+// HostTier: every Engram table copied whole into host DRAM (AllocateHost: NUMA policy, huge
+// pages, pre-faulted, optionally pinned for DMA); ReadRows is a memcpy per row. The tables
+// (host Tensors [rows, Dh], e.g. views of mmapped safetensors files or synthetic in-memory
+// tensors) are only read while creating the tier; it keeps its own copy.
+//
+// Ownership: the tier owns one allocation per table. Thread safety: as TableTier (ReadRows
+// from one thread at a time, stats() from any).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "kernels/tensor.h"
+#include "model/safetensors.h"
+#include "tiering/host_memory.h"
+#include "tiering/table_tier.h"
+
+namespace engram {
+
+struct HostTierOptions {
+  PageRequest page = PageRequest::kHugetlb2M;  // falls back to THP, then normal pages
+  NumaPolicy numa = NumaPolicy::kNone;
+  int node = 0;                       // kBind: OS node index
+  std::vector<int> interleave_nodes;  // kInterleave: OS node indices; empty = all allowed
+  bool populate = true;               // pre-fault the tables' pages where the policy says
+  int populate_threads = 0;           // 0 = min(hardware threads, 8)
+  // Optional pinning of each table's allocation (e.g. cudaHostRegister) and its undo.
+  std::function<Status(void*, size_t)> register_for_dma;
+  std::function<void(void*)> unregister_for_dma;
+  // DRAM the tiers may use for tables; 0 = unlimited. RESOURCE_EXHAUSTED when the tables'
+  // total exceeds it.
+  uint64_t budget_bytes = 0;
+  int copy_threads = 0;  // threads copying the tables in; 0 = min(hardware threads, 8)
+  // Optional, parallel to `tables`: where each table came from (TensorStore::Info). Names the
+  // tables in messages, and the recorded byte size, dtype and shape are checked against the
+  // tensor (INVALID_ARGUMENT naming the tensor on a mismatch).
+  std::vector<TensorInfo> infos;
+};
+
+// tables[l] is Engram layer l's table: a CPU tensor [rows, Dh]; all tables share dtype and Dh.
+// INVALID_ARGUMENT (naming the table) for a non-CPU, non-2-D, empty or mismatched table;
+// RESOURCE_EXHAUSTED naming the tiers' budget, or from AllocateHost.
+Result<std::unique_ptr<TableTier>> CreateHostTier(const std::vector<Tensor>& tables,
+                                                  const HostTierOptions& options);
+
+}  // namespace engram

@@ -1,0 +1,39 @@
+// NvmeTier: Engram tables read in place from their safetensors files with io_uring and
+// O_DIRECT (one IoUringReader per distinct file), behind a DRAM RowCache. ReadRows copies
+// cached rows, reads every missed row of the call in one ReadBatch (row r of a table is at
+// file_offset + r * row_bytes), copies them to dst and offers them to the cache, whose policy
+// decides what stays.
+//
+// Ownership: the tier owns its readers (fds, rings, bounce buffers) and the cache arena.
+// Thread safety: as TableTier (ReadRows from one thread at a time, stats() from any).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model/safetensors.h"
+#include "tiering/host_memory.h"
+#include "tiering/io_uring_reader.h"
+#include "tiering/table_tier.h"
+
+namespace engram {
+
+struct NvmeTierOptions {
+  uint64_t cache_bytes = 0;        // DRAM row cache; 0 = no cache (every row is read)
+  std::string policy = "tinylfu";  // row cache policy: "tinylfu" | "lru" (cache_policy.h)
+  PageRequest cache_page = PageRequest::kTransparentHuge;
+  // Per-file reader options: queue_depth, max_retries, allow_buffered (filesystems without
+  // O_DIRECT), fault_hook (tests). max_request_bytes is raised to a row when smaller.
+  ReaderOptions reader;
+};
+
+// tables[l] is Engram layer l's table as TensorStore::Info reports it ([rows, Dh], one
+// dtype and Dh for all). FAILED_PRECONDITION for a table without a file (in memory);
+// INVALID_ARGUMENT for a bad shape or a byte size that is not shape x dtype; OUT_OF_RANGE when
+// the table runs past its file's end; the reader's status when a file cannot be opened.
+Result<std::unique_ptr<TableTier>> CreateNvmeTier(const std::vector<TensorInfo>& tables,
+                                                  const NvmeTierOptions& options);
+
+}  // namespace engram

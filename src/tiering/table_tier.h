@@ -1,0 +1,45 @@
+// TableTier: where one model's Engram tables live (host DRAM or NVMe), seen by the prefetch
+// copy engine as "copy these rows of layer l's table to dst". Implementations: the host tier
+// (host_tier.h, tables copied into NUMA-placed DRAM) and the NVMe tier (nvme_tier.h, rows read
+// in place from the safetensors files through io_uring, with a DRAM row cache).
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string_view>
+
+#include "common/dtype.h"
+#include "common/status.h"
+
+namespace engram {
+
+struct TierStats {  // cumulative; read with stats()
+  uint64_t rows_requested = 0, bytes_moved = 0;
+  uint64_t cache_hits = 0, cache_misses = 0;  // DRAM row cache (NVMe tier); 0 for others
+  uint64_t io_reads = 0, io_retries = 0;      // NVMe reads
+  double read_seconds = 0;                    // time spent inside ReadRows
+};
+
+// Where one model's Engram tables live. ReadRows is called from one copy thread at a time
+// (not thread-safe across concurrent calls); stats() may be called from any thread.
+class TableTier {
+ public:
+  virtual ~TableTier() = default;
+  virtual std::string_view name() const = 0;  // "dram", "nvme"
+  virtual int num_layers() const = 0;
+  virtual DType dtype() const = 0;        // element type of the rows (BF16/F32)
+  virtual int64_t row_elems() const = 0;  // Dh
+  virtual int64_t rows(int layer) const = 0;
+  // Copies the given rows (absolute row numbers of layer `layer`'s table; the caller has
+  // deduplicated them) to dst, one after another (rows.size() * row_elems() elements of
+  // dtype()). OUT_OF_RANGE for a row outside the table; UNAVAILABLE for an I/O failure
+  // after retries (naming file, offset and cause).
+  virtual Status ReadRows(int layer, std::span<const int64_t> rows, void* dst) = 0;
+  virtual TierStats stats() const = 0;
+  virtual int64_t resident_bytes() const = 0;  // DRAM used by this tier
+
+  // Bytes of one row (row_elems() * element size).
+  size_t row_bytes() const { return static_cast<size_t>(row_elems()) * DTypeSize(dtype()); }
+};
+
+}  // namespace engram

@@ -1,0 +1,260 @@
+// NvmeTier over a real safetensors file written with SafetensorsWriter, in the first directory
+// (build dir, /var/tmp, /tmp) that accepts O_DIRECT; skips (with the reason) where O_DIRECT
+// or io_uring is unavailable.
+#include "tiering/nvme_tier.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <random>
+#include <vector>
+
+namespace engram {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr int64_t kDh = 24;        // BF16 rows of 48 bytes: never block-aligned
+constexpr int64_t kRows0 = 50000;  // ~2.3 MiB
+constexpr int64_t kRows1 = 7919;
+
+// A safetensors file: a small leading tensor (so tables start unaligned) and two BF16 tables.
+struct TableFile {
+  std::string path;
+  std::string skip_reason;
+  std::vector<TensorInfo> tables;
+  std::vector<std::vector<uint8_t>> data;  // the tables' bytes
+
+  TableFile() {
+    std::vector<std::string> tried;
+    for (const fs::path& dir : {fs::current_path(), fs::path("/var/tmp"), fs::path("/tmp")}) {
+      std::string probe = (dir / "nvme_tier_test.XXXXXX").string();
+      const int fd = mkstemp(probe.data());
+      if (fd < 0) {
+        tried.push_back(dir.string() + ": " + std::strerror(errno));
+        continue;
+      }
+      close(fd);
+      const int dfd = open(probe.c_str(), O_RDONLY | O_DIRECT);
+      unlink(probe.c_str());
+      if (dfd < 0) {
+        tried.push_back(dir.string() + ": O_DIRECT: " + std::strerror(errno));
+        continue;
+      }
+      close(dfd);
+      path = probe + ".safetensors";
+      break;
+    }
+    if (path.empty()) {
+      for (const auto& t : tried) skip_reason += t + "; ";
+      skip_reason = "no directory supports O_DIRECT (" + skip_reason + ")";
+      return;
+    }
+    const std::vector<SafetensorsWriter::Spec> specs = {
+        {"model.embed_tokens.weight", DType::kF32, {3, 5}},
+        {"model.layers.1.engram.multi_head_embedding.embedding.weight",
+         DType::kBF16,
+         {kRows0, kDh}},
+        {"model.layers.4.engram.multi_head_embedding.embedding.weight",
+         DType::kBF16,
+         {kRows1, kDh}},
+    };
+    auto writer = SafetensorsWriter::Create(path, specs);
+    if (!writer.ok()) {
+      skip_reason = writer.status().ToString();
+      path.clear();
+      return;
+    }
+    std::mt19937_64 rng(99);
+    std::vector<uint8_t> head(3 * 5 * 4, 1);
+    Status st = (*writer)->Append(head.data(), head.size());
+    for (int64_t rows : {kRows0, kRows1}) {
+      data.emplace_back(rows * kDh * 2);
+      for (auto& b : data.back()) b = static_cast<uint8_t>(rng());
+      if (st.ok()) st = (*writer)->Append(data.back().data(), data.back().size());
+    }
+    if (st.ok()) st = (*writer)->Finish();
+    auto store = st.ok() ? TensorStore::OpenFile(path) : Result<TensorStore>(st);
+    if (!store.ok()) {
+      skip_reason = store.status().ToString();
+      path.clear();
+      return;
+    }
+    for (size_t i = 1; i < specs.size(); ++i) tables.push_back(*store->Info(specs[i].name));
+    auto probe = IoUringReader::Open(path, {});
+    if (!probe.ok()) skip_reason = probe.status().ToString();
+  }
+  ~TableFile() {
+    if (!path.empty()) unlink(path.c_str());
+  }
+};
+
+class NvmeTierTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { file_ = new TableFile(); }
+  static void TearDownTestSuite() {
+    delete file_;
+    file_ = nullptr;
+  }
+  void SetUp() override {
+    if (!file_->skip_reason.empty()) {
+      std::fprintf(stderr, "SKIP: %s\n", file_->skip_reason.c_str());
+      GTEST_SKIP() << file_->skip_reason;
+    }
+  }
+  std::unique_ptr<TableTier> Make(NvmeTierOptions o) {
+    auto tier = CreateNvmeTier(file_->tables, o);
+    EXPECT_TRUE(tier.ok()) << tier.status().ToString();
+    return tier.ok() ? std::move(tier).value() : nullptr;
+  }
+  static void ExpectRows(int layer, const std::vector<int64_t>& rows,
+                         const std::vector<uint8_t>& out) {
+    const size_t rb = kDh * 2;
+    for (size_t i = 0; i < rows.size(); ++i) {
+      ASSERT_EQ(std::memcmp(out.data() + i * rb, file_->data[layer].data() + rows[i] * rb, rb), 0)
+          << "layer " << layer << " row " << rows[i];
+    }
+  }
+  static TableFile* file_;
+};
+TableFile* NvmeTierTest::file_ = nullptr;
+
+std::vector<int64_t> DistinctRows(size_t n, int64_t limit, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<int64_t> rows;
+  std::vector<bool> seen(limit);
+  while (rows.size() < n) {
+    const auto r = static_cast<int64_t>(rng() % limit);
+    if (!seen[r]) {
+      seen[r] = true;
+      rows.push_back(r);
+    }
+  }
+  return rows;
+}
+
+TEST_F(NvmeTierTest, RandomRowsEqualTheFile) {
+  NvmeTierOptions o;
+  o.cache_bytes = 0;  // every row from the file
+  auto tier = Make(o);
+  ASSERT_NE(tier, nullptr);
+  EXPECT_EQ(tier->name(), "nvme");
+  EXPECT_EQ(tier->num_layers(), 2);
+  EXPECT_EQ(tier->dtype(), DType::kBF16);
+  EXPECT_EQ(tier->row_elems(), kDh);
+  EXPECT_EQ(tier->rows(0), kRows0);
+  EXPECT_EQ(tier->rows(1), kRows1);
+  for (int layer = 0; layer < 2; ++layer) {
+    std::vector<int64_t> rows = DistinctRows(300, tier->rows(layer), 5 + layer);
+    rows.push_back(tier->rows(layer) - 1);  // the table's last row
+    std::vector<uint8_t> out(rows.size() * kDh * 2);
+    ASSERT_TRUE(tier->ReadRows(layer, rows, out.data()).ok());
+    ExpectRows(layer, rows, out);
+  }
+  const TierStats s = tier->stats();
+  EXPECT_EQ(s.rows_requested, 602u);
+  EXPECT_EQ(s.cache_misses, 602u);
+  EXPECT_GE(s.io_reads, 602u);
+  EXPECT_EQ(s.bytes_moved, 602u * kDh * 2);
+}
+
+TEST_F(NvmeTierTest, RepeatedReadsHitTheCache) {
+  for (const char* policy : {"lru", "tinylfu"}) {
+    NvmeTierOptions o;
+    o.cache_bytes = 1 << 20;  // 21845 rows: holds the working set
+    o.policy = policy;
+    auto tier = Make(o);
+    ASSERT_NE(tier, nullptr);
+    EXPECT_GE(tier->resident_bytes(), 1 << 20);
+    const std::vector<int64_t> rows = DistinctRows(500, kRows0, 11);
+    std::vector<uint8_t> out(rows.size() * kDh * 2);
+    for (int rep = 0; rep < 3; ++rep) {
+      std::fill(out.begin(), out.end(), 0);
+      ASSERT_TRUE(tier->ReadRows(0, rows, out.data()).ok());
+      ExpectRows(0, rows, out);
+    }
+    const TierStats s = tier->stats();
+    if (std::string(policy) == "lru") {
+      // All admitted on the first pass, then hits.
+      EXPECT_EQ(s.cache_misses, 500u) << policy;
+      EXPECT_EQ(s.cache_hits, 1000u) << policy;
+    } else {
+      // The cache has free slots, so even the first pass is admitted.
+      EXPECT_EQ(s.cache_hits, 1000u) << policy;
+    }
+    const uint64_t reads = s.io_reads;
+    ASSERT_TRUE(tier->ReadRows(0, rows, out.data()).ok());
+    EXPECT_EQ(tier->stats().io_reads, reads) << policy;  // no I/O for cached rows
+    // The same row numbers of another layer are other keys.
+    std::vector<int64_t> rows1(rows.begin(), rows.begin() + 10);
+    for (auto& r : rows1) r %= kRows1;
+    ASSERT_TRUE(tier->ReadRows(1, rows1, out.data()).ok());
+    ExpectRows(1, rows1, out);
+    EXPECT_GT(tier->stats().io_reads, reads) << policy;
+  }
+}
+
+TEST_F(NvmeTierTest, InjectedEioIsUnavailable) {
+  NvmeTierOptions o;
+  o.cache_bytes = 64 << 10;
+  o.reader.max_retries = 2;
+  o.reader.fault_hook = [](uint64_t, uint32_t, int) { return -EIO; };
+  auto tier = Make(o);
+  ASSERT_NE(tier, nullptr);
+  const int64_t rows[] = {17, 4242};
+  std::vector<uint8_t> out(2 * kDh * 2);
+  const Status s = tier->ReadRows(0, rows, out.data());
+  EXPECT_EQ(s.code(), StatusCode::kUnavailable) << s.ToString();
+  EXPECT_NE(s.message().find(file_->path), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find(std::strerror(EIO)), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("offset"), std::string::npos) << s.message();
+  EXPECT_GE(tier->stats().io_retries, 2u);
+  // Failed rows are not cached: a retry fails again rather than serving garbage.
+  EXPECT_EQ(tier->ReadRows(0, rows, out.data()).code(), StatusCode::kUnavailable);
+}
+
+TEST_F(NvmeTierTest, OutOfRangeRow) {
+  auto tier = Make({});
+  ASSERT_NE(tier, nullptr);
+  const int64_t rows[] = {kRows1};
+  std::vector<uint8_t> out(kDh * 2);
+  EXPECT_EQ(tier->ReadRows(1, rows, out.data()).code(), StatusCode::kOutOfRange);
+  EXPECT_EQ(tier->ReadRows(2, {}, out.data()).code(), StatusCode::kOutOfRange);
+}
+
+TEST_F(NvmeTierTest, RefusesBadTableInfo) {
+  std::vector<TensorInfo> tables = file_->tables;
+  tables[1].nbytes -= 2;
+  auto r = CreateNvmeTier(tables, {});
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find(tables[1].name), std::string::npos);
+  tables = file_->tables;
+  tables[1].shape[0] += 1000;
+  tables[1].nbytes += 1000 * kDh * 2;
+  EXPECT_EQ(CreateNvmeTier(tables, {}).status().code(), StatusCode::kOutOfRange);
+  NvmeTierOptions o;
+  o.policy = "mru";
+  EXPECT_EQ(CreateNvmeTier(file_->tables, o).status().code(), StatusCode::kInvalidArgument);
+}
+
+// Needs no file system: refused before any file is opened.
+TEST(NvmeTier, InMemoryTableIsFailedPrecondition) {
+  TensorInfo info;
+  info.name = "model.layers.1.engram.multi_head_embedding.embedding.weight";
+  info.dtype = DType::kBF16;
+  info.shape = {10, 4};
+  info.nbytes = 80;
+  auto r = CreateNvmeTier({info}, {});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(r.status().message().find(info.name), std::string::npos);
+  EXPECT_NE(r.status().message().find("engram pack synth"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace engram
