@@ -169,6 +169,33 @@ void PrintModelInfo(const v1::ModelInfo& m) {
   t.Print("model");
 }
 
+// The prefetch-overlap section: one row per Engram layer.
+void PrintOverlap(const v1::PrefetchStats& p) {
+  std::printf("engram rows (tier %s, %s)\n", p.tier().c_str(),
+              p.tier() == "resident" ? "gathered from the backend's own copy"
+              : p.prefetch()         ? "prefetched on the copy thread"
+                                     : "read synchronously at the layer");
+  if (p.layers_size() == 0) return;
+  std::printf("  %-6s %8s %12s %12s %12s %11s %10s %8s %10s\n", "layer", "steps", "rows", "unique",
+              "bytes", "transfer s", "stall s", "overlap", "mean lat");
+  for (const v1::LayerOverlap& l : p.layers()) {
+    std::printf("  %-6d %8lld %12lld %12lld %12s %11.4f %10.4f %7.1f%% %8.1fus\n", l.layer_id(),
+                static_cast<long long>(l.steps()), static_cast<long long>(l.rows_requested()),
+                static_cast<long long>(l.unique_rows()), Bytes(l.bytes_moved()).c_str(),
+                l.transfer_s(), l.stall_s(), 100 * l.overlap(), l.latency_mean_s() * 1e6);
+  }
+  std::printf("  estimated throughput loss %.2f%% (stall / step time over %.3f s of steps)\n",
+              100 * p.estimated_loss(), p.step_s());
+  if (p.tier() == "nvme") {
+    const double total = static_cast<double>(p.cache_hits() + p.cache_misses());
+    std::printf(
+        "  row cache hits %lld, misses %lld (hit rate %.1f%%); io reads %lld, retries %lld\n",
+        static_cast<long long>(p.cache_hits()), static_cast<long long>(p.cache_misses()),
+        total > 0 ? 100 * p.cache_hits() / total : 0.0, static_cast<long long>(p.io_reads()),
+        static_cast<long long>(p.io_retries()));
+  }
+}
+
 void PrintStats(const v1::Stats& s) {
   Table t;
   t.Row("uptime", fmt::format("{:.1f} s", s.uptime_s()));
@@ -190,6 +217,7 @@ void PrintStats(const v1::Stats& s) {
   t.Row("sequence slots free/total",
         fmt::format("{} / {}", s.sequence_slots_free(), s.sequence_slots_total()));
   t.Print("stats");
+  PrintOverlap(s.prefetch());
 }
 
 Status StatsClient(const Args& args) {

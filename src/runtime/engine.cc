@@ -1,9 +1,12 @@
 #include "runtime/engine.h"
 
 #include <algorithm>
+#include <chrono>
 
 #include "common/logging.h"
 #include "model/weights.h"
+#include "tiering/host_tier.h"
+#include "tiering/nvme_tier.h"
 
 namespace engram {
 
@@ -43,12 +46,7 @@ Result<std::unique_ptr<Engine>> Engine::Create(ModelFiles files, const EngineOpt
   if (c.engram) {
     ENGRAM_ASSIGN_OR_RETURN(NgramHasher h, NgramHasher::Create(*c.engram, e->files_.compression));
     e->hasher_ = std::make_unique<NgramHasher>(std::move(h));
-    std::vector<Tensor> tables;
-    for (const LayerWeights& lw : e->host_weights_.layers) {
-      if (lw.engram) tables.push_back(lw.engram->table);
-    }
-    ENGRAM_ASSIGN_OR_RETURN(ResidentTier tier, ResidentTier::Create(*e->backend_, tables));
-    e->tier_ = std::make_unique<ResidentTier>(std::move(tier));
+    ENGRAM_RETURN_IF_ERROR(e->CreateTier());
   }
   e->seqs_.resize(static_cast<size_t>(options.max_seqs));
   spdlog::info("engine: {} on {} backend, {} layers, KV {} blocks x {}, {} Engram layers",
@@ -56,6 +54,55 @@ Result<std::unique_ptr<Engine>> Engine::Create(ModelFiles files, const EngineOpt
                options.block_size, c.engram ? c.engram->layer_ids.size() : 0);
   return e;
 }
+
+Status Engine::CreateTier() {
+  const TableOptions& t = options_.tables;
+  std::vector<Tensor> tables;
+  std::vector<TensorInfo> infos;
+  for (int l : config().engram->layer_ids) {
+    tables.push_back(host_weights_.layers[static_cast<size_t>(l)].engram->table);
+    const std::string name =
+        fmt::format("model.layers.{}.engram.multi_head_embedding.embedding.weight", l);
+    if (const TensorInfo* info = files_.store.Info(name)) infos.push_back(*info);
+  }
+  if (t.tier == "resident") {
+    ENGRAM_ASSIGN_OR_RETURN(ResidentTier tier, ResidentTier::Create(*backend_, tables));
+    tier_ = std::make_unique<ResidentTier>(std::move(tier));
+    return Status::Ok();
+  }
+  if (backend_->device() != Device::kCpu) {
+    return Unimplemented(
+        "tables.tier \"{}\" on the {} backend: the host and NVMe tiers feed "
+        "the CPU backend today (the CUDA copy modes are not built yet); use "
+        "tier resident",
+        t.tier, backend_->name());
+  }
+  if (t.tier == "dram") {
+    HostTierOptions o;
+    o.budget_bytes = t.dram_budget_bytes;
+    if (infos.size() == tables.size()) o.infos = infos;  // names the tables in messages
+    ENGRAM_ASSIGN_OR_RETURN(table_tier_, CreateHostTier(tables, o));
+  } else if (t.tier == "nvme") {
+    NvmeTierOptions o;
+    o.cache_bytes = t.cache_bytes;
+    o.policy = t.cache_policy;
+    if (infos.size() != tables.size()) {
+      return Internal("the model store has no info for some Engram tables");
+    }
+    ENGRAM_ASSIGN_OR_RETURN(table_tier_, CreateNvmeTier(infos, o));
+  } else {
+    return InvalidArgument("tables.tier \"{}\" (expected one of: resident, dram, nvme)", t.tier);
+  }
+  copy_engine_ =
+      std::make_unique<CopyEngine>(*table_tier_, *backend_, hasher_->num_heads(), t.prefetch);
+  return Status::Ok();
+}
+
+OverlapStats Engine::overlap_stats() const {
+  return copy_engine_ ? copy_engine_->stats() : OverlapStats{};
+}
+
+TierStats Engine::tier_stats() const { return table_tier_ ? table_tier_->stats() : TierStats{}; }
 
 Result<SeqId> Engine::AddSequence() {
   for (size_t i = 0; i < seqs_.size(); ++i) {
@@ -156,10 +203,28 @@ Status Engine::BuildLayout(std::span<const StepChunk> chunks, bool all_logits, B
   return L.Validate();
 }
 
-Status Engine::GatherEngramRows(std::span<const StepChunk> chunks, const BatchLayout& L) {
-  const int64_t T = L.num_tokens();
+void Engine::HashRows(std::span<const StepChunk> chunks, int64_t T) {
   const int H = hasher_->num_heads();
   const int ctx = hasher_->context_size();
+  row_ids_.resize(static_cast<size_t>(hasher_->num_layers()));
+  std::vector<int64_t> context, tokens;
+  for (int i = 0; i < hasher_->num_layers(); ++i) {
+    std::vector<int64_t>& ids = row_ids_[i];
+    ids.resize(static_cast<size_t>(T * H));
+    int64_t t0 = 0;
+    for (const StepChunk& ch : chunks) {
+      const std::vector<int32_t>& hist = seqs_[ch.seq].tokens;
+      const size_t c0 = hist.size() > static_cast<size_t>(ctx) ? hist.size() - ctx : 0;
+      context.assign(hist.begin() + static_cast<ptrdiff_t>(c0), hist.end());
+      tokens.assign(ch.tokens.begin(), ch.tokens.end());
+      hasher_->Hash(i, context, tokens, /*add_offsets=*/true, ids.data() + t0 * H);
+      t0 += static_cast<int64_t>(ch.tokens.size());
+    }
+  }
+}
+
+Status Engine::GatherResidentRows(int64_t T) {
+  const int H = hasher_->num_heads();
   const int64_t D = config().engram->engram_dim();
   const int layers = hasher_->num_layers();
   if (T > rows_capacity_) {
@@ -173,20 +238,9 @@ Status Engine::GatherEngramRows(std::span<const StepChunk> chunks, const BatchLa
     }
     rows_capacity_ = T;
   }
-  row_ids_host_.resize(static_cast<size_t>(T * H));
-  std::vector<int64_t> context, tokens;
   for (int i = 0; i < layers; ++i) {
-    int64_t t0 = 0;
-    for (const StepChunk& ch : chunks) {
-      const std::vector<int32_t>& hist = seqs_[ch.seq].tokens;
-      const size_t c0 = hist.size() > static_cast<size_t>(ctx) ? hist.size() - ctx : 0;
-      context.assign(hist.begin() + static_cast<ptrdiff_t>(c0), hist.end());
-      tokens.assign(ch.tokens.begin(), ch.tokens.end());
-      hasher_->Hash(i, context, tokens, /*add_offsets=*/true, row_ids_host_.data() + t0 * H);
-      t0 += static_cast<int64_t>(ch.tokens.size());
-    }
     Tensor ids = row_ids_dev_[i].Rows(0, T);
-    ENGRAM_RETURN_IF_ERROR(backend_->CopyFromHost(row_ids_host_.data(), ids));
+    ENGRAM_RETURN_IF_ERROR(backend_->CopyFromHost(row_ids_[i].data(), ids));
     Tensor rows = rows_dev_[i].Rows(0, T);
     ENGRAM_RETURN_IF_ERROR(tier_->Gather(*backend_, i, ids, rows));
   }
@@ -198,13 +252,26 @@ Result<std::vector<float>> Engine::Step(std::span<const StepChunk> chunks, bool 
   BatchLayout layout;
   ENGRAM_RETURN_IF_ERROR(BuildLayout(chunks, all_logits, layout));
   ENGRAM_RETURN_IF_ERROR(backend_->UploadLayout(layout));
+  const int64_t T = layout.num_tokens();
   std::vector<Tensor> rows;
+  const auto t0 = std::chrono::steady_clock::now();
   if (hasher_) {
-    ENGRAM_RETURN_IF_ERROR(GatherEngramRows(chunks, layout));
-    for (const Tensor& r : rows_dev_) rows.push_back(r.Rows(0, layout.num_tokens()));
+    HashRows(chunks, T);
+    if (copy_engine_) {
+      ENGRAM_RETURN_IF_ERROR(copy_engine_->Begin(row_ids_, T));  // the copy thread starts now
+    } else {
+      ENGRAM_RETURN_IF_ERROR(GatherResidentRows(T));
+      for (const Tensor& r : rows_dev_) rows.push_back(r.Rows(0, T));
+    }
   }
-  GatheredRows source(std::move(rows));
-  ENGRAM_ASSIGN_OR_RETURN(Tensor logits, model_->Forward(layout, source, *kv_, engram_state_));
+  GatheredRows gathered(std::move(rows));
+  EngramRowSource& source = copy_engine_ ? static_cast<EngramRowSource&>(*copy_engine_) : gathered;
+  auto forward = model_->Forward(layout, source, *kv_, engram_state_);
+  if (copy_engine_) {
+    ENGRAM_RETURN_IF_ERROR(copy_engine_->End(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()));
+  }
+  ENGRAM_ASSIGN_OR_RETURN(Tensor logits, std::move(forward));
   std::vector<float> out(static_cast<size_t>(logits.numel()));
   if (!out.empty()) {
     ENGRAM_RETURN_IF_ERROR(backend_->CopyToHost(logits, out.data()));

@@ -15,13 +15,31 @@
 #include "model/kv_cache.h"
 #include "model/llama_model.h"
 #include "model/model_files.h"
+#include "prefetch/copy_engine.h"
 #include "prefetch/ngram_hasher.h"
 #include "tiering/resident_tier.h"
+#include "tiering/table_tier.h"
 
 namespace engram {
 
+// Where the Engram tables live and how their rows reach the forward pass.
+struct TableOptions {
+  // "resident": held whole by the backend, gathered at the layer (the fastest tier);
+  // "dram": copied into NUMA-placed host memory (huge pages when available);
+  // "nvme": read in place from the model's files with io_uring + O_DIRECT through a DRAM row
+  // cache of cache_bytes (policy "tinylfu" or "lru").
+  std::string tier = "resident";
+  // dram/nvme: rows are fetched on a copy thread while earlier layers compute (true), or
+  // looked up when the Engram layer needs them (false, for comparison).
+  bool prefetch = true;
+  uint64_t dram_budget_bytes = 0;  // 0 = unlimited
+  uint64_t cache_bytes = 0;
+  std::string cache_policy = "tinylfu";
+};
+
 struct EngineOptions {
   BackendOptions backend;
+  TableOptions tables;
   int max_seqs = 64;          // sequences alive at once (Engram state slots)
   int64_t kv_tokens = 65536;  // KV cache capacity in positions, over all sequences
   int block_size = 16;
@@ -59,6 +77,12 @@ class Engine {
   int free_seq_slots() const;
   int total_kv_blocks() const { return kv_->num_blocks(); }
   int kv_block_size() const { return kv_->block_size(); }
+  // Row traffic of the Engram layers (empty for the resident tier) and the tier's counters.
+  OverlapStats overlap_stats() const;
+  TierStats tier_stats() const;
+  // DRAM the dram/nvme tier holds (tables, or the row cache); 0 for the resident tier.
+  int64_t tier_resident_bytes() const { return table_tier_ ? table_tier_->resident_bytes() : 0; }
+  const TableOptions& table_options() const { return options_.tables; }
 
   // Runs one forward over the chunks (each sequence at most once) and appends their tokens to
   // the sequences. Returns logits F32 on the host, row-major: with all_logits, one row per
@@ -77,7 +101,10 @@ class Engine {
 
   Engine() = default;
   Status BuildLayout(std::span<const StepChunk> chunks, bool all_logits, BatchLayout& layout);
-  Status GatherEngramRows(std::span<const StepChunk> chunks, const BatchLayout& layout);
+  // Hashes the step's tokens for every Engram layer into row_ids_ (absolute rows, [T, H]).
+  void HashRows(std::span<const StepChunk> chunks, int64_t tokens);
+  Status GatherResidentRows(int64_t tokens);
+  Status CreateTier();
 
   ModelFiles files_;
   EngineOptions options_;
@@ -87,10 +114,12 @@ class Engine {
   std::unique_ptr<KvCache> kv_;
   std::vector<Tensor> engram_state_;
   std::unique_ptr<NgramHasher> hasher_;
-  std::unique_ptr<ResidentTier> tier_;
+  std::unique_ptr<ResidentTier> tier_;       // tables.tier == "resident"
+  std::unique_ptr<TableTier> table_tier_;    // "dram" / "nvme"
+  std::unique_ptr<CopyEngine> copy_engine_;  // with table_tier_
   std::vector<Sequence> seqs_;
   // Per-step scratch, reused: hash indices (host and device) and gathered rows per layer.
-  std::vector<int64_t> row_ids_host_;
+  std::vector<std::vector<int64_t>> row_ids_;  // per Engram layer
   std::vector<Tensor> row_ids_dev_, rows_dev_;
   int64_t rows_capacity_ = 0;
 };

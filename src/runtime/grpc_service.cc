@@ -1,6 +1,7 @@
 #include "runtime/grpc_service.h"
 
 #include <algorithm>
+#include <limits>
 
 #include "common/logging.h"
 #include "model/engram_geometry.h"
@@ -79,9 +80,22 @@ v1::ModelInfo DescribeModel(const Engine& engine, const std::string& backend, bo
     }
     ei->set_table_bytes(bytes);
     v1::TierInfo* t = m.add_tiers();
-    t->set_name("resident");
-    t->set_capacity_bytes(bytes);
-    t->set_used_bytes(bytes);
+    const TableOptions& to = engine.table_options();
+    t->set_name(to.tier);
+    if (to.tier == "resident") {
+      t->set_capacity_bytes(bytes);
+      t->set_used_bytes(bytes);
+    } else {
+      t->set_capacity_bytes(
+          static_cast<int64_t>(to.tier == "nvme" ? to.cache_bytes : to.dram_budget_bytes));
+      t->set_used_bytes(engine.tier_resident_bytes());
+    }
+    if (to.tier == "nvme") {
+      v1::TierInfo* disk = m.add_tiers();
+      disk->set_name("nvme-files");
+      disk->set_capacity_bytes(bytes);
+      disk->set_used_bytes(bytes);
+    }
   }
   return m;
 }
@@ -264,6 +278,38 @@ grpc::Status EngramService::GetStats(grpc::ServerContext*, const v1::GetStatsReq
   resp->set_kv_blocks_free(s.kv_blocks_free);
   resp->set_sequence_slots_total(s.seq_slots_total);
   resp->set_sequence_slots_free(s.seq_slots_free);
+  const Engine& engine = loop->engine();
+  v1::PrefetchStats* pf = resp->mutable_prefetch();
+  pf->set_tier(engine.table_options().tier);
+  const OverlapStats o = engine.overlap_stats();
+  pf->set_prefetch(o.layers.empty() ? false : o.prefetch);
+  pf->set_step_s(o.step_s);
+  pf->set_estimated_loss(o.estimated_loss());
+  const auto& ids = engine.config().engram ? engine.config().engram->layer_ids : std::vector<int>{};
+  for (size_t i = 0; i < o.layers.size(); ++i) {
+    const LayerOverlap& l = o.layers[i];
+    v1::LayerOverlap* m = pf->add_layers();
+    m->set_layer_id(i < ids.size() ? ids[i] : static_cast<int>(i));
+    m->set_steps(static_cast<int64_t>(l.steps));
+    m->set_rows_requested(static_cast<int64_t>(l.rows_requested));
+    m->set_unique_rows(static_cast<int64_t>(l.unique_rows));
+    m->set_bytes_moved(static_cast<int64_t>(l.bytes_moved));
+    m->set_transfer_s(l.transfer_s);
+    m->set_stall_s(l.stall_s);
+    m->set_overlap(l.overlap());
+    for (size_t b = 0; b < l.latency_buckets.size(); ++b) {
+      m->add_latency_bucket_upper_us(b + 1 < LayerOverlap::kBucketsUs.size()
+                                         ? LayerOverlap::kBucketsUs[b]
+                                         : std::numeric_limits<double>::infinity());
+      m->add_latency_bucket_counts(static_cast<int64_t>(l.latency_buckets[b]));
+    }
+    m->set_latency_mean_s(l.steps ? l.latency_sum_s / static_cast<double>(l.steps) : 0.0);
+  }
+  const TierStats t = engine.tier_stats();
+  pf->set_cache_hits(static_cast<int64_t>(t.cache_hits));
+  pf->set_cache_misses(static_cast<int64_t>(t.cache_misses));
+  pf->set_io_reads(static_cast<int64_t>(t.io_reads));
+  pf->set_io_retries(static_cast<int64_t>(t.io_retries));
   return grpc::Status::OK;
 }
 

@@ -28,8 +28,12 @@ bool IsSynth(std::string_view model) { return model.starts_with(kSynthPrefix); }
 
 using Keys = std::span<const std::string_view>;
 
-constexpr std::string_view kTopKeys[] = {"model",  "tokenizer", "add_bos", "backend",
-                                         "server", "limits",    "logging", "metrics"};
+constexpr std::string_view kTopKeys[] = {"model",  "tokenizer", "add_bos", "backend", "server",
+                                         "limits", "tables",    "logging", "metrics"};
+constexpr std::string_view kTablesKeys[] = {"tier", "prefetch", "dram_budget_bytes", "cache_bytes",
+                                            "cache_policy"};
+constexpr std::string_view kTiers[] = {"resident", "dram", "nvme"};
+constexpr std::string_view kCachePolicies[] = {"tinylfu", "lru"};
 constexpr std::string_view kBackendKeys[] = {"kind", "threads", "device"};
 constexpr std::string_view kServerKeys[] = {"listen", "max_message_bytes", "drain_grace_s",
                                             "handler_threads"};
@@ -376,6 +380,17 @@ Status Parser::Parse(const YAML::Node& root, ServerConfig& c) {
                  l.max_tokens_default, l.kv_tokens);
   }
 
+  ENGRAM_ASSIGN_OR_RETURN(Section tables, section("tables", kTablesKeys));
+  auto& t = c.tables;
+  ENGRAM_RETURN_IF_ERROR(Enum(tables, "tier", kTiers, t.tier));
+  std::optional<bool> prefetch;
+  ENGRAM_RETURN_IF_ERROR(Bool(tables, "prefetch", prefetch));
+  if (prefetch) t.prefetch = *prefetch;
+  ENGRAM_RETURN_IF_ERROR(
+      Int(tables, "dram_budget_bytes", 0, int64_t{1} << 50, t.dram_budget_bytes));
+  ENGRAM_RETURN_IF_ERROR(Int(tables, "cache_bytes", 0, int64_t{1} << 50, t.cache_bytes));
+  ENGRAM_RETURN_IF_ERROR(Enum(tables, "cache_policy", kCachePolicies, t.cache_policy));
+
   ENGRAM_ASSIGN_OR_RETURN(Section logging, section("logging", kLoggingKeys));
   ENGRAM_RETURN_IF_ERROR(Enum(logging, "level", kLogLevels, c.logging.level));
 
@@ -462,6 +477,11 @@ EngineOptions ServerConfig::ToEngineOptions() const {
   o.max_seqs = limits.max_running_seqs;
   o.kv_tokens = limits.kv_tokens;
   o.block_size = limits.kv_block_size;
+  o.tables.tier = tables.tier;
+  o.tables.prefetch = tables.prefetch;
+  o.tables.dram_budget_bytes = static_cast<uint64_t>(tables.dram_budget_bytes);
+  o.tables.cache_bytes = static_cast<uint64_t>(tables.cache_bytes);
+  o.tables.cache_policy = tables.cache_policy;
   return o;
 }
 
@@ -499,6 +519,13 @@ std::string ServerConfig::ToYaml() const {
   e << YAML::Key << "max_tokens_default" << YAML::Value << limits.max_tokens_default;
   e << YAML::Key << "kv_tokens" << YAML::Value << limits.kv_tokens;
   e << YAML::Key << "kv_block_size" << YAML::Value << limits.kv_block_size;
+  e << YAML::EndMap;
+  e << YAML::Key << "tables" << YAML::Value << YAML::BeginMap;
+  e << YAML::Key << "tier" << YAML::Value << tables.tier;
+  e << YAML::Key << "prefetch" << YAML::Value << tables.prefetch;
+  e << YAML::Key << "dram_budget_bytes" << YAML::Value << tables.dram_budget_bytes;
+  e << YAML::Key << "cache_bytes" << YAML::Value << tables.cache_bytes;
+  e << YAML::Key << "cache_policy" << YAML::Value << tables.cache_policy;
   e << YAML::EndMap;
 
   e << YAML::Key << "logging" << YAML::Value << YAML::BeginMap;

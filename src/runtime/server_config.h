@@ -57,6 +57,16 @@ struct ServerConfig {
     bool operator==(const LimitsSection&) const = default;
   } limits;
 
+  // Where the Engram tables live (docs/operations.md, "tables").
+  struct TablesSection {
+    std::string tier = "resident";         // resident | dram | nvme
+    bool prefetch = true;                  // dram/nvme: fetch rows while earlier layers compute
+    int64_t dram_budget_bytes = 0;         // DRAM the host tier may use; 0 = unlimited
+    int64_t cache_bytes = 0;               // nvme: DRAM row cache
+    std::string cache_policy = "tinylfu";  // tinylfu | lru
+    bool operator==(const TablesSection&) const = default;
+  } tables;
+
   struct LoggingSection {
     std::string level = "info";  // trace|debug|info|warn|error|critical|off
     bool operator==(const LoggingSection&) const = default;

@@ -102,7 +102,7 @@ TEST(ServerConfig, RefusesUnknownNestedKey) {
 TEST(ServerConfig, RefusesUnknownTopLevelKey) {
   EXPECT_EQ(ErrorMessage("model: synth:tiny\nengram: {}\n"),
             "model.yaml: unknown key \"engram\" (allowed: model, tokenizer, add_bos, backend, "
-            "server, limits, logging, metrics)");
+            "server, limits, tables, logging, metrics)");
 }
 
 TEST(ServerConfig, RefusesDuplicateKey) {
@@ -449,6 +449,33 @@ TEST(ServerConfig, OpenModelFilesOverridesADirectorysTokenizer) {
   EXPECT_EQ(missing.status().code(), StatusCode::kNotFound);
   EXPECT_EQ(missing.status().message(),
             "tokenizer: " + (dir / "missing.json").string() + ": no such file");
+}
+
+}  // namespace
+}  // namespace engram
+
+namespace engram {
+namespace {
+
+TEST(ServerConfig, TablesSectionParsesAndReachesEngineOptions) {
+  auto c = ServerConfig::FromYaml(
+      "model: synth:tiny\ntables:\n  tier: nvme\n  prefetch: false\n  cache_bytes: 1048576\n"
+      "  cache_policy: lru\n",
+      "model.yaml");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  const EngineOptions o = c->ToEngineOptions();
+  EXPECT_EQ(o.tables.tier, "nvme");
+  EXPECT_FALSE(o.tables.prefetch);
+  EXPECT_EQ(o.tables.cache_bytes, 1048576u);
+  EXPECT_EQ(o.tables.cache_policy, "lru");
+  auto back = ServerConfig::FromYaml(c->ToYaml(), "model.yaml");
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->tables, c->tables);
+}
+
+TEST(ServerConfig, RefusesUnknownTier) {
+  EXPECT_EQ(ErrorMessage("model: synth:tiny\ntables:\n  tier: tape\n"),
+            "model.yaml: tables.tier: \"tape\" (expected one of: resident, dram, nvme)");
 }
 
 }  // namespace
