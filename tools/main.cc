@@ -18,6 +18,7 @@ void Usage() {
                "  generate --model DIR|synth:PRESET --prompt-ids 1,2,3 --max-tokens N "
                "[--temperature T] [--seed S]\n"
                "  bench forward --model DIR|synth:PRESET\n"
+               "  bench offload --model DIR [--corpus PATH] [--batches 16,64] [--json]\n"
                "  bench serve --server HOST:PORT --concurrency N --requests M --prompt-len L\n"
                "              --max-tokens T [--json]\n"
                "  generate --server HOST:PORT (--prompt TEXT | --prompt-ids 1,2,3) [--max-tokens N]\n"
@@ -43,6 +44,9 @@ int main(int argc, char** argv) {
   if (cmd == "pack") return engram::cli::RunPack(argc, argv);
   if (cmd == "logits") return engram::cli::RunLogits(argc, argv);
   if (cmd == "generate") return engram::cli::RunGenerate(argc, argv);
+  if (cmd == "bench" && argc > 2 && !std::strcmp(argv[2], "offload")) {
+    return engram::cli::RunBenchOffload(argc, argv);
+  }
   if (cmd == "bench" && argc > 2 && !std::strcmp(argv[2], "serve")) {
     return engram::cli::RunBenchServe(argc, argv);
   }
