@@ -225,10 +225,10 @@ Status BenchOffload(const Args& args) {
 }  // namespace
 
 int RunBenchOffload(int argc, char** argv) {
-  auto args = Args::Parse(
-      argc, argv, 3,
-      {"model", "corpus", "batches", "prompt-len", "decode-steps", "cache-fraction", "threads"},
-      {"help", "json"});
+  auto args = Args::Parse(argc, argv, 3,
+                          {"model", "corpus", "batches", "prompt-len", "decode-steps",
+                           "cache-fraction", "threads", "repeats"},
+                          {"help", "json"});
   if (!args.ok() || args->Flag("help")) {
     std::fprintf(stderr,
                  "usage: engram bench offload --model DIR [--corpus PATH] [--batches 16,64] "
