@@ -34,6 +34,7 @@ struct EngineLoop::Active {
   int32_t pending = -1;  // the sampled token the next decode step feeds
   bool first_token_sent = false;
   double ttft_s = 0;
+  Clock::time_point last_token;
 
   Active(std::shared_ptr<RequestState> r, const SamplingParams& sp)
       : req(std::move(r)), sampler(sp), stops(req->params().stop) {
@@ -193,6 +194,7 @@ void EngineLoop::FinishLocked(uint64_t key, FinishReason reason, const Status& s
   ev.completion_tokens = static_cast<int>(a.output.size());
   ev.time_to_first_token_s = a.ttft_s;
   ev.total_time_s = std::chrono::duration<double>(Clock::now() - a.req->arrival()).count();
+  stats_.e2e_request_latency.Add(ev.total_time_s);
   a.req->Push(std::move(ev));
   if (a.seq >= 0) engine_->RemoveSequence(a.seq);
   scheduler_.Remove(key);
@@ -215,10 +217,15 @@ FinishReason EngineLoop::HandleTokenLocked(Active& a, std::span<const float> log
   a.output.push_back(token);
   a.pending = token;
   ++stats_.generation_tokens;
+  const auto now = Clock::now();
   if (!a.first_token_sent) {
     a.first_token_sent = true;
-    a.ttft_s = std::chrono::duration<double>(Clock::now() - a.req->arrival()).count();
+    a.ttft_s = std::chrono::duration<double>(now - a.req->arrival()).count();
+    stats_.time_to_first_token.Add(a.ttft_s);
+  } else {
+    stats_.inter_token_latency.Add(std::chrono::duration<double>(now - a.last_token).count());
   }
+  a.last_token = now;
   ev.token_ids.push_back(token);
   const bool is_eos = std::find(config_.eos_token_ids.begin(), config_.eos_token_ids.end(),
                                 token) != config_.eos_token_ids.end();

@@ -17,6 +17,7 @@
 #include <string>
 #include <thread>
 
+#include "common/histogram.h"
 #include "model/tokenizer.h"
 #include "runtime/engine.h"
 #include "runtime/request.h"
@@ -37,6 +38,13 @@ struct ServingStats {
   int64_t prompt_tokens = 0, generation_tokens = 0, steps = 0;
   double mean_step_s = 0, mean_batch_tokens = 0;
   int kv_blocks_total = 0, kv_blocks_free = 0, seq_slots_total = 0, seq_slots_free = 0;
+  // Latency histograms in seconds, with vLLM's bucket bounds.
+  Histogram time_to_first_token{
+      {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0}};
+  Histogram inter_token_latency{
+      {0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5}};
+  Histogram e2e_request_latency{
+      {0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0}};
 };
 
 class EngineLoop {
@@ -47,6 +55,8 @@ class EngineLoop {
   ~EngineLoop();  // stops the thread; unfinished requests end as cancelled
 
   const ModelConfig& config() const { return config_; }
+  // The engine's configuration and thread-safe counters (overlap_stats, tier_stats) may be
+  // read from any thread; everything else belongs to the loop's thread.
   const Engine& engine() const { return *engine_; }
 
   // Validates against the model (ids in the vocabulary, prompt and max_tokens within the

@@ -42,6 +42,7 @@ std::string Yaml(const DaemonOptions& o) {
       "  kv_tokens: {}\n",
       o.max_running_seqs, o.max_waiting, o.max_tokens_default, o.kv_tokens);
   y += fmt::format("logging:\n  level: {}\n", o.log_level);
+  if (o.metrics) y += "metrics:\n  listen: 127.0.0.1:0\n";
   return y;
 }
 
@@ -132,6 +133,14 @@ void DaemonProcess::ReadStdout(int fd) {
     eof_ = true;
   }
   cv_.notify_all();
+}
+
+std::optional<std::string> DaemonProcess::Line(const std::string& prefix) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const std::string& l : lines_) {
+    if (l.rfind(prefix, 0) == 0) return l;
+  }
+  return std::nullopt;
 }
 
 Status DaemonProcess::WaitForLine(const std::string& prefix, double timeout_s) {

@@ -37,6 +37,7 @@ struct DaemonOptions {
   int max_tokens_default = 64;
   int64_t kv_tokens = 65536;
   std::string log_level = "info";
+  bool metrics = false;  // serve Prometheus metrics on an ephemeral loopback port
   // Seconds to wait for "listening" and (when wait_ready) for "ready".
   double start_timeout_s = 60;
   bool wait_ready = true;
@@ -59,6 +60,8 @@ class DaemonProcess {
   // daemon's stderr) otherwise, FAILED_PRECONDITION if the process ended first.
   Status WaitForLine(const std::string& prefix, double timeout_s);
   Status WaitReady(double timeout_s) { return WaitForLine("engramd: ready", timeout_s); }
+  // The first stdout line starting with `prefix`, if printed yet.
+  std::optional<std::string> Line(const std::string& prefix) const;
 
   Status Signal(int sig);
   // Waits up to `timeout_s` for the process to exit; its wait status (nullopt: still running).

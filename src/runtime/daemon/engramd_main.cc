@@ -15,6 +15,7 @@
 #include "common/logging.h"
 #include "runtime/engine_loop.h"
 #include "runtime/grpc_service.h"
+#include "runtime/metrics_exporter.h"
 #include "runtime/server_config.h"
 #include "runtime/version.h"
 
@@ -56,13 +57,6 @@ int Serve(const std::string& path) {
   const ServerConfig cfg = std::move(cfg_or).value();
   if (Status st = SetLogLevel(cfg.logging.level); !st.ok()) {
     std::fprintf(stderr, "engramd: %s\n", st.ToString().c_str());
-    return 2;
-  }
-  if (!cfg.metrics.listen.empty()) {
-    std::fprintf(stderr,
-                 "engramd: %s: metrics.listen is set, but this build has no Prometheus endpoint "
-                 "yet; remove the key (stats are served by GetStats)\n",
-                 path.c_str());
     return 2;
   }
   // Signals go to the sigwait below only: block them before any thread starts.
@@ -134,6 +128,19 @@ int Serve(const std::string& path) {
   auto loop = std::make_unique<EngineLoop>(std::move(engine).value(), tokenizer, serving);
   service.SetLoop(loop.get(), tokenizer,
                   DescribeModel(loop->engine(), backend_name, tokenizer != nullptr));
+  std::unique_ptr<MetricsExporter> metrics;
+  if (!cfg.metrics.listen.empty()) {
+    auto m = MetricsExporter::Start(cfg.metrics.listen, *loop);
+    if (!m.ok()) {
+      spdlog::error("{}", m.status().ToString());
+      loop.reset();
+      server->Shutdown();
+      return 1;
+    }
+    metrics = std::move(m).value();
+    const std::string mhost = cfg.metrics.listen.substr(0, cfg.metrics.listen.rfind(':'));
+    std::printf("engramd: metrics on http://%s:%d/metrics\n", mhost.c_str(), metrics->port());
+  }
   health->SetServingStatus(true);
   std::printf("engramd: ready (%s)\n", loop->engine().files().source.c_str());
   std::fflush(stdout);
@@ -162,6 +169,7 @@ int Serve(const std::string& path) {
     }
   }
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  metrics.reset();
   loop.reset();
   spdlog::info("stopped");
   return 0;

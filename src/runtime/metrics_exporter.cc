@@ -1,0 +1,243 @@
+#include "runtime/metrics_exporter.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <prometheus/metric_family.h>
+#include <prometheus/text_serializer.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <limits>
+
+namespace engram {
+namespace {
+
+using prometheus::ClientMetric;
+using prometheus::MetricFamily;
+using prometheus::MetricType;
+
+MetricFamily Family(std::string name, std::string help, MetricType type) {
+  MetricFamily f;
+  f.name = std::move(name);
+  f.help = std::move(help);
+  f.type = type;
+  return f;
+}
+
+void AddValue(MetricFamily& f, double v, std::vector<ClientMetric::Label> labels = {}) {
+  ClientMetric m;
+  m.label = std::move(labels);
+  if (f.type == MetricType::Counter) {
+    m.counter.value = v;
+  } else {
+    m.gauge.value = v;
+  }
+  f.metric.push_back(std::move(m));
+}
+
+void AddHistogram(MetricFamily& f, const std::vector<double>& bounds,
+                  const std::vector<uint64_t>& counts, double sum, uint64_t count,
+                  std::vector<ClientMetric::Label> labels = {}) {
+  ClientMetric m;
+  m.label = std::move(labels);
+  m.histogram.sample_count = count;
+  m.histogram.sample_sum = sum;
+  uint64_t cum = 0;
+  for (size_t i = 0; i < counts.size(); ++i) {
+    cum += counts[i];
+    ClientMetric::Bucket b;
+    b.cumulative_count = cum;
+    b.upper_bound = i < bounds.size() ? bounds[i] : std::numeric_limits<double>::infinity();
+    m.histogram.bucket.push_back(b);
+  }
+  f.metric.push_back(std::move(m));
+}
+
+void AddHistogram(MetricFamily& f, const Histogram& h) {
+  AddHistogram(f, h.bounds, h.counts, h.sum, h.count);
+}
+
+}  // namespace
+
+class MetricsExporter::Collector {
+ public:
+  explicit Collector(const EngineLoop& loop) : loop_(loop) {}
+
+  std::vector<MetricFamily> Collect() const {
+    std::vector<MetricFamily> out;
+    const ServingStats s = loop_.Stats();
+    auto gauge = [&](const char* name, const char* help, double v) {
+      out.push_back(Family(name, help, MetricType::Gauge));
+      AddValue(out.back(), v);
+    };
+    auto counter = [&](const char* name, const char* help, double v) {
+      out.push_back(Family(name, help, MetricType::Counter));
+      AddValue(out.back(), v);
+    };
+    gauge("engram_num_requests_running", "Requests in the running batch.",
+          static_cast<double>(s.requests_running));
+    gauge("engram_num_requests_waiting", "Requests waiting to be admitted.",
+          static_cast<double>(s.requests_waiting));
+    gauge(
+        "engram_kv_cache_usage_perc", "Fraction of KV cache blocks in use (0..1).",
+        s.kv_blocks_total ? 1.0 - static_cast<double>(s.kv_blocks_free) / s.kv_blocks_total : 0.0);
+    counter("engram_prompt_tokens_total", "Prompt tokens admitted.",
+            static_cast<double>(s.prompt_tokens));
+    counter("engram_generation_tokens_total", "Tokens generated.",
+            static_cast<double>(s.generation_tokens));
+    counter("engram_requests_rejected_total", "Requests refused before admission.",
+            static_cast<double>(s.requests_rejected));
+    out.push_back(Family("engram_request_success_total", "Requests finished, by finish reason.",
+                         MetricType::Counter));
+    for (const char* r : {"stop", "length", "cancelled", "error"}) {
+      auto it = s.finished_by_reason.find(r);
+      AddValue(out.back(), it == s.finished_by_reason.end() ? 0.0 : static_cast<double>(it->second),
+               {{"finished_reason", r}});
+    }
+    out.push_back(Family("engram_time_to_first_token_seconds",
+                         "Time from arrival to the first token.", MetricType::Histogram));
+    AddHistogram(out.back(), s.time_to_first_token);
+    out.push_back(Family("engram_inter_token_latency_seconds",
+                         "Time between two tokens of a request.", MetricType::Histogram));
+    AddHistogram(out.back(), s.inter_token_latency);
+    out.push_back(Family("engram_e2e_request_latency_seconds", "Time from arrival to finish.",
+                         MetricType::Histogram));
+    AddHistogram(out.back(), s.e2e_request_latency);
+
+    // Engram row traffic (dram / nvme tiers).
+    const Engine& engine = loop_.engine();
+    const std::string tier = engine.table_options().tier;
+    const OverlapStats o = engine.overlap_stats();
+    const auto& ids =
+        engine.config().engram ? engine.config().engram->layer_ids : std::vector<int>{};
+    auto per_layer = [&](const char* name, const char* help, MetricType type, auto value) {
+      out.push_back(Family(name, help, type));
+      for (size_t i = 0; i < o.layers.size(); ++i) {
+        AddValue(out.back(), value(o.layers[i]),
+                 {{"layer", std::to_string(i < ids.size() ? ids[i] : static_cast<int>(i))},
+                  {"tier", tier}});
+      }
+    };
+    per_layer("engram_rows_requested_total", "Engram rows the steps asked for.",
+              MetricType::Counter, [](const LayerOverlap& l) { return double(l.rows_requested); });
+    per_layer("engram_rows_unique_total", "Engram rows after deduplication across the batch.",
+              MetricType::Counter, [](const LayerOverlap& l) { return double(l.unique_rows); });
+    per_layer("engram_row_bytes_moved_total", "Bytes of Engram rows moved from the tier.",
+              MetricType::Counter, [](const LayerOverlap& l) { return double(l.bytes_moved); });
+    per_layer("engram_prefetch_transfer_seconds_total", "Copy-thread time fetching rows.",
+              MetricType::Counter, [](const LayerOverlap& l) { return l.transfer_s; });
+    per_layer("engram_prefetch_stall_seconds_total", "Compute time spent waiting for rows.",
+              MetricType::Counter, [](const LayerOverlap& l) { return l.stall_s; });
+    per_layer("engram_prefetch_overlap_ratio", "1 - stall / transfer time.", MetricType::Gauge,
+              [](const LayerOverlap& l) { return l.overlap(); });
+    out.push_back(Family("engram_prefetch_latency_seconds",
+                         "Issue-to-ready latency of a layer's rows.", MetricType::Histogram));
+    for (size_t i = 0; i < o.layers.size(); ++i) {
+      const LayerOverlap& l = o.layers[i];
+      std::vector<double> bounds;
+      for (size_t b = 0; b + 1 < LayerOverlap::kBucketsUs.size(); ++b) {
+        bounds.push_back(LayerOverlap::kBucketsUs[b] * 1e-6);
+      }
+      std::vector<uint64_t> counts(l.latency_buckets.begin(), l.latency_buckets.end());
+      AddHistogram(out.back(), bounds, counts, l.latency_sum_s, l.steps,
+                   {{"layer", std::to_string(i < ids.size() ? ids[i] : static_cast<int>(i))},
+                    {"tier", tier}});
+    }
+    gauge("engram_estimated_throughput_loss", "Stall time / step time of the Engram row traffic.",
+          o.estimated_loss());
+    const TierStats ts = engine.tier_stats();
+    counter("engram_row_cache_hits_total", "NVMe tier DRAM row cache hits.",
+            static_cast<double>(ts.cache_hits));
+    counter("engram_row_cache_misses_total", "NVMe tier DRAM row cache misses.",
+            static_cast<double>(ts.cache_misses));
+    return out;
+  }
+
+ private:
+  const EngineLoop& loop_;
+};
+
+MetricsExporter::~MetricsExporter() {
+  stop_ = true;
+  if (thread_.joinable()) thread_.join();
+  if (listen_fd_ >= 0) ::close(listen_fd_);
+}
+
+Result<std::unique_ptr<MetricsExporter>> MetricsExporter::Start(const std::string& listen,
+                                                                const EngineLoop& loop) {
+  const size_t colon = listen.rfind(':');
+  if (colon == std::string::npos) {
+    return InvalidArgument("metrics.listen \"{}\" is not host:port", listen);
+  }
+  std::string host = listen.substr(0, colon);
+  if (host == "localhost") host = "127.0.0.1";
+  if (host.empty()) host = "0.0.0.0";
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(std::stoi(listen.substr(colon + 1))));
+  if (::inet_pton(AF_INET, host.c_str(), &addr.sin_addr) != 1) {
+    return InvalidArgument("metrics.listen \"{}\": \"{}\" is not an IPv4 address", listen, host);
+  }
+  std::unique_ptr<MetricsExporter> m(new MetricsExporter());
+  m->listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (m->listen_fd_ < 0) return ErrnoStatus(StatusCode::kUnavailable, "metrics socket", errno);
+  const int one = 1;
+  ::setsockopt(m->listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (::bind(m->listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::listen(m->listen_fd_, 16) != 0) {
+    return ErrnoStatus(StatusCode::kUnavailable, "metrics.listen " + listen + ": cannot listen",
+                       errno);
+  }
+  socklen_t len = sizeof addr;
+  ::getsockname(m->listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+  m->port_ = ntohs(addr.sin_port);
+  m->collector_ = std::make_unique<Collector>(loop);
+  m->thread_ = std::thread([p = m.get()] { p->Serve(); });
+  return m;
+}
+
+void MetricsExporter::Serve() {
+  while (!stop_) {
+    pollfd pfd{listen_fd_, POLLIN, 0};
+    if (::poll(&pfd, 1, 100) <= 0) continue;  // wakes every 100 ms to see stop_
+    const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) continue;
+    Answer(fd);
+    ::close(fd);
+  }
+}
+
+// One request: read the head (at most 8 KiB, 2 s), answer GET /metrics, 404 otherwise.
+void MetricsExporter::Answer(int fd) {
+  timeval tv{2, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  std::string head;
+  char buf[1024];
+  while (head.size() < 8192 && head.find("\r\n\r\n") == std::string::npos &&
+         head.find("\n\n") == std::string::npos) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n <= 0) break;
+    head.append(buf, static_cast<size_t>(n));
+  }
+  std::string status = "404 Not Found", type = "text/plain", body = "try /metrics\n";
+  if (head.rfind("GET /metrics", 0) == 0) {
+    status = "200 OK";
+    type = "text/plain; version=0.0.4";
+    body = prometheus::TextSerializer().Serialize(collector_->Collect());
+  }
+  const std::string response = fmt::format(
+      "HTTP/1.0 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+      status, type, body.size(), body);
+  size_t off = 0;
+  while (off < response.size()) {
+    const ssize_t n = ::write(fd, response.data() + off, response.size() - off);
+    if (n <= 0) break;
+    off += static_cast<size_t>(n);
+  }
+}
+
+}  // namespace engram
