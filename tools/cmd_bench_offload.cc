@@ -17,6 +17,7 @@
 #include "commands.h"
 #include "engine_args.h"
 #include "model/tokenizer.h"
+#include "model/weights.h"
 
 namespace engram::cli {
 namespace {
@@ -121,8 +122,7 @@ Status BenchOffload(const Args& args) {
   }
   uint64_t table_bytes = 0;
   for (int l : probe.config.engram->layer_ids) {
-    const auto* info = probe.store.Info(
-        fmt::format("model.layers.{}.engram.multi_head_embedding.embedding.weight", l));
+    const auto* info = probe.store.Info(EngramTableName(l));
     if (info) table_bytes += info->nbytes;
   }
   struct Mode {

@@ -12,32 +12,26 @@ namespace engram::unicode {
 namespace {
 
 // Characters assigned in Unicode 9.0 or earlier ([:age=9.0:] is cumulative in ICU).
+// A frozen set built once from `pattern`; null when ICU rejects it.
+const icu::UnicodeSet* FrozenSet(const char16_t* pattern) {
+  UErrorCode status = U_ZERO_ERROR;
+  auto* s = new icu::UnicodeSet(icu::UnicodeString(pattern), status);
+  if (U_FAILURE(status)) {
+    delete s;
+    return nullptr;
+  }
+  s->freeze();
+  return s;
+}
+
 const icu::UnicodeSet* Unicode9Set() {
-  static const icu::UnicodeSet* set = [] {
-    UErrorCode status = U_ZERO_ERROR;
-    auto* s = new icu::UnicodeSet(icu::UnicodeString(u"[:age=9.0:]"), status);
-    if (U_FAILURE(status)) {
-      delete s;
-      return static_cast<icu::UnicodeSet*>(nullptr);
-    }
-    s->freeze();
-    return s;
-  }();
+  static const icu::UnicodeSet* set = FrozenSet(u"[:age=9.0:]");
   return set;
 }
 
 // Combining marks known to Unicode 9.0.
 const icu::UnicodeSet* Unicode9Marks() {
-  static const icu::UnicodeSet* set = [] {
-    UErrorCode status = U_ZERO_ERROR;
-    auto* s = new icu::UnicodeSet(icu::UnicodeString(u"[[:M:]&[:age=9.0:]]"), status);
-    if (U_FAILURE(status)) {
-      delete s;
-      return static_cast<icu::UnicodeSet*>(nullptr);
-    }
-    s->freeze();
-    return s;
-  }();
+  static const icu::UnicodeSet* set = FrozenSet(u"[[:M:]&[:age=9.0:]]");
   return set;
 }
 

@@ -16,6 +16,10 @@ void Add(std::vector<ExpectedTensor>& out, std::string name, std::vector<int64_t
 
 }  // namespace
 
+std::string EngramTableName(int layer) {
+  return "model.layers." + std::to_string(layer) + ".engram.multi_head_embedding.embedding.weight";
+}
+
 Result<std::vector<ExpectedTensor>> ExpectedTensors(const ModelConfig& c) {
   const int64_t H = c.hidden_size;
   const int64_t I = c.intermediate_size;

@@ -66,6 +66,9 @@ struct ExpectedTensor {
 // INVALID_ARGUMENT when the Engram geometry cannot be derived.
 Result<std::vector<ExpectedTensor>> ExpectedTensors(const ModelConfig& config);
 
+// The tensor name of the Engram table of model layer `layer`.
+std::string EngramTableName(int layer);
+
 // Looks up and shape-checks every tensor of ExpectedTensors (Engram table rows =
 // ComputeEngramGeometry's total_rows); errors name the file, tensor, expected and found.
 // Dtypes F32, F16 and BF16 are accepted, anything else is INVALID_ARGUMENT. mlp_bias models

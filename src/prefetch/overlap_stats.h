@@ -12,6 +12,7 @@
 namespace engram {
 
 struct LayerOverlap {
+  int layer_id = 0;  // the model layer this Engram layer sits in
   uint64_t steps = 0;
   uint64_t rows_requested = 0;
   uint64_t unique_rows = 0;

@@ -61,8 +61,7 @@ Status Engine::CreateTier() {
   std::vector<TensorInfo> infos;
   for (int l : config().engram->layer_ids) {
     tables.push_back(host_weights_.layers[static_cast<size_t>(l)].engram->table);
-    const std::string name =
-        fmt::format("model.layers.{}.engram.multi_head_embedding.embedding.weight", l);
+    const std::string name = EngramTableName(l);
     if (const TensorInfo* info = files_.store.Info(name)) infos.push_back(*info);
   }
   if (t.tier == "resident") {
@@ -99,7 +98,11 @@ Status Engine::CreateTier() {
 }
 
 OverlapStats Engine::overlap_stats() const {
-  return copy_engine_ ? copy_engine_->stats() : OverlapStats{};
+  if (!copy_engine_) return OverlapStats{};
+  OverlapStats o = copy_engine_->stats();
+  const std::vector<int>& ids = config().engram->layer_ids;
+  for (size_t i = 0; i < o.layers.size() && i < ids.size(); ++i) o.layers[i].layer_id = ids[i];
+  return o;
 }
 
 TierStats Engine::tier_stats() const { return table_tier_ ? table_tier_->stats() : TierStats{}; }
@@ -207,19 +210,19 @@ void Engine::HashRows(std::span<const StepChunk> chunks, int64_t T) {
   const int H = hasher_->num_heads();
   const int ctx = hasher_->context_size();
   row_ids_.resize(static_cast<size_t>(hasher_->num_layers()));
+  for (std::vector<int64_t>& ids : row_ids_) ids.resize(static_cast<size_t>(T * H));
   std::vector<int64_t> context, tokens;
-  for (int i = 0; i < hasher_->num_layers(); ++i) {
-    std::vector<int64_t>& ids = row_ids_[i];
-    ids.resize(static_cast<size_t>(T * H));
-    int64_t t0 = 0;
-    for (const StepChunk& ch : chunks) {
-      const std::vector<int32_t>& hist = seqs_[ch.seq].tokens;
-      const size_t c0 = hist.size() > static_cast<size_t>(ctx) ? hist.size() - ctx : 0;
-      context.assign(hist.begin() + static_cast<ptrdiff_t>(c0), hist.end());
-      tokens.assign(ch.tokens.begin(), ch.tokens.end());
-      hasher_->Hash(i, context, tokens, /*add_offsets=*/true, ids.data() + t0 * H);
-      t0 += static_cast<int64_t>(ch.tokens.size());
+  int64_t t0 = 0;
+  for (const StepChunk& ch : chunks) {
+    // The chunk's n-gram context (the sequence's last N-1 tokens) and tokens, once per chunk.
+    const std::vector<int32_t>& hist = seqs_[ch.seq].tokens;
+    const size_t c0 = hist.size() > static_cast<size_t>(ctx) ? hist.size() - ctx : 0;
+    context.assign(hist.begin() + static_cast<ptrdiff_t>(c0), hist.end());
+    tokens.assign(ch.tokens.begin(), ch.tokens.end());
+    for (int i = 0; i < hasher_->num_layers(); ++i) {
+      hasher_->Hash(i, context, tokens, /*add_offsets=*/true, row_ids_[i].data() + t0 * H);
     }
+    t0 += static_cast<int64_t>(ch.tokens.size());
   }
 }
 

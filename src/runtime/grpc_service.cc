@@ -7,6 +7,7 @@
 #include "model/engram_geometry.h"
 #include "model/stop_matcher.h"
 #include "model/stream_decoder.h"
+#include "model/weights.h"
 
 namespace engram {
 namespace {
@@ -71,8 +72,7 @@ v1::ModelInfo DescribeModel(const Engine& engine, const std::string& backend, bo
     if (auto geo = ComputeEngramGeometry(e); geo.ok()) {
       for (size_t i = 0; i < geo->size(); ++i) {
         ei->add_table_rows((*geo)[i].total_rows);
-        const std::string name = fmt::format(
-            "model.layers.{}.engram.multi_head_embedding.embedding.weight", e.layer_ids[i]);
+        const std::string name = EngramTableName(e.layer_ids[i]);
         if (const TensorInfo* ti = engine.files().store.Info(name)) {
           bytes += static_cast<int64_t>(ti->nbytes);
         }
@@ -285,11 +285,10 @@ grpc::Status EngramService::GetStats(grpc::ServerContext*, const v1::GetStatsReq
   pf->set_prefetch(o.layers.empty() ? false : o.prefetch);
   pf->set_step_s(o.step_s);
   pf->set_estimated_loss(o.estimated_loss());
-  const auto& ids = engine.config().engram ? engine.config().engram->layer_ids : std::vector<int>{};
   for (size_t i = 0; i < o.layers.size(); ++i) {
     const LayerOverlap& l = o.layers[i];
     v1::LayerOverlap* m = pf->add_layers();
-    m->set_layer_id(i < ids.size() ? ids[i] : static_cast<int>(i));
+    m->set_layer_id(l.layer_id);
     m->set_steps(static_cast<int64_t>(l.steps));
     m->set_rows_requested(static_cast<int64_t>(l.rows_requested));
     m->set_unique_rows(static_cast<int64_t>(l.unique_rows));

@@ -111,14 +111,11 @@ class MetricsExporter::Collector {
     const Engine& engine = loop_.engine();
     const std::string tier = engine.table_options().tier;
     const OverlapStats o = engine.overlap_stats();
-    const auto& ids =
-        engine.config().engram ? engine.config().engram->layer_ids : std::vector<int>{};
     auto per_layer = [&](const char* name, const char* help, MetricType type, auto value) {
       out.push_back(Family(name, help, type));
       for (size_t i = 0; i < o.layers.size(); ++i) {
         AddValue(out.back(), value(o.layers[i]),
-                 {{"layer", std::to_string(i < ids.size() ? ids[i] : static_cast<int>(i))},
-                  {"tier", tier}});
+                 {{"layer", std::to_string(o.layers[i].layer_id)}, {"tier", tier}});
       }
     };
     per_layer("engram_rows_requested_total", "Engram rows the steps asked for.",
@@ -143,8 +140,7 @@ class MetricsExporter::Collector {
       }
       std::vector<uint64_t> counts(l.latency_buckets.begin(), l.latency_buckets.end());
       AddHistogram(out.back(), bounds, counts, l.latency_sum_s, l.steps,
-                   {{"layer", std::to_string(i < ids.size() ? ids[i] : static_cast<int>(i))},
-                    {"tier", tier}});
+                   {{"layer", std::to_string(o.layers[i].layer_id)}, {"tier", tier}});
     }
     gauge("engram_estimated_throughput_loss", "Stall time / step time of the Engram row traffic.",
           o.estimated_loss());

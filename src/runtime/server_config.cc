@@ -469,6 +469,16 @@ Result<ModelFiles> ServerConfig::OpenModelFiles() const {
   return files;
 }
 
+ServingOptions ServerConfig::ToServingOptions() const {
+  ServingOptions o;
+  o.limits.max_running_seqs = limits.max_running_seqs;
+  o.limits.max_batch_tokens = limits.max_batch_tokens;
+  o.limits.prefill_chunk_tokens = limits.prefill_chunk_tokens;
+  o.limits.max_waiting = limits.max_waiting;
+  o.max_tokens_default = limits.max_tokens_default;
+  return o;
+}
+
 EngineOptions ServerConfig::ToEngineOptions() const {
   EngineOptions o;
   o.backend.kind = backend.kind;

@@ -18,6 +18,7 @@
 #include "common/status.h"
 #include "model/model_files.h"
 #include "runtime/engine.h"
+#include "runtime/engine_loop.h"
 
 namespace engram {
 
@@ -89,6 +90,8 @@ struct ServerConfig {
   // OpenModel(ModelSpec()), with `tokenizer` replacing a model directory's tokenizer.json.
   Result<ModelFiles> OpenModelFiles() const;
   EngineOptions ToEngineOptions() const;
+  // The scheduler limits and request defaults of `limits`.
+  ServingOptions ToServingOptions() const;
   // The effective configuration (every key, defaults included) as YAML that FromYaml reads
   // back to an equal config; for logs and `engramd --check-config`.
   std::string ToYaml() const;

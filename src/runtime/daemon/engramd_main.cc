@@ -118,14 +118,9 @@ int Serve(const std::string& path) {
     server->Shutdown();
     return 1;
   }
-  ServingOptions serving;
-  serving.limits.max_running_seqs = cfg.limits.max_running_seqs;
-  serving.limits.max_batch_tokens = cfg.limits.max_batch_tokens;
-  serving.limits.prefill_chunk_tokens = cfg.limits.prefill_chunk_tokens;
-  serving.limits.max_waiting = cfg.limits.max_waiting;
-  serving.max_tokens_default = cfg.limits.max_tokens_default;
   const std::string backend_name(engine.value()->backend().name());
-  auto loop = std::make_unique<EngineLoop>(std::move(engine).value(), tokenizer, serving);
+  auto loop =
+      std::make_unique<EngineLoop>(std::move(engine).value(), tokenizer, cfg.ToServingOptions());
   service.SetLoop(loop.get(), tokenizer,
                   DescribeModel(loop->engine(), backend_name, tokenizer != nullptr));
   std::unique_ptr<MetricsExporter> metrics;
