@@ -10,8 +10,9 @@ PKGS=(
   # design-card dependencies
   libhwloc-dev libnuma-dev liburing-dev libspdlog-dev libfmt-dev
   libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  # our choices: config, JSON, Unicode (tokenizer/compression), tests, benchmarks, BLAS
-  libyaml-cpp-dev nlohmann-json3-dev libicu-dev libpcre2-dev
+  # our choices: config, JSON, Unicode (tokenizer/compression), table checksums, tests,
+  # benchmarks, BLAS
+  libyaml-cpp-dev nlohmann-json3-dev libicu-dev libpcre2-dev libxxhash-dev
   libgtest-dev libgmock-dev libbenchmark-dev libopenblas-dev
   prometheus-cpp-dev
   # integration tests: Debian's Python with grpcio; npm for the tokenizer fixtures

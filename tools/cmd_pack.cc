@@ -1,4 +1,5 @@
 // engram pack synth: writes a random-weight Engram model directory from a preset.
+// engram pack checksum / verify: writes or checks a model directory's engram_checksums.json.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -12,6 +13,7 @@
 #include "commands.h"
 #include "model/compression_builder.h"
 #include "model/synth.h"
+#include "model/table_checksum.h"
 #include "model/tokenizer.h"
 
 namespace engram::cli {
@@ -41,10 +43,16 @@ void PackUsage() {
   std::fprintf(stderr,
                "usage: engram pack synth --preset NAME --out DIR [--seed S] [--dtype bf16|f32]\n"
                "                         [--table-gb X] [--tokenizer tokenizer.json] [--force]\n"
+               "       engram pack checksum --model DIR [--threads N] [--chunk-bytes B]\n"
+               "       engram pack verify --model DIR [--threads N]\n"
                "  presets: %s\n"
                "  --table-gb X   total bytes (GB = 1e9) of the Engram tables of all layers\n"
                "  --tokenizer F  copy F into DIR; vocab_size follows the tokenizer\n"
-               "  --force        write into a non-empty DIR\n",
+               "  --force        write into a non-empty DIR\n"
+               "  checksum       (re)writes DIR/engram_checksums.json for the Engram tables\n"
+               "  verify         checks the tensors DIR/engram_checksums.json lists (exit 1 on\n"
+               "                 a mismatch or a bad file)\n"
+               "  --threads N    hashing threads (default min(cores, 8))\n",
                fmt::format("{}", fmt::join(SynthPresetNames(), ", ")).c_str());
 }
 
@@ -54,6 +62,85 @@ int UsageError(const std::string& message) {
   return 2;
 }
 
+// --threads N (0 = default); a usage error message otherwise.
+Result<int> ThreadsOption(const Args& args) {
+  auto threads = args.GetInt("threads", 0);
+  if (!threads.ok()) return threads.status();
+  if (*threads < 0 || *threads > 1024) {
+    return InvalidArgument("--threads {} is out of range (expected 0..1024)", *threads);
+  }
+  return static_cast<int>(*threads);
+}
+
+// engram pack checksum --model DIR [--threads N] [--chunk-bytes B]
+int RunPackChecksum(int argc, char** argv) {
+  auto args = Args::Parse(argc, argv, 3, {"model", "threads", "chunk-bytes"}, {"help"});
+  if (!args.ok()) return UsageError(args.status().message());
+  if (args->Flag("help")) {
+    PackUsage();
+    return 0;
+  }
+  if (!args->positional().empty()) {
+    return UsageError(fmt::format("unexpected argument \"{}\"", args->positional()[0]));
+  }
+  auto model = args->Require("model");
+  if (!model.ok()) return UsageError(model.status().message());
+  auto threads = ThreadsOption(*args);
+  if (!threads.ok()) return UsageError(threads.status().message());
+  auto chunk = args->GetInt("chunk-bytes", static_cast<long long>(kDefaultChecksumChunkBytes));
+  if (!chunk.ok()) return UsageError(chunk.status().message());
+  if (*chunk <= 0) return UsageError(fmt::format("--chunk-bytes {} must be positive", *chunk));
+  ChecksumReport report;
+  Status st = WriteTableChecksums(*model, *threads, {}, static_cast<uint64_t>(*chunk), &report);
+  if (!st.ok()) {
+    std::fprintf(stderr, "engram pack checksum: %s\n", st.ToString().c_str());
+    return 1;
+  }
+  std::printf("wrote %s: %d tensors, %.3f GB hashed in %.2f s (%.2f GB/s)\n",
+              (fs::path(*model) / kTableChecksumsFile).string().c_str(), report.tensors,
+              report.bytes / 1e9, report.seconds,
+              report.seconds > 0 ? report.bytes / 1e9 / report.seconds : 0.0);
+  return 0;
+}
+
+// engram pack verify --model DIR [--threads N]
+int RunPackVerify(int argc, char** argv) {
+  auto args = Args::Parse(argc, argv, 3, {"model", "threads"}, {"help"});
+  if (!args.ok()) return UsageError(args.status().message());
+  if (args->Flag("help")) {
+    PackUsage();
+    return 0;
+  }
+  if (!args->positional().empty()) {
+    return UsageError(fmt::format("unexpected argument \"{}\"", args->positional()[0]));
+  }
+  auto model = args->Require("model");
+  if (!model.ok()) return UsageError(model.status().message());
+  auto threads = ThreadsOption(*args);
+  if (!threads.ok()) return UsageError(threads.status().message());
+  // Only the safetensors headers are needed: no config validation, no tokenizer.
+  auto store = TensorStore::OpenDirectory(*model);
+  if (!store.ok()) {
+    std::fprintf(stderr, "engram pack verify: %s\n", store.status().ToString().c_str());
+    return 1;
+  }
+  ChecksumReport report;
+  Status st = VerifyTableChecksums(*store, *model, {}, *threads, &report);
+  if (!st.ok()) {
+    std::fprintf(stderr, "engram pack verify: %s\n", st.ToString().c_str());
+    return 1;
+  }
+  if (!report.file_present) {
+    std::printf("OK: %s has no %s; nothing to verify\n", model->c_str(),
+                std::string(kTableChecksumsFile).c_str());
+    return 0;
+  }
+  std::printf("OK: %d tensors match %s (%.3f GB in %.2f s, %.2f GB/s)\n", report.tensors,
+              (fs::path(*model) / kTableChecksumsFile).string().c_str(), report.bytes / 1e9,
+              report.seconds, report.seconds > 0 ? report.bytes / 1e9 / report.seconds : 0.0);
+  return 0;
+}
+
 }  // namespace
 
 int RunPack(int argc, char** argv) {
@@ -61,8 +148,12 @@ int RunPack(int argc, char** argv) {
     PackUsage();
     return argc < 3 ? 2 : 0;
   }
-  if (std::string(argv[2]) != "synth") {
-    return UsageError(fmt::format("unknown pack source \"{}\" (expected: synth)", argv[2]));
+  const std::string source = argv[2];
+  if (source == "checksum") return RunPackChecksum(argc, argv);
+  if (source == "verify") return RunPackVerify(argc, argv);
+  if (source != "synth") {
+    return UsageError(
+        fmt::format("unknown pack source \"{}\" (expected: synth, checksum, verify)", argv[2]));
   }
   auto args =
       Args::Parse(argc, argv, 3, {"preset", "out", "seed", "dtype", "table-gb", "tokenizer"},

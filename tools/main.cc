@@ -13,6 +13,8 @@ void Usage() {
                "usage: engram <command> [options]\n"
                "commands:\n"
                "  pack synth --preset NAME --out DIR [--seed S] [--dtype bf16|f32] [--tokenizer F]\n"
+               "  pack checksum --model DIR [--threads N]   (writes engram_checksums.json)\n"
+               "  pack verify --model DIR [--threads N]\n"
                "  hash --vectors FILE.json\n"
                "  logits --model DIR|synth:PRESET --ids 1,2,3 --out FILE.npy [--mode prefill|decode]\n"
                "  generate --model DIR|synth:PRESET --prompt-ids 1,2,3 --max-tokens N "

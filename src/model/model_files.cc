@@ -121,6 +121,7 @@ Result<ModelFiles> OpenModel(const std::string& spec) {
   if (!fs::is_directory(spec, ec)) {
     return NotFound("{}: not a model directory (nor synth:PRESET)", spec);
   }
+  m.dir = spec;
   const fs::path dir(spec);
   ENGRAM_ASSIGN_OR_RETURN(m.config, ModelConfig::Load((dir / "config.json").string()));
   ENGRAM_ASSIGN_OR_RETURN(m.store, TensorStore::OpenDirectory(spec));

@@ -18,6 +18,7 @@ struct ModelFiles {
   CompressionMap compression;
   std::string tokenizer_path;  // tokenizer.json, empty if none
   std::string source;          // the spec, for messages
+  std::string dir;             // the model directory; empty for synth: models
 };
 
 // `spec` is a model directory (config.json, *.safetensors [+ index], optional tokenizer.json

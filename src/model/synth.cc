@@ -22,6 +22,7 @@
 #include <nlohmann/json.hpp>
 
 #include "model/engram_geometry.h"
+#include "model/table_checksum.h"
 #include "model/weights.h"
 
 namespace engram {
@@ -572,6 +573,10 @@ Status WriteSynthModel(const SynthOptions& o, const std::string& out_dir) {
     }
   }
   progress.Done(out_dir);
+  // engram_checksums.json for the Engram tables (read back, mostly from the page cache).
+  if (!tables.empty()) {
+    ENGRAM_RETURN_IF_ERROR(WriteTableChecksums(out_dir, o.threads));
+  }
   return Status::Ok();
 }
 

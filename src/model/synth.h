@@ -70,9 +70,9 @@ Result<DType> ParseSynthDType(std::string_view name);
 Result<ModelConfig> SynthConfig(const SynthOptions& options);
 
 // Writes out_dir/config.json (pretty), model.safetensors (backbone), the Engram tables in
-// model-engram-tables.safetensors, model.safetensors.index.json and, with a tokenizer,
-// tokenizer.json. Creates out_dir if needed and overwrites those files. Streams: memory use
-// is a few window buffers, never the model.
+// model-engram-tables.safetensors, model.safetensors.index.json, engram_checksums.json (the
+// tables' checksums, table_checksum.h) and, with a tokenizer, tokenizer.json. Creates out_dir if
+// needed and overwrites those files. Streams: memory use is a few window buffers, never the model.
 Status WriteSynthModel(const SynthOptions& options, const std::string& out_dir);
 
 // The same model in memory (bit-identical values to WriteSynthModel's files for the same

@@ -1,4 +1,4 @@
-// `engram pack synth` through the built CLI binary.
+// `engram pack synth|checksum|verify` through the built CLI binary.
 #include <sys/wait.h>
 
 #include <gtest/gtest.h>
@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 
 #include "../model/temp_dir.h"
 #include "model/model_files.h"
@@ -82,6 +83,75 @@ TEST(PackCli, RefusesNonEmptyOutputUnlessForced) {
   r = RunCli("pack synth --preset tiny --out " + out + " --force");
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_TRUE(std::filesystem::exists(out + "/config.json"));
+}
+
+// Flips one bit of the byte at `offset` of `path`.
+void FlipByte(const std::string& path, uint64_t offset) {
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekg(static_cast<std::streamoff>(offset));
+  char c = 0;
+  f.get(c);
+  c = static_cast<char>(c ^ 0x01);
+  f.seekp(static_cast<std::streamoff>(offset));
+  f.put(c);
+}
+
+TEST(PackCli, ChecksumAndVerify) {
+  TempDir dir;
+  const std::string out = dir / "tiny";
+  RunResult r = RunCli("pack synth --preset tiny --out " + out);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  ASSERT_TRUE(std::filesystem::exists(out + "/engram_checksums.json"));
+  r = RunCli("pack verify --model " + out);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("OK: 1 tensors match " + out + "/engram_checksums.json"),
+            std::string::npos)
+      << r.output;
+
+  const std::string table = EngramTableName(1);
+  auto store = TensorStore::OpenDirectory(out);
+  ASSERT_TRUE(store.ok());
+  const TensorInfo info = *store->Info(table);
+  FlipByte(info.file, info.file_offset + 100);
+  r = RunCli("pack verify --model " + out + " --threads 2");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("DATA_LOSS: " + table + ": checksum xxh3-64-chunked"), std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("but the data in " + info.file), std::string::npos) << r.output;
+
+  // Intentional change: rewrite the checksums, then it verifies.
+  r = RunCli("pack checksum --model " + out + " --threads 2 --chunk-bytes 4096");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("wrote " + out + "/engram_checksums.json: 1 tensors"), std::string::npos)
+      << r.output;
+  r = RunCli("pack verify --model " + out);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+
+  // A bad file is an error naming it; an absent one has nothing to verify.
+  testutil::WriteFile(out + "/engram_checksums.json", "{\"algorithm\": \"md5\"}");
+  r = RunCli("pack verify --model " + out);
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("INVALID_ARGUMENT: " + out + "/engram_checksums.json"), std::string::npos)
+      << r.output;
+  std::filesystem::remove(out + "/engram_checksums.json");
+  r = RunCli("pack verify --model " + out);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("nothing to verify"), std::string::npos) << r.output;
+}
+
+TEST(PackCli, ChecksumUsageErrors) {
+  RunResult r = RunCli("pack verify");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("missing required option --model"), std::string::npos) << r.output;
+  r = RunCli("pack checksum --model /tmp/x --chunk-bytes 0");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("--chunk-bytes 0 must be positive"), std::string::npos) << r.output;
+  r = RunCli("pack verify --model /tmp/x --threads -1");
+  EXPECT_EQ(r.exit_code, 2);
+  TempDir dir;
+  r = RunCli("pack verify --model " + (dir / "missing"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_EQ(RunCli("pack checksum --help").exit_code, 0);
 }
 
 TEST(PackCli, UsageErrors) {
