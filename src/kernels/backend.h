@@ -13,6 +13,7 @@
 
 #include "common/status.h"
 #include "kernels/batch_layout.h"
+#include "kernels/row_channel.h"
 #include "kernels/tensor.h"
 
 namespace engram {
@@ -69,6 +70,20 @@ class Backend {
   virtual Status UploadLayout(BatchLayout& layout) = 0;
   // Waits for all issued work.
   virtual Status Synchronize() = 0;
+
+  // ---- host memory the device reads (Engram tiers, staging) and the copy path
+  // A CPU tensor for staging rows to this device: pinned (page-locked) on CUDA, so copies from
+  // it are asynchronous DMA; plain aligned host memory on the CPU backend.
+  virtual Result<Tensor> AllocHostStaging(DType dtype, std::vector<int64_t> shape) = 0;
+  // Pins [ptr, ptr + bytes) (page-aligned host memory the caller owns and keeps alive until
+  // UnregisterHostMemory). CUDA: cudaHostRegister, portable and mapped, so DMA from it is
+  // asynchronous and GatherRows / RowChannel::Gather may read it in place (zero-copy).
+  // CPU: mlock, so the pages stay resident. RESOURCE_EXHAUSTED or UNAVAILABLE naming the cause
+  // when the OS or driver refuses; the memory stays usable, unpinned (callers log it).
+  virtual Status RegisterHostMemory(void* ptr, size_t bytes) = 0;
+  virtual void UnregisterHostMemory(void* ptr, size_t bytes) = 0;
+  // A channel for the prefetch copy thread (row_channel.h) with marks [0, num_marks).
+  virtual Result<std::unique_ptr<RowChannel>> CreateRowChannel(int num_marks) = 0;
 
   // ---- ops (shapes: T tokens, D hidden, ...)
   // out[t,:] = table[ids[t],:]. table [V, D] prepared with kEmbedding (or any F32 activation);

@@ -1,6 +1,9 @@
 #include "kernels/cpu/cpu_backend.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <string>
 #include <string_view>
@@ -11,6 +14,7 @@
 
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/cpu_memory.h"
+#include "kernels/cpu/cpu_row_channel.h"
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/engram_ops.h"
 #include "kernels/cpu/linear.h"
@@ -191,6 +195,30 @@ class CpuBackend final : public Backend {
   }
 
   Status Synchronize() override { return Status::Ok(); }
+
+  Result<Tensor> AllocHostStaging(DType dtype, std::vector<int64_t> shape) override {
+    return HostTensor(dtype, std::move(shape));
+  }
+  // mlock keeps the pages resident (never swapped); the limit is RLIMIT_MEMLOCK.
+  Status RegisterHostMemory(void* ptr, size_t bytes) override {
+    if (ptr == nullptr || bytes == 0) return InvalidArgument("RegisterHostMemory: empty range");
+    if (mlock(ptr, bytes) != 0) {
+      const int err = errno;
+      if (err == ENOMEM || err == EPERM || err == EAGAIN) {
+        return ResourceExhausted(
+            "mlock of {} bytes failed: {} (raise the memlock limit, e.g. ulimit -l or "
+            "LimitMEMLOCK= in the systemd unit)",
+            bytes, std::strerror(err));
+      }
+      return Unavailable("mlock of {} bytes failed: {}", bytes, std::strerror(err));
+    }
+    return Status::Ok();
+  }
+  void UnregisterHostMemory(void* ptr, size_t bytes) override { munlock(ptr, bytes); }
+  Result<std::unique_ptr<RowChannel>> CreateRowChannel(int num_marks) override {
+    if (num_marks <= 0) return InvalidArgument("CreateRowChannel: {} marks", num_marks);
+    return std::unique_ptr<RowChannel>(std::make_unique<CpuRowChannel>(num_marks));
+  }
 
   // ---- ops
 

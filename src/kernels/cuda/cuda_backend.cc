@@ -9,6 +9,8 @@
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_backend_impl.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/cuda_host_memory.h"
+#include "kernels/cuda/row_channel.h"
 
 namespace engram {
 namespace cuda {
@@ -44,6 +46,9 @@ std::string DescribeKernelErrors(uint32_t bits) {
   add(kErrTableRow, "GatherRows: a row number outside the table (its output was written as NaN)");
   add(kErrKvSlot, "PagedAttention: a slot or block table entry outside the KV cache (skipped)");
   add(kErrStateSlot, "EngramShortConv: a state slot outside the state tensor (read as zero)");
+  add(kErrChannelRow,
+      "RowChannel Gather/Scatter: a row outside the table or a slot outside dst (gathered as "
+      "zero, scatter skipped)");
   return s;
 }
 
@@ -137,29 +142,6 @@ Status CudaBackend::CheckDevice(const Tensor& t, const char* op, const char* nam
   }
   if (t.data == nullptr) return InvalidArgument("{}: {} has no data", op, name);
   return Status::Ok();
-}
-
-Result<const void*> CudaBackend::DeviceAddress(const Tensor& t, const char* op,
-                                               const char* name) const {
-  if (t.data == nullptr) return InvalidArgument("{}: {} has no data", op, name);
-  if (t.device == Device::kCuda) return static_cast<const void*>(t.data);
-  cudaPointerAttributes attr{};
-  ENGRAM_CUDA_RETURN_IF_ERROR(cudaPointerGetAttributes(&attr, t.data));
-  switch (attr.type) {
-    case cudaMemoryTypeDevice:
-    case cudaMemoryTypeManaged:
-      return static_cast<const void*>(t.data);
-    case cudaMemoryTypeHost:  // pinned or registered: zero-copy through UVA
-      if (attr.devicePointer != nullptr) return static_cast<const void*>(attr.devicePointer);
-      return InvalidArgument("{}: {} is pinned host memory not mapped for device {}", op, name,
-                             device_);
-    default:
-      if (pageable_access_) return static_cast<const void*>(t.data);
-      return InvalidArgument(
-          "{}: {} is pageable host memory, which this GPU cannot read; pin it "
-          "(cudaHostRegister or cudaHostAlloc) or copy it to the device",
-          op, name);
-  }
 }
 
 Result<Tensor> CudaBackend::Alloc(DType dtype, std::vector<int64_t> shape) {
@@ -334,6 +316,37 @@ Status CudaBackend::UploadLayout(BatchLayout& layout) {
 Status CudaBackend::Synchronize() {
   ENGRAM_RETURN_IF_ERROR(Activate());
   return SyncAndCheck();
+}
+
+Result<Tensor> CudaBackend::AllocHostStaging(DType dtype, std::vector<int64_t> shape) {
+  ENGRAM_RETURN_IF_ERROR(Activate());
+  return AllocPinnedTensor(dtype, std::move(shape));
+}
+
+Status CudaBackend::RegisterHostMemory(void* ptr, size_t bytes) {
+  ENGRAM_RETURN_IF_ERROR(Activate());
+  return RegisterHost(ptr, bytes, device_);
+}
+
+void CudaBackend::UnregisterHostMemory(void* ptr, size_t bytes) {
+  const Status st = Activate();
+  if (!st.ok()) {
+    spdlog::warn("UnregisterHostMemory: {}; unregistering anyway", st.ToString());
+    (void)cudaGetLastError();
+  }
+  UnregisterHost(ptr, bytes);
+}
+
+Result<std::unique_ptr<RowChannel>> CudaBackend::CreateRowChannel(int num_marks) {
+  ENGRAM_RETURN_IF_ERROR(Activate());
+  CudaRowChannel::Options o;
+  o.device = device_;
+  o.compute = stream();
+  o.pageable_access = pageable_access_;
+  o.error_word = error_dev_;
+  o.num_marks = num_marks;
+  ENGRAM_ASSIGN_OR_RETURN(std::unique_ptr<CudaRowChannel> ch, CudaRowChannel::Create(o));
+  return std::unique_ptr<RowChannel>(std::move(ch));
 }
 
 }  // namespace cuda

@@ -3,7 +3,8 @@
 //
 // Ownership: the backend owns one compute stream, a cuBLAS handle with its workspace, the
 // scratch buffers, the layout staging buffers and the error word; tensors it hands out own
-// their device memory (cudaFree in the owner's deleter) and may outlive it.
+// their device memory (cudaFree in the owner's deleter) and may outlive it. Row channels
+// (CreateRowChannel) borrow the compute stream and the error word and must not outlive it.
 // Memory: Alloc is a plain cudaMalloc (synchronizing, so keep it out of the step loop).
 // UploadLayout packs all arrays of a step into one pinned staging buffer (two, used in turn)
 // and issues a single H2D copy into one device buffer that is reused by every step, so the
@@ -38,6 +39,15 @@ class CudaBackend final : public Backend {
   Status UploadLayout(BatchLayout& layout) override;
   Status Synchronize() override;
 
+  // Pinned (cudaHostAlloc, portable and mapped) zero-filled CPU tensor.
+  Result<Tensor> AllocHostStaging(DType dtype, std::vector<int64_t> shape) override;
+  // cudaHostRegister, portable and mapped (cuda_host_memory.h: RegisterHost).
+  Status RegisterHostMemory(void* ptr, size_t bytes) override;
+  void UnregisterHostMemory(void* ptr, size_t bytes) override;
+  // A CudaRowChannel (row_channel.h) with its own copy stream; it borrows this backend's compute
+  // stream and error word, so the backend must outlive it.
+  Result<std::unique_ptr<RowChannel>> CreateRowChannel(int num_marks) override;
+
   Status Embedding(const Tensor& table, const Tensor& ids, Tensor& out) override;
   Status RmsNorm(const Tensor& x, const Tensor& w, float eps, Tensor& out) override;
   Status Linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out) override;
@@ -62,15 +72,13 @@ class CudaBackend final : public Backend {
   Status SyncAndCheck();
   // Checks that `t` is a device tensor of this backend (data set, device kCuda).
   static Status CheckDevice(const Tensor& t, const char* op, const char* name);
-  // For GatherRows: the device-usable address of a table that may live in host memory.
-  Result<const void*> DeviceAddress(const Tensor& t, const char* op, const char* name) const;
 
   int device_ = 0;
   bool pageable_access_ = false;  // the device can read pageable host memory (HMM/ATS)
   CudaStream stream_;
   CublasHandle cublas_;
   DeviceBuffer cublas_workspace_;
-  PinnedBuffer error_word_;  // uint32, mapped: kernels store KernelError bits
+  PinnedBuffer error_word_;  // uint32, mapped: kernels (row channels' too) store KernelError bits
   uint32_t* error_dev_ = nullptr;
   Scratch linear_scratch_;  // BF16 copy of Linear's x
   Scratch conv_scratch_;    // per-token inverse RMS of EngramShortConv

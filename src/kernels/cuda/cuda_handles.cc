@@ -16,6 +16,12 @@ Result<CudaEvent> CreateEvent() {
   return CudaEvent(e);
 }
 
+Result<CudaEvent> CreateTimingEvent() {
+  cudaEvent_t e = nullptr;
+  ENGRAM_CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&e, cudaEventDefault));
+  return CudaEvent(e);
+}
+
 Result<CublasHandle> CreateCublas() {
   cublasHandle_t h = nullptr;
   ENGRAM_CUBLAS_RETURN_IF_ERROR(cublasCreate(&h));

@@ -66,6 +66,8 @@ using CublasHandle = UniqueHandle<cublasHandle_t, CublasTraits>;
 Result<CudaStream> CreateStream();
 // An event without timing (cheapest to record and wait on).
 Result<CudaEvent> CreateEvent();
+// An event with timing, for cudaEventElapsedTime.
+Result<CudaEvent> CreateTimingEvent();
 Result<CublasHandle> CreateCublas();
 
 // Bytes of device memory (cudaMalloc) or pinned host memory (cudaHostAlloc), with size.

@@ -17,10 +17,11 @@ enum class Elem : uint8_t { kF32, kF16, kBF16 };
 // Bits kernels store into the backend's error word (mapped pinned host memory) when they
 // meet an index they cannot use; the element in question is written as NaN or skipped.
 enum KernelError : uint32_t {
-  kErrTokenId = 1u,    // Embedding: id outside [0, V)
-  kErrTableRow = 2u,   // GatherRows: row outside [0, R)
-  kErrKvSlot = 4u,     // PagedAttention: slot or block outside the cache
-  kErrStateSlot = 8u,  // EngramShortConv: state slot outside the state tensor
+  kErrTokenId = 1u,      // Embedding: id outside [0, V)
+  kErrTableRow = 2u,     // GatherRows: row outside [0, R)
+  kErrKvSlot = 4u,       // PagedAttention: slot or block outside the cache
+  kErrStateSlot = 8u,    // EngramShortConv: state slot outside the state tensor
+  kErrChannelRow = 16u,  // RowChannel Gather/Scatter: row or slot outside its tensor
 };
 
 // ---- elementwise.cu
@@ -110,5 +111,20 @@ struct ShortConvArgs {
   uint32_t* err = nullptr;
 };
 cudaError_t LaunchShortConv(const ShortConvArgs& a, cudaStream_t stream);
+
+// ---- row_copy.cu (RowChannel: raw row moves on the copy stream, any element type)
+// Rows are row_bytes bytes, copied with the widest of 16/8/4/2/1-byte accesses that row_bytes
+// and both base pointers allow.
+// dst row i = table row rows[i], for i < n. table may be device memory or mapped host memory
+// (read in place over the bus). A row outside [0, table_rows) is written as zeros and sets
+// kErrChannelRow.
+cudaError_t LaunchGatherRowBytes(const void* table, int64_t table_rows, int64_t row_bytes,
+                                 const int64_t* rows, int64_t n, void* dst, uint32_t* err,
+                                 cudaStream_t stream);
+// dst row slots[i] = src row i, for i < n (slots distinct). A slot outside [0, dst_rows) is
+// skipped and sets kErrChannelRow.
+cudaError_t LaunchScatterRowBytes(const void* src, int64_t row_bytes, const int64_t* slots,
+                                  int64_t n, void* dst, int64_t dst_rows, uint32_t* err,
+                                  cudaStream_t stream);
 
 }  // namespace engram::cuda

@@ -7,6 +7,7 @@
 
 #include "kernels/cuda/cuda_backend_impl.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/cuda_host_memory.h"
 
 namespace engram::cuda {
 namespace {
@@ -291,8 +292,10 @@ Status CudaBackend::GatherRows(const Tensor& table, const Tensor& rows, Tensor& 
   const int64_t T = rows.dim(0), H = rows.dim(1), Dh = table.dim(1);
   ENGRAM_RETURN_IF_ERROR(ExpectDType(out, DType::kF32, kOp, "out"));
   ENGRAM_RETURN_IF_ERROR(ExpectShape(out, {T, H * Dh}, kOp, "out"));
-  ENGRAM_ASSIGN_OR_RETURN(const void* src, DeviceAddress(table, kOp, "table"));
+  // The device must be current before asking where a host table is mapped for it.
   ENGRAM_RETURN_IF_ERROR(Activate());
+  ENGRAM_ASSIGN_OR_RETURN(const void* src,
+                          DeviceReadableAddress(table, device_, pageable_access_, kOp, "table"));
   return LaunchStatus(
       LaunchGatherRows(src, table.dtype == DType::kBF16 ? Elem::kBF16 : Elem::kF32, table.dim(0),
                        Dh, rows.ptr<int64_t>(), T * H, out.ptr<float>(), error_dev_, stream()),
