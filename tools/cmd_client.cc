@@ -171,10 +171,12 @@ void PrintModelInfo(const v1::ModelInfo& m) {
 
 // The prefetch-overlap section: one row per Engram layer.
 void PrintOverlap(const v1::PrefetchStats& p) {
-  std::printf("engram rows (tier %s, %s)\n", p.tier().c_str(),
+  std::printf("engram rows (tier %s, %s%s%s)\n", p.tier().c_str(),
               p.tier() == "resident" ? "gathered from the backend's own copy"
               : p.prefetch()         ? "prefetched on the copy thread"
-                                     : "read synchronously at the layer");
+                                     : "read synchronously at the layer",
+              p.tier() == "resident" ? "" : ", transfer ",
+              p.tier() == "resident" ? "" : p.transfer().c_str());
   if (p.layers_size() == 0) return;
   std::printf("  %-6s %8s %12s %12s %12s %11s %10s %8s %10s\n", "layer", "steps", "rows", "unique",
               "bytes", "transfer s", "stall s", "overlap", "mean lat");
@@ -183,6 +185,13 @@ void PrintOverlap(const v1::PrefetchStats& p) {
                 static_cast<long long>(l.steps()), static_cast<long long>(l.rows_requested()),
                 static_cast<long long>(l.unique_rows()), Bytes(l.bytes_moved()).c_str(),
                 l.transfer_s(), l.stall_s(), 100 * l.overlap(), l.latency_mean_s() * 1e6);
+  }
+  if (p.hot_cache_bytes() > 0) {
+    std::printf("  device hot-row cache %s:", Bytes(p.hot_cache_bytes()).c_str());
+    for (const v1::LayerOverlap& l : p.layers()) {
+      std::printf(" layer %d hit rate %.1f%%", l.layer_id(), 100 * l.hot_hit_rate());
+    }
+    std::printf("\n");
   }
   std::printf("  estimated throughput loss %.2f%% (stall / step time over %.3f s of steps)\n",
               100 * p.estimated_loss(), p.step_s());

@@ -4,6 +4,8 @@
 #include <chrono>
 #include <cstring>
 
+#include "common/logging.h"
+
 namespace engram {
 namespace {
 
@@ -16,24 +18,75 @@ double Seconds(Clock::time_point a, Clock::time_point b) {
 }  // namespace
 
 struct CopyEngine::Slot {
+  int index = 0;                           // position in the ring
   std::vector<std::vector<int64_t>> rows;  // per layer, [tokens * heads]
   int64_t tokens = 0;
-  std::vector<Tensor> staged;  // per layer: [tokens * heads, Dh] in the tier's dtype
-  std::vector<char> ready;     // per layer
-  std::vector<Status> status;  // per layer
-  bool done = true;            // the copy thread finished this slot's step
+  std::vector<char> ready;   // per layer
+  std::vector<char> waited;  // per layer: WaitRows ran (its stall is to be read)
+  std::vector<Status> status;
+  std::vector<RowFailure> failures;
+  bool done = true;  // the copy thread finished this slot's step
   Clock::time_point issued;
-  // Scratch of the copy thread.
-  std::vector<int64_t> unique;
-  std::vector<char> unique_rows;
+
+  struct Layer {
+    Tensor staging_rows;   // host, pinned: [cap * H, Dh] in the tier's dtype (kCopy)
+    Tensor staging_index;  // host, pinned: I64 [cap * H], arena row of each (token, head)
+    Tensor staging_ids;    // host, pinned: I64 [cap * H], missed row ids (kZeroCopy)
+    Tensor staging_slots;  // host, pinned: I64 [cap * H], hot slots of admitted rows
+    Tensor index_dev, ids_dev, slots_dev;  // device I64 [cap * H]
+  };
+  std::vector<Layer> layers;
+
+  // Scratch of whoever fetches (the copy thread, or the engine thread in synchronous mode).
+  std::vector<int64_t> unique, arena_row, miss_rows, admit_slots, rest;
+  std::vector<uint8_t> failed;
 };
 
-CopyEngine::CopyEngine(TableTier& tier, Backend& backend, int heads, bool prefetch)
-    : tier_(tier), backend_(backend), heads_(heads), prefetch_(prefetch) {
-  for (int i = 0; i < 2; ++i) slots_.push_back(std::make_unique<Slot>());
-  stats_.layers.resize(static_cast<size_t>(tier.num_layers()));
-  stats_.prefetch = prefetch;
-  if (prefetch_) thread_ = std::thread([this] { CopyLoop(); });
+CopyEngine::CopyEngine(TableTier& tier, Backend& backend, int heads,
+                       const CopyEngineOptions& options)
+    : tier_(tier), backend_(backend), heads_(heads), options_(options) {}
+
+Result<std::unique_ptr<CopyEngine>> CopyEngine::Create(TableTier& tier, Backend& backend, int heads,
+                                                       const CopyEngineOptions& options) {
+  const int L = tier.num_layers();
+  if (L < 1 || heads < 1) {
+    return InvalidArgument("copy engine: {} Engram layers and {} heads, expected >= 1", L, heads);
+  }
+  if (options.transfer == TransferMode::kZeroCopy) {
+    for (int l = 0; l < L; ++l) {
+      if (tier.HostTable(l).empty()) {
+        return InvalidArgument(
+            "tables.transfer zero_copy reads the tables in place from host memory, but the {} "
+            "tier does not hold layer {}'s table in memory; use tables.tier dram, or transfer "
+            "copy",
+            tier.name(), l);
+      }
+    }
+  }
+  std::unique_ptr<CopyEngine> e(new CopyEngine(tier, backend, heads, options));
+  ENGRAM_ASSIGN_OR_RETURN(e->channel_, backend.CreateRowChannel(2 * L));
+  if (options.hot_cache_bytes > 0) {
+    const uint64_t per_layer = options.hot_cache_bytes / static_cast<uint64_t>(L);
+    e->hot_slots_ = static_cast<int64_t>(per_layer / tier.row_bytes());
+    if (e->hot_slots_ < 1) {
+      return InvalidArgument(
+          "tables.hot_cache_bytes {} holds no row: {} Engram layers of {}-byte rows need at "
+          "least {} bytes",
+          options.hot_cache_bytes, L, tier.row_bytes(),
+          static_cast<uint64_t>(L) * tier.row_bytes());
+    }
+    ENGRAM_ASSIGN_OR_RETURN(e->hot_, HotRowCache::Create(L, static_cast<uint32_t>(e->hot_slots_),
+                                                         options.hot_cache_policy));
+  }
+  for (int i = 0; i < 2; ++i) {
+    e->slots_.push_back(std::make_unique<Slot>());
+    e->slots_.back()->index = i;
+    e->slots_.back()->layers.resize(static_cast<size_t>(L));
+  }
+  e->stats_.layers.resize(static_cast<size_t>(L));
+  e->stats_.prefetch = options.prefetch;
+  if (options.prefetch) e->thread_ = std::thread([p = e.get()] { p->CopyLoop(); });
+  return e;
 }
 
 CopyEngine::~CopyEngine() {
@@ -45,37 +98,72 @@ CopyEngine::~CopyEngine() {
   if (thread_.joinable()) thread_.join();
 }
 
+// Called with both slots idle.
+Status CopyEngine::Grow(int64_t tokens) {
+  const int64_t cap = std::max({tokens, 2 * capacity_, int64_t{64}});
+  const int64_t n = cap * heads_, dh = tier_.row_elems();
+  ENGRAM_ASSIGN_OR_RETURN(out_, backend_.Alloc(DType::kF32, {cap, heads_ * dh}));
+  arena_.clear();
+  for (int l = 0; l < tier_.num_layers(); ++l) {
+    ENGRAM_ASSIGN_OR_RETURN(Tensor a, backend_.AllocZeros(tier_.dtype(), {hot_slots_ + 2 * n, dh}));
+    arena_.push_back(std::move(a));
+  }
+  if (hot_) hot_->Clear();  // the new arena holds no rows yet
+  for (auto& s : slots_) {
+    for (Slot::Layer& y : s->layers) {
+      if (options_.transfer == TransferMode::kCopy) {
+        ENGRAM_ASSIGN_OR_RETURN(y.staging_rows, backend_.AllocHostStaging(tier_.dtype(), {n, dh}));
+      }
+      ENGRAM_ASSIGN_OR_RETURN(y.staging_index, backend_.AllocHostStaging(DType::kI64, {n}));
+      ENGRAM_ASSIGN_OR_RETURN(y.staging_ids, backend_.AllocHostStaging(DType::kI64, {n}));
+      ENGRAM_ASSIGN_OR_RETURN(y.staging_slots, backend_.AllocHostStaging(DType::kI64, {n}));
+      ENGRAM_ASSIGN_OR_RETURN(y.index_dev, backend_.Alloc(DType::kI64, {n}));
+      ENGRAM_ASSIGN_OR_RETURN(y.ids_dev, backend_.Alloc(DType::kI64, {n}));
+      ENGRAM_ASSIGN_OR_RETURN(y.slots_dev, backend_.Alloc(DType::kI64, {n}));
+    }
+  }
+  capacity_ = cap;
+  // The copy thread writes these buffers on the channel's own stream (CUDA): the zero fills and
+  // any earlier work on them must be done first.
+  return backend_.Synchronize();
+}
+
 Status CopyEngine::Begin(std::vector<std::vector<int64_t>> rows, int64_t tokens) {
-  if (static_cast<int>(rows.size()) != tier_.num_layers()) {
-    return Internal("copy engine: {} layers of rows for a tier of {}", rows.size(),
-                    tier_.num_layers());
+  const int L = tier_.num_layers();
+  if (static_cast<int>(rows.size()) != L) {
+    return Internal("copy engine: {} layers of rows for a tier of {}", rows.size(), L);
   }
-  // Capacity of the conversion buffers (grown, never shrunk).
-  if (out_.empty() || out_.dim(0) < tokens) {
-    std::vector<int64_t> ids(static_cast<size_t>(tokens * heads_));
-    for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int64_t>(i);
-    ENGRAM_ASSIGN_OR_RETURN(identity_, backend_.Alloc(DType::kI64, {tokens, heads_}));
-    ENGRAM_RETURN_IF_ERROR(backend_.CopyFromHost(ids.data(), identity_));
-    ENGRAM_ASSIGN_OR_RETURN(out_,
-                            backend_.Alloc(DType::kF32, {tokens, heads_ * tier_.row_elems()}));
+  for (int l = 0; l < L; ++l) {
+    if (static_cast<int64_t>(rows[l].size()) != tokens * heads_) {
+      return Internal("copy engine: layer {} has {} row ids for {} tokens x {} heads", l,
+                      rows[l].size(), tokens, heads_);
+    }
+    const int64_t R = tier_.rows(l);
+    for (const int64_t r : rows[l]) {
+      if (r < 0 || r >= R) {
+        return OutOfRange("copy engine: row {} outside Engram layer {}'s table of {} rows", r, l,
+                          R);
+      }
+    }
   }
+  {
+    // Buffers are only resized while the copy thread is idle.
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return slots_[0]->done && slots_[1]->done; });
+  }
+  if (tokens > capacity_) ENGRAM_RETURN_IF_ERROR(Grow(tokens));
+  if (hot_) hot_->BeginStep();
   current_ ^= 1;
   Slot& s = *slots_[current_];
   std::unique_lock<std::mutex> lock(mu_);
-  cv_.wait(lock, [&] { return s.done; });  // the ring: this slot's previous step is finished
   s.rows = std::move(rows);
   s.tokens = tokens;
-  const size_t L = s.rows.size();
-  s.ready.assign(L, 0);
-  s.status.assign(L, Status::Ok());
-  if (s.staged.size() != L) s.staged.resize(L);
-  for (Tensor& t : s.staged) {
-    if (t.empty() || t.dim(0) < tokens * heads_) {
-      t = HostTensor(tier_.dtype(), {tokens * heads_, tier_.row_elems()});
-    }
-  }
+  s.ready.assign(static_cast<size_t>(L), 0);
+  s.waited.assign(static_cast<size_t>(L), 0);
+  s.status.assign(static_cast<size_t>(L), Status::Ok());
+  s.failures.clear();
   s.issued = Clock::now();
-  if (prefetch_) {
+  if (options_.prefetch) {
     s.done = false;
     pending_ = &s;
     lock.unlock();
@@ -87,27 +175,117 @@ Status CopyEngine::Begin(std::vector<std::vector<int64_t>> rows, int64_t tokens)
 Status CopyEngine::FetchLayer(Slot& s, int layer) {
   const auto t0 = Clock::now();
   const std::vector<int64_t>& rows = s.rows[layer];
+  Slot::Layer& y = s.layers[layer];
+  Tensor& arena = arena_[layer];
+  const int64_t base = hot_slots_ + static_cast<int64_t>(s.index) * capacity_ * heads_;
+
   s.unique.assign(rows.begin(), rows.end());
   std::sort(s.unique.begin(), s.unique.end());
   s.unique.erase(std::unique(s.unique.begin(), s.unique.end()), s.unique.end());
-  const size_t rb = tier_.row_bytes();
-  s.unique_rows.resize(s.unique.size() * rb);
-  Status st = tier_.ReadRows(layer, s.unique, s.unique_rows.data());
+  const size_t U = s.unique.size();
+
+  // Where each unique row will be in the arena: a hot slot, or this slot's region, where the
+  // misses go in the order [admitted to the hot cache..., the rest...].
+  s.arena_row.assign(U, -1);
+  s.miss_rows.clear();
+  s.admit_slots.clear();
+  s.rest.clear();
+  uint64_t hits = 0;
+  for (size_t i = 0; i < U; ++i) {
+    const int64_t r = s.unique[i];
+    const int64_t hot = hot_ ? hot_->Lookup(layer, r) : -1;
+    if (hot >= 0) {
+      s.arena_row[i] = hot;
+      ++hits;
+      continue;
+    }
+    const int64_t slot = hot_ ? hot_->Admit(layer, r) : -1;
+    if (slot >= 0) {
+      s.arena_row[i] = base + static_cast<int64_t>(s.miss_rows.size());
+      s.miss_rows.push_back(r);
+      s.admit_slots.push_back(slot);
+    } else {
+      s.rest.push_back(static_cast<int64_t>(i));
+    }
+  }
+  const int64_t A = static_cast<int64_t>(s.miss_rows.size());
+  for (const int64_t i : s.rest) {
+    s.arena_row[static_cast<size_t>(i)] = base + static_cast<int64_t>(s.miss_rows.size());
+    s.miss_rows.push_back(s.unique[static_cast<size_t>(i)]);
+  }
+  const int64_t M = static_cast<int64_t>(s.miss_rows.size());
+
+  Status st;         // a failure of the layer as a whole (fails the step)
+  Status row_error;  // rows that could not be read (fails only their tokens' requests)
+  s.failed.assign(static_cast<size_t>(M), 0);
+  if (M > 0) {
+    Tensor region = arena.Rows(base, base + M);
+    if (options_.transfer == TransferMode::kCopy) {
+      const Status rs = tier_.ReadRows(layer, s.miss_rows, y.staging_rows.data, s.failed);
+      const bool partial = rs.code() == StatusCode::kUnavailable &&
+                           std::find(s.failed.begin(), s.failed.end(), 1) != s.failed.end();
+      if (partial) {
+        row_error = rs;
+      } else {
+        st = rs;
+      }
+      if (st.ok()) st = channel_->Upload(y.staging_rows.Rows(0, M), region);
+    } else {
+      std::memcpy(y.staging_ids.data, s.miss_rows.data(), static_cast<size_t>(M) * 8);
+      Tensor ids = y.ids_dev.Rows(0, M);
+      st = channel_->Upload(y.staging_ids.Rows(0, M), ids);
+      if (st.ok()) st = channel_->Gather(tier_.HostTable(layer), ids, region);
+    }
+    if (st.ok() && A > 0) {
+      for (int64_t k = 0; k < A; ++k) {
+        // An unreadable row is not kept: its slot is freed (the zeros written there unused).
+        if (s.failed[static_cast<size_t>(k)]) hot_->Forget(layer, s.miss_rows[k]);
+      }
+      std::memcpy(y.staging_slots.data, s.admit_slots.data(), static_cast<size_t>(A) * 8);
+      Tensor slots = y.slots_dev.Rows(0, A);
+      st = channel_->Upload(y.staging_slots.Rows(0, A), slots);
+      if (st.ok()) st = channel_->Scatter(arena.Rows(base, base + A), slots, arena);
+    }
+  }
   if (st.ok()) {
-    char* dst = s.staged[layer].ptr<char>();
+    auto* index = y.staging_index.ptr<int64_t>();
     for (size_t i = 0; i < rows.size(); ++i) {
       const size_t u = static_cast<size_t>(
           std::lower_bound(s.unique.begin(), s.unique.end(), rows[i]) - s.unique.begin());
-      std::memcpy(dst + i * rb, s.unique_rows.data() + u * rb, rb);
+      index[i] = s.arena_row[u];
+    }
+    const int64_t N = static_cast<int64_t>(rows.size());
+    Tensor index_dev = y.index_dev.Rows(0, N);
+    st = channel_->Upload(y.staging_index.Rows(0, N), index_dev);
+  }
+  const int mark = MarkOf(s.index, layer);
+  if (st.ok()) st = channel_->Mark(mark);
+  if (st.ok()) st = channel_->WaitMark(mark);  // the transfer time is until the rows landed
+  if (!row_error.ok()) {
+    // Every token that needs an unreadable row.
+    std::vector<int64_t> bad;
+    for (int64_t k = 0; k < M; ++k) {
+      if (s.failed[static_cast<size_t>(k)]) bad.push_back(s.miss_rows[k]);
+    }
+    std::sort(bad.begin(), bad.end());
+    std::vector<char> token_bad(static_cast<size_t>(s.tokens), 0);
+    for (size_t i = 0; i < rows.size(); ++i) {
+      if (std::binary_search(bad.begin(), bad.end(), rows[i])) token_bad[i / heads_] = 1;
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    for (int64_t t = 0; t < s.tokens; ++t) {
+      if (token_bad[static_cast<size_t>(t)]) s.failures.push_back({t, row_error});
     }
   }
   const auto t1 = Clock::now();
+  const size_t rb = tier_.row_bytes();
   std::lock_guard<std::mutex> lock(mu_);
   LayerOverlap& o = stats_.layers[layer];
   ++o.steps;
   o.rows_requested += rows.size();
-  o.unique_rows += s.unique.size();
-  o.bytes_moved += s.unique.size() * rb;
+  o.unique_rows += U;
+  o.hot_hits += hits;
+  o.bytes_moved += static_cast<uint64_t>(M) * rb;
   o.transfer_s += Seconds(t0, t1);
   o.AddLatency(Seconds(s.issued, t1));
   return st;
@@ -145,33 +323,51 @@ Result<Tensor> CopyEngine::WaitRows(int layer) {
   if (layer < 0 || layer >= static_cast<int>(s.rows.size())) {
     return Internal("copy engine: no rows for Engram layer index {}", layer);
   }
-  const auto t0 = Clock::now();
+  const int mark = MarkOf(current_, layer);
+  ENGRAM_RETURN_IF_ERROR(channel_->BeginWait(mark));
   Status st;
-  if (prefetch_) {
+  if (options_.prefetch) {
     std::unique_lock<std::mutex> lock(mu_);
     cv_.wait(lock, [&] { return s.ready[layer] != 0; });
     st = s.status[layer];
   } else {
     st = FetchLayer(s, layer);  // synchronous: the whole fetch is a stall
   }
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stats_.layers[layer].stall_s += Seconds(t0, Clock::now());
-  }
+  ENGRAM_RETURN_IF_ERROR(channel_->EndWait(mark));
+  s.waited[layer] = 1;
   ENGRAM_RETURN_IF_ERROR(st);
   const int64_t T = s.tokens;
-  Tensor table = s.staged[layer].Rows(0, T * heads_);
-  Tensor ids = identity_.Rows(0, T);
+  Tensor index = s.layers[layer].index_dev.Rows(0, T * heads_).Reshaped({T, heads_});
   Tensor out = out_.Rows(0, T);
-  ENGRAM_RETURN_IF_ERROR(backend_.GatherRows(table, ids, out));
+  ENGRAM_RETURN_IF_ERROR(backend_.GatherRows(arena_[layer], index, out));
   return out;
 }
 
-Status CopyEngine::End(double step_seconds) {
+Status CopyEngine::End(double step_seconds, std::vector<RowFailure>* failures) {
   Slot& s = *slots_[current_];
-  std::unique_lock<std::mutex> lock(mu_);
-  cv_.wait(lock, [&] { return s.done; });
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return s.done; });
+  }
+  std::vector<double> stall(s.rows.size(), 0.0);
+  for (size_t l = 0; l < s.rows.size(); ++l) {
+    if (!s.waited[l]) continue;
+    ENGRAM_ASSIGN_OR_RETURN(stall[l],
+                            channel_->StallSeconds(MarkOf(current_, static_cast<int>(l))));
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  for (size_t l = 0; l < stall.size(); ++l) stats_.layers[l].stall_s += stall[l];
   stats_.step_s += step_seconds;
+  if (failures != nullptr) {
+    // One entry per token, even when several layers failed it.
+    std::sort(s.failures.begin(), s.failures.end(),
+              [](const RowFailure& a, const RowFailure& b) { return a.token < b.token; });
+    for (size_t i = 0; i < s.failures.size(); ++i) {
+      if (i == 0 || s.failures[i].token != s.failures[i - 1].token) {
+        failures->push_back(s.failures[i]);
+      }
+    }
+  }
   return Status::Ok();
 }
 

@@ -16,14 +16,18 @@ struct LayerOverlap {
   uint64_t steps = 0;
   uint64_t rows_requested = 0;
   uint64_t unique_rows = 0;
-  uint64_t bytes_moved = 0;
-  double transfer_s = 0;  // copy-thread time fetching and staging this layer's rows
-  double stall_s = 0;     // compute time spent waiting for them
+  uint64_t hot_hits = 0;     // unique rows served by the device hot-row cache
+  uint64_t bytes_moved = 0;  // bytes of rows brought from the host tier (hot hits excluded)
+  double transfer_s = 0;     // copy-thread time fetching and staging this layer's rows
+  double stall_s = 0;        // compute time spent waiting for them
   // Issue-to-ready latency histogram: upper bounds in microseconds (the last bucket is +inf).
   static constexpr std::array<double, 8> kBucketsUs = {10, 30, 100, 300, 1000, 3000, 10000, 1e300};
   std::array<uint64_t, 8> latency_buckets{};
   double latency_sum_s = 0;
 
+  double hot_hit_rate() const {
+    return unique_rows > 0 ? static_cast<double>(hot_hits) / static_cast<double>(unique_rows) : 0;
+  }
   double overlap() const { return transfer_s > 0 ? 1.0 - stall_s / transfer_s : 1.0; }
   void AddLatency(double seconds) {
     latency_sum_s += seconds;

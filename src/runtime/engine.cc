@@ -4,6 +4,7 @@
 #include <chrono>
 
 #include "common/logging.h"
+#include "model/table_checksum.h"
 #include "model/weights.h"
 #include "tiering/host_tier.h"
 #include "tiering/nvme_tier.h"
@@ -57,6 +58,12 @@ Result<std::unique_ptr<Engine>> Engine::Create(ModelFiles files, const EngineOpt
 
 Status Engine::CreateTier() {
   const TableOptions& t = options_.tables;
+  if (t.verify_checksums && !files_.dir.empty()) {
+    // Refuses a corrupt or rewritten table before any of it is served (no-op without the file).
+    std::vector<std::string> names;
+    for (int l : config().engram->layer_ids) names.push_back(EngramTableName(l));
+    ENGRAM_RETURN_IF_ERROR(VerifyTableChecksums(files_, files_.dir, names));
+  }
   std::vector<Tensor> tables;
   std::vector<TensorInfo> infos;
   for (int l : config().engram->layer_ids) {
@@ -69,31 +76,63 @@ Status Engine::CreateTier() {
     tier_ = std::make_unique<ResidentTier>(std::move(tier));
     return Status::Ok();
   }
-  if (backend_->device() != Device::kCpu) {
-    return Unimplemented(
-        "tables.tier \"{}\" on the {} backend: the host and NVMe tiers feed "
-        "the CPU backend today (the CUDA copy modes are not built yet); use "
-        "tier resident",
-        t.tier, backend_->name());
+  if (t.tier != "dram" && t.tier != "nvme") {
+    return InvalidArgument("tables.tier \"{}\" (expected one of: resident, dram, nvme)", t.tier);
   }
+  CopyEngineOptions c;
+  c.prefetch = t.prefetch;
+  if (t.transfer == "copy") {
+    c.transfer = TransferMode::kCopy;
+  } else if (t.transfer == "zero_copy") {
+    c.transfer = TransferMode::kZeroCopy;
+  } else {
+    return InvalidArgument("tables.transfer \"{}\" (expected one of: copy, zero_copy)", t.transfer);
+  }
+  c.hot_cache_bytes = t.hot_cache_bytes;
+  c.hot_cache_policy = t.cache_policy;
   if (t.tier == "dram") {
     HostTierOptions o;
     o.budget_bytes = t.dram_budget_bytes;
     if (infos.size() == tables.size()) o.infos = infos;  // names the tables in messages
+    bool pin = backend_->device() != Device::kCpu;
+    if (t.pin == "on" || t.pin == "true") {
+      pin = true;
+    } else if (t.pin == "off" || t.pin == "false") {
+      pin = false;
+    } else if (t.pin != "auto") {
+      return InvalidArgument("tables.pin \"{}\" (expected one of: auto, on, off)", t.pin);
+    }
+    if (pin) {
+      Backend* b = backend_.get();
+      o.register_for_dma = [b](void* p, size_t n) { return b->RegisterHostMemory(p, n); };
+      o.unregister_for_dma = [b](void* p, size_t n) { b->UnregisterHostMemory(p, n); };
+    }
     ENGRAM_ASSIGN_OR_RETURN(table_tier_, CreateHostTier(tables, o));
-  } else if (t.tier == "nvme") {
+    if (pin && !table_tier_->pinned()) {
+      spdlog::warn("dram tier: the Engram tables could not all be pinned; they stay pageable");
+    }
+    if (c.transfer == TransferMode::kZeroCopy && backend_->device() != Device::kCpu &&
+        !table_tier_->pinned()) {
+      return FailedPrecondition(
+          "tables.transfer zero_copy: the {} backend reads the tables in place only when they "
+          "are pinned, and pinning failed (see the log); set tables.pin on and raise the "
+          "locked-memory limit, or use transfer copy",
+          backend_->name());
+    }
+  } else {
     NvmeTierOptions o;
     o.cache_bytes = t.cache_bytes;
     o.policy = t.cache_policy;
+    o.reader.fault_hook = t.nvme_fault_hook;
     if (infos.size() != tables.size()) {
       return Internal("the model store has no info for some Engram tables");
     }
     ENGRAM_ASSIGN_OR_RETURN(table_tier_, CreateNvmeTier(infos, o));
-  } else {
-    return InvalidArgument("tables.tier \"{}\" (expected one of: resident, dram, nvme)", t.tier);
   }
-  copy_engine_ =
-      std::make_unique<CopyEngine>(*table_tier_, *backend_, hasher_->num_heads(), t.prefetch);
+  ENGRAM_ASSIGN_OR_RETURN(copy_engine_,
+                          CopyEngine::Create(*table_tier_, *backend_, hasher_->num_heads(), c));
+  spdlog::info("engine: Engram rows from the {} tier, transfer {}, prefetch {}, hot cache {} B",
+               table_tier_->name(), t.transfer, t.prefetch ? "on" : "off", t.hot_cache_bytes);
   return Status::Ok();
 }
 
@@ -250,7 +289,8 @@ Status Engine::GatherResidentRows(int64_t T) {
   return Status::Ok();
 }
 
-Result<std::vector<float>> Engine::Step(std::span<const StepChunk> chunks, bool all_logits) {
+Result<std::vector<float>> Engine::Step(std::span<const StepChunk> chunks, bool all_logits,
+                                        std::vector<SeqFailure>* failed) {
   if (chunks.empty()) return InvalidArgument("step has no sequences");
   BatchLayout layout;
   ENGRAM_RETURN_IF_ERROR(BuildLayout(chunks, all_logits, layout));
@@ -270,11 +310,24 @@ Result<std::vector<float>> Engine::Step(std::span<const StepChunk> chunks, bool 
   GatheredRows gathered(std::move(rows));
   EngramRowSource& source = copy_engine_ ? static_cast<EngramRowSource&>(*copy_engine_) : gathered;
   auto forward = model_->Forward(layout, source, *kv_, engram_state_);
+  std::vector<RowFailure> row_failures;
   if (copy_engine_) {
     ENGRAM_RETURN_IF_ERROR(copy_engine_->End(
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()));
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
+        &row_failures));
   }
   ENGRAM_ASSIGN_OR_RETURN(Tensor logits, std::move(forward));
+  if (!row_failures.empty()) {
+    if (failed == nullptr) return row_failures.front().status;
+    // Each failed sequence once, with the first cause its tokens met.
+    std::vector<char> seen(chunks.size(), 0);
+    for (const RowFailure& f : row_failures) {
+      const size_t si = static_cast<size_t>(layout.seq_of_token[static_cast<size_t>(f.token)]);
+      if (seen[si]) continue;
+      seen[si] = 1;
+      failed->push_back({chunks[si].seq, f.status});
+    }
+  }
   std::vector<float> out(static_cast<size_t>(logits.numel()));
   if (!out.empty()) {
     ENGRAM_RETURN_IF_ERROR(backend_->CopyToHost(logits, out.data()));

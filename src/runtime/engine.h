@@ -7,8 +7,10 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "kernels/backend.h"
@@ -32,9 +34,23 @@ struct TableOptions {
   // dram/nvme: rows are fetched on a copy thread while earlier layers compute (true), or
   // looked up when the Engram layer needs them (false, for comparison).
   bool prefetch = true;
+  // dram/nvme: how rows reach the device (copy_engine.h): "copy" (gather on the host into
+  // pinned staging, then DMA) or "zero_copy" (the device reads the pinned dram tables in place).
+  std::string transfer = "copy";
+  // dram: pin the tables through the backend (CUDA: cudaHostRegister, needed for zero_copy and
+  // asynchronous DMA; CPU: mlock). "auto" pins on CUDA only; a refused pin is logged and the
+  // tables stay usable unpinned (zero_copy then refuses to start).
+  std::string pin = "auto";
   uint64_t dram_budget_bytes = 0;  // 0 = unlimited
   uint64_t cache_bytes = 0;
   std::string cache_policy = "tinylfu";
+  // dram/nvme: device hot-row cache (HBM on CUDA, an arena of its own on CPU); 0 = none.
+  uint64_t hot_cache_bytes = 0;
+  // Verify the Engram tables against the model's engram_checksums.json at start (when the
+  // file exists): a mismatch refuses to start, naming file and tensor.
+  bool verify_checksums = true;
+  // Test hook for the NVMe tier's reader (io_uring_reader.h ReaderOptions::fault_hook).
+  std::function<int(uint64_t offset, uint32_t length, int attempt)> nvme_fault_hook;
 };
 
 struct EngineOptions {
@@ -87,9 +103,17 @@ class Engine {
   // Runs one forward over the chunks (each sequence at most once) and appends their tokens to
   // the sequences. Returns logits F32 on the host, row-major: with all_logits, one row per
   // token in chunk order; otherwise one row per chunk whose `logits` is set (its last token),
-  // in chunk order. Token ids outside
-  // the vocabulary: OUT_OF_RANGE naming the id and the vocab size, and nothing is changed.
-  Result<std::vector<float>> Step(std::span<const StepChunk> chunks, bool all_logits);
+  // in chunk order. Token ids outside the vocabulary: OUT_OF_RANGE naming the id and the vocab
+  // size, and nothing is changed.
+  // Engram rows that could not be read (an NVMe read error after retries): with `failed`, the
+  // step succeeds, each sequence that needed such a row is listed once with the cause, and its
+  // logits and state are garbage (the caller must end it); without `failed`, the step fails.
+  struct SeqFailure {
+    SeqId seq = -1;
+    Status status;
+  };
+  Result<std::vector<float>> Step(std::span<const StepChunk> chunks, bool all_logits,
+                                  std::vector<SeqFailure>* failed = nullptr);
 
  private:
   struct Sequence {

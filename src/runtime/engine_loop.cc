@@ -252,6 +252,7 @@ void EngineLoop::Run() {
   std::vector<PlannedChunk> plan;
   std::vector<StepChunk> chunks;
   std::vector<uint64_t> keys;
+  std::vector<Engine::SeqFailure> failed;
   while (true) {
     {
       std::unique_lock<std::mutex> lock(mu_);
@@ -314,7 +315,8 @@ void EngineLoop::Run() {
     // The forward runs without the lock: handlers keep submitting meanwhile. Only this thread
     // touches the engine and the Active entries named in `plan` (FinishLocked runs here too).
     const auto t0 = Clock::now();
-    auto logits = engine_->Step(chunks, /*all_logits=*/false);
+    failed.clear();
+    auto logits = engine_->Step(chunks, /*all_logits=*/false, &failed);
     const double dt = std::chrono::duration<double>(Clock::now() - t0).count();
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.steps;
@@ -334,8 +336,20 @@ void EngineLoop::Run() {
         std::span<const float> lg(logits->data() + row * V, static_cast<size_t>(V));
         ++row;
         Active& a = *active_.at(keys[i]);
+        // Engram rows this sequence needed could not be read: only its request ends.
+        auto f_it = std::find_if(failed.begin(), failed.end(),
+                                 [&](const Engine::SeqFailure& f) { return f.seq == a.seq; });
+        if (f_it != failed.end()) continue;
         const FinishReason f = HandleTokenLocked(a, lg);
         if (f != FinishReason::kNone) FinishLocked(keys[i], f, Status::Ok());
+      }
+      for (const Engine::SeqFailure& f : failed) {
+        for (size_t i = 0; i < plan.size(); ++i) {
+          if (chunks[i].seq != f.seq) continue;
+          spdlog::error("request {}: its Engram rows could not be read: {}", keys[i],
+                        f.status.ToString());
+          FinishLocked(keys[i], FinishReason::kError, f.status);
+        }
       }
     }
     stats_.kv_blocks_free = engine_->free_kv_blocks();

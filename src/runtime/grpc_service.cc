@@ -281,6 +281,8 @@ grpc::Status EngramService::GetStats(grpc::ServerContext*, const v1::GetStatsReq
   const Engine& engine = loop->engine();
   v1::PrefetchStats* pf = resp->mutable_prefetch();
   pf->set_tier(engine.table_options().tier);
+  pf->set_transfer(engine.table_options().transfer);
+  pf->set_hot_cache_bytes(static_cast<int64_t>(engine.table_options().hot_cache_bytes));
   const OverlapStats o = engine.overlap_stats();
   pf->set_prefetch(o.layers.empty() ? false : o.prefetch);
   pf->set_step_s(o.step_s);
@@ -303,6 +305,8 @@ grpc::Status EngramService::GetStats(grpc::ServerContext*, const v1::GetStatsReq
       m->add_latency_bucket_counts(static_cast<int64_t>(l.latency_buckets[b]));
     }
     m->set_latency_mean_s(l.steps ? l.latency_sum_s / static_cast<double>(l.steps) : 0.0);
+    m->set_hot_hits(static_cast<int64_t>(l.hot_hits));
+    m->set_hot_hit_rate(l.hot_hit_rate());
   }
   const TierStats t = engine.tier_stats();
   pf->set_cache_hits(static_cast<int64_t>(t.cache_hits));

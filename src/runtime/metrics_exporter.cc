@@ -122,6 +122,11 @@ class MetricsExporter::Collector {
               MetricType::Counter, [](const LayerOverlap& l) { return double(l.rows_requested); });
     per_layer("engram_rows_unique_total", "Engram rows after deduplication across the batch.",
               MetricType::Counter, [](const LayerOverlap& l) { return double(l.unique_rows); });
+    per_layer("engram_hot_cache_hits_total",
+              "Unique Engram rows served by the device hot-row cache.", MetricType::Counter,
+              [](const LayerOverlap& l) { return double(l.hot_hits); });
+    per_layer("engram_hot_cache_hit_ratio", "Hot-row cache hits / unique rows.", MetricType::Gauge,
+              [](const LayerOverlap& l) { return l.hot_hit_rate(); });
     per_layer("engram_row_bytes_moved_total", "Bytes of Engram rows moved from the tier.",
               MetricType::Counter, [](const LayerOverlap& l) { return double(l.bytes_moved); });
     per_layer("engram_prefetch_transfer_seconds_total", "Copy-thread time fetching rows.",

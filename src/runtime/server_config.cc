@@ -30,8 +30,11 @@ using Keys = std::span<const std::string_view>;
 
 constexpr std::string_view kTopKeys[] = {"model",  "tokenizer", "add_bos", "backend", "server",
                                          "limits", "tables",    "logging", "metrics"};
-constexpr std::string_view kTablesKeys[] = {"tier", "prefetch", "dram_budget_bytes", "cache_bytes",
-                                            "cache_policy"};
+constexpr std::string_view kTablesKeys[] = {"tier",        "prefetch",        "dram_budget_bytes",
+                                            "cache_bytes", "cache_policy",    "transfer",
+                                            "pin",         "hot_cache_bytes", "verify_checksums"};
+constexpr std::string_view kTransfers[] = {"copy", "zero_copy"};
+constexpr std::string_view kPins[] = {"auto", "on", "off"};
 constexpr std::string_view kTiers[] = {"resident", "dram", "nvme"};
 constexpr std::string_view kCachePolicies[] = {"tinylfu", "lru"};
 constexpr std::string_view kBackendKeys[] = {"kind", "threads", "device"};
@@ -390,6 +393,18 @@ Status Parser::Parse(const YAML::Node& root, ServerConfig& c) {
       Int(tables, "dram_budget_bytes", 0, int64_t{1} << 50, t.dram_budget_bytes));
   ENGRAM_RETURN_IF_ERROR(Int(tables, "cache_bytes", 0, int64_t{1} << 50, t.cache_bytes));
   ENGRAM_RETURN_IF_ERROR(Enum(tables, "cache_policy", kCachePolicies, t.cache_policy));
+  ENGRAM_RETURN_IF_ERROR(Enum(tables, "transfer", kTransfers, t.transfer));
+  ENGRAM_RETURN_IF_ERROR(Enum(tables, "pin", kPins, t.pin));
+  ENGRAM_RETURN_IF_ERROR(Int(tables, "hot_cache_bytes", 0, int64_t{1} << 50, t.hot_cache_bytes));
+  std::optional<bool> verify;
+  ENGRAM_RETURN_IF_ERROR(Bool(tables, "verify_checksums", verify));
+  if (verify) t.verify_checksums = *verify;
+  if (t.transfer == "zero_copy" && t.tier != "dram") {
+    return Error(
+        "tables.transfer: zero_copy reads the tables in place from host memory and needs "
+        "tables.tier dram (tier is {})",
+        t.tier);
+  }
 
   ENGRAM_ASSIGN_OR_RETURN(Section logging, section("logging", kLoggingKeys));
   ENGRAM_RETURN_IF_ERROR(Enum(logging, "level", kLogLevels, c.logging.level));
@@ -492,6 +507,10 @@ EngineOptions ServerConfig::ToEngineOptions() const {
   o.tables.dram_budget_bytes = static_cast<uint64_t>(tables.dram_budget_bytes);
   o.tables.cache_bytes = static_cast<uint64_t>(tables.cache_bytes);
   o.tables.cache_policy = tables.cache_policy;
+  o.tables.transfer = tables.transfer;
+  o.tables.pin = tables.pin;
+  o.tables.hot_cache_bytes = static_cast<uint64_t>(tables.hot_cache_bytes);
+  o.tables.verify_checksums = tables.verify_checksums;
   return o;
 }
 
@@ -536,6 +555,10 @@ std::string ServerConfig::ToYaml() const {
   e << YAML::Key << "dram_budget_bytes" << YAML::Value << tables.dram_budget_bytes;
   e << YAML::Key << "cache_bytes" << YAML::Value << tables.cache_bytes;
   e << YAML::Key << "cache_policy" << YAML::Value << tables.cache_policy;
+  e << YAML::Key << "transfer" << YAML::Value << tables.transfer;
+  e << YAML::Key << "pin" << YAML::Value << tables.pin;
+  e << YAML::Key << "hot_cache_bytes" << YAML::Value << tables.hot_cache_bytes;
+  e << YAML::Key << "verify_checksums" << YAML::Value << tables.verify_checksums;
   e << YAML::EndMap;
 
   e << YAML::Key << "logging" << YAML::Value << YAML::BeginMap;

@@ -64,7 +64,11 @@ struct ServerConfig {
     bool prefetch = true;                  // dram/nvme: fetch rows while earlier layers compute
     int64_t dram_budget_bytes = 0;         // DRAM the host tier may use; 0 = unlimited
     int64_t cache_bytes = 0;               // nvme: DRAM row cache
-    std::string cache_policy = "tinylfu";  // tinylfu | lru
+    std::string cache_policy = "tinylfu";  // tinylfu | lru (row cache and hot cache)
+    std::string transfer = "copy";         // dram/nvme: copy | zero_copy (dram only)
+    std::string pin = "auto";              // dram: auto (CUDA only) | on | off
+    int64_t hot_cache_bytes = 0;           // dram/nvme: device hot-row cache; 0 = none
+    bool verify_checksums = true;          // check engram_checksums.json at start
     bool operator==(const TablesSection&) const = default;
   } tables;
 

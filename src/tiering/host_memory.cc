@@ -243,7 +243,7 @@ HostAllocation& HostAllocation::operator=(HostAllocation&& other) noexcept {
 
 void HostAllocation::Release() {
   if (data_ == nullptr) return;
-  if (info_.pinned && unregister_) unregister_(data_);
+  if (info_.pinned && unregister_) unregister_(data_, info_.mapped_bytes);
   munmap(data_, info_.mapped_bytes);
   data_ = nullptr;
 }

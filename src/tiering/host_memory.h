@@ -43,7 +43,7 @@ struct HostAllocOptions {
   // populating. On failure the allocation stays usable, unpinned, with the failure recorded.
   std::function<Status(void*, size_t)> register_for_dma;
   // Called before unmapping when register_for_dma succeeded (e.g. cudaHostUnregister).
-  std::function<void(void*)> unregister_for_dma;
+  std::function<void(void*, size_t)> unregister_for_dma;
   std::string label;  // names the allocation in logs ("engram table layer 2")
 };
 
@@ -89,7 +89,7 @@ class HostAllocation {
 
   void* data_ = nullptr;
   HostAllocInfo info_;
-  std::function<void(void*)> unregister_;
+  std::function<void(void*, size_t)> unregister_;
 };
 
 // INVALID_ARGUMENT for 0 bytes or a bad node list; RESOURCE_EXHAUSTED (naming the size) when

@@ -34,7 +34,19 @@ class HostTier final : public TableTier {
     return stats_;
   }
 
-  Status ReadRows(int layer, std::span<const int64_t> rows, void* dst) override {
+  bool pinned() const override {
+    for (const auto& a : allocs_) {
+      if (!a.info().pinned) return false;
+    }
+    return true;
+  }
+  Tensor HostTable(int layer) const override {
+    if (layer < 0 || layer >= num_layers()) return Tensor();
+    return HostView(allocs_[layer].data(), dtype_, {rows_[layer], dh_});
+  }
+
+  Status ReadRows(int layer, std::span<const int64_t> rows, void* dst,
+                  std::span<uint8_t> /*failed: memory reads do not fail*/) override {
     const auto start = std::chrono::steady_clock::now();
     if (layer < 0 || layer >= num_layers()) {
       return OutOfRange("dram tier: layer {} outside [0, {})", layer, num_layers());

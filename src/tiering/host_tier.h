@@ -28,7 +28,7 @@ struct HostTierOptions {
   int populate_threads = 0;           // 0 = min(hardware threads, 8)
   // Optional pinning of each table's allocation (e.g. cudaHostRegister) and its undo.
   std::function<Status(void*, size_t)> register_for_dma;
-  std::function<void(void*)> unregister_for_dma;
+  std::function<void(void*, size_t)> unregister_for_dma;
   // DRAM the tiers may use for tables; 0 = unlimited. RESOURCE_EXHAUSTED when the tables'
   // total exceeds it.
   uint64_t budget_bytes = 0;

@@ -38,7 +38,8 @@ class NvmeTier final : public TableTier {
     std::lock_guard<std::mutex> lock(stats_mu_);
     return stats_;
   }
-  Status ReadRows(int layer, std::span<const int64_t> rows, void* dst) override;
+  Status ReadRows(int layer, std::span<const int64_t> rows, void* dst,
+                  std::span<uint8_t> failed) override;
 
  private:
   std::vector<std::unique_ptr<IoUringReader>> readers_;
@@ -54,7 +55,8 @@ class NvmeTier final : public TableTier {
   TierStats stats_;  // GUARDED_BY(stats_mu_)
 };
 
-Status NvmeTier::ReadRows(int layer, std::span<const int64_t> rows, void* dst) {
+Status NvmeTier::ReadRows(int layer, std::span<const int64_t> rows, void* dst,
+                          std::span<uint8_t> failed) {
   const auto start = std::chrono::steady_clock::now();
   if (layer < 0 || layer >= num_layers()) {
     return OutOfRange("nvme tier: layer {} outside [0, {})", layer, num_layers());
@@ -65,6 +67,9 @@ Status NvmeTier::ReadRows(int layer, std::span<const int64_t> rows, void* dst) {
       return OutOfRange("nvme tier: row {} outside layer {}'s table {} of {} rows", r, layer,
                         table.name, table.rows);
     }
+  }
+  if (!failed.empty() && failed.size() != rows.size()) {
+    return Internal("nvme tier: {} failure flags for {} rows", failed.size(), rows.size());
   }
   const size_t rb = row_bytes();
   auto* out = static_cast<std::byte*>(dst);
@@ -95,11 +100,20 @@ Status NvmeTier::ReadRows(int layer, std::span<const int64_t> rows, void* dst) {
     const ReaderStats& after = table.reader->stats();
     io_reads = after.reads_submitted - before.reads_submitted;
     io_retries = after.retries - before.retries;
+    uint64_t failures = 0;
     for (size_t k = 0; k < miss_pos_.size(); ++k) {
+      const size_t i = miss_pos_[k];
       if (reqs_[k].status.ok()) {
-        const size_t i = miss_pos_[k];
         cache_->Offer(layer, rows[i], out + i * rb);
+      } else {
+        ++failures;
+        std::memset(out + i * rb, 0, rb);  // never hand out a partial row
+        if (!failed.empty()) failed[i] = 1;
       }
+    }
+    if (failures > 0) {
+      spdlog::warn("nvme tier: layer {} table {}: {} of {} rows unreadable after retries: {}",
+                   layer, table.name, failures, rows.size(), status.message());
     }
     if (!status.ok()) {
       status = status.WithContext(fmt::format("nvme tier: layer {} table {}", layer, table.name));

@@ -10,6 +10,7 @@
 
 #include "common/dtype.h"
 #include "common/status.h"
+#include "kernels/tensor.h"
 
 namespace engram {
 
@@ -32,9 +33,18 @@ class TableTier {
   virtual int64_t rows(int layer) const = 0;
   // Copies the given rows (absolute row numbers of layer `layer`'s table; the caller has
   // deduplicated them) to dst, one after another (rows.size() * row_elems() elements of
-  // dtype()). OUT_OF_RANGE for a row outside the table; UNAVAILABLE for an I/O failure
-  // after retries (naming file, offset and cause).
-  virtual Status ReadRows(int layer, std::span<const int64_t> rows, void* dst) = 0;
+  // dtype()). OUT_OF_RANGE for a row outside the table (nothing is copied). UNAVAILABLE for an
+  // I/O failure after retries, naming file, offset and cause; then, when `failed` is not empty
+  // (rows.size() flags), failed[i] is set to 1 for each row that could not be read, whose bytes
+  // in dst are zero, and every other row was copied (so one bad block fails only the requests
+  // that need it).
+  virtual Status ReadRows(int layer, std::span<const int64_t> rows, void* dst,
+                          std::span<uint8_t> failed) = 0;
+  // Layer `layer`'s whole table as a host tensor [rows, Dh] when the tier holds it in memory
+  // (the DRAM tier: a zero-copy transfer can read it in place); an empty tensor otherwise.
+  virtual Tensor HostTable(int /*layer*/) const { return Tensor(); }
+  // Whether every host table is pinned (registered for DMA through the backend).
+  virtual bool pinned() const { return false; }
   virtual TierStats stats() const = 0;
   virtual int64_t resident_bytes() const = 0;  // DRAM used by this tier
 

@@ -83,6 +83,37 @@ TEST(ServerConfig, ToEngineOptions) {
   EXPECT_EQ(o.block_size, 32);
 }
 
+TEST(ServerConfig, TablesToEngineOptions) {
+  auto c = ServerConfig::FromYaml(
+      "model: synth:tiny\ntables: {tier: dram, transfer: zero_copy, pin: \"on\", "
+      "hot_cache_bytes: 4096, verify_checksums: false}\n",
+      "model.yaml");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  const EngineOptions o = c->ToEngineOptions();
+  EXPECT_EQ(o.tables.tier, "dram");
+  EXPECT_EQ(o.tables.transfer, "zero_copy");
+  EXPECT_EQ(o.tables.pin, "on");
+  EXPECT_EQ(o.tables.hot_cache_bytes, 4096u);
+  EXPECT_FALSE(o.tables.verify_checksums);
+  const ServerConfig d = WithModel("synth:tiny");
+  EXPECT_EQ(d.tables.transfer, "copy");
+  EXPECT_EQ(d.tables.pin, "auto");
+  EXPECT_EQ(d.tables.hot_cache_bytes, 0);
+  EXPECT_TRUE(d.tables.verify_checksums);
+}
+
+TEST(ServerConfig, RefusesBadTableTransferAndPin) {
+  EXPECT_EQ(ErrorMessage("model: synth:tiny\ntables: {tier: dram, transfer: rdma}\n"),
+            "model.yaml: tables.transfer: \"rdma\" (expected one of: copy, zero_copy)");
+  EXPECT_EQ(ErrorMessage("model: synth:tiny\ntables: {tier: dram, pin: always}\n"),
+            "model.yaml: tables.pin: \"always\" (expected one of: auto, on, off)");
+  EXPECT_EQ(ErrorMessage("model: synth:tiny\ntables: {tier: nvme, transfer: zero_copy}\n"),
+            "model.yaml: tables.transfer: zero_copy reads the tables in place from host memory "
+            "and needs tables.tier dram (tier is nvme)");
+  EXPECT_EQ(ErrorMessage("model: synth:tiny\ntables: {hot_cache_bytes: -1}\n"),
+            "model.yaml: tables.hot_cache_bytes: -1 is out of range (expected 0..1125899906842624)");
+}
+
 TEST(ServerConfig, RefusesOutOfRange) {
   EXPECT_EQ(ErrorMessage("model: synth:tiny\nlimits:\n  max_running_seqs: 0\n", "cpu-demo.yaml"),
             "cpu-demo.yaml: limits.max_running_seqs: 0 is out of range (expected 1..4096)");
@@ -288,6 +319,16 @@ limits:
   max_tokens_default: 100
   kv_tokens: 32768
   kv_block_size: 32
+tables:
+  tier: dram
+  prefetch: false
+  dram_budget_bytes: 1099511627776
+  cache_bytes: 1048576
+  cache_policy: lru
+  transfer: zero_copy
+  pin: "on"
+  hot_cache_bytes: 65536
+  verify_checksums: false
 logging:
   level: debug
 metrics:

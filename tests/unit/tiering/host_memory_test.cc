@@ -186,7 +186,7 @@ TEST(HostMemoryTest, FailingPinHookLeavesUsableUnpinnedMemory) {
   HostAllocOptions options;
   options.bytes = 8 * kMiB;
   options.register_for_dma = [](void*, size_t) { return Unavailable("no device to pin for"); };
-  options.unregister_for_dma = [&](void*) { ++unregistered; };
+  options.unregister_for_dma = [&](void*, size_t) { ++unregistered; };
   {
     auto alloc = AllocateHost(options);
     ASSERT_TRUE(alloc.ok()) << alloc.status().ToString();
@@ -209,7 +209,7 @@ TEST(HostMemoryTest, PinHookSeesTheMappingAndIsUndoneOnce) {
     registered_bytes = n;
     return Status::Ok();
   };
-  options.unregister_for_dma = [&](void* p) {
+  options.unregister_for_dma = [&](void* p, size_t) {
     EXPECT_EQ(p, registered);
     ++unregistered;
   };
@@ -244,7 +244,7 @@ TEST(HostMemoryTest, MoveFreesExactlyOnce) {
   HostAllocOptions options;
   options.bytes = 2 * kMiB;
   options.register_for_dma = [](void*, size_t) { return Status::Ok(); };
-  options.unregister_for_dma = [&](void*) { ++unregistered; };
+  options.unregister_for_dma = [&](void*, size_t) { ++unregistered; };
   auto first = AllocateHost(options);
   auto second = AllocateHost(options);
   ASSERT_TRUE(first.ok() && second.ok());

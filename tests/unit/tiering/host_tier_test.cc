@@ -43,7 +43,7 @@ void ExpectRowsEqual(DType dtype) {
     rows.push_back(t.rows(layer) - 1);
     rows.push_back(0);
     std::vector<unsigned char> out(rows.size() * rb);
-    ASSERT_TRUE(t.ReadRows(layer, rows, out.data()).ok());
+    ASSERT_TRUE(t.ReadRows(layer, rows, out.data(), {}).ok());
     const auto* src = static_cast<const unsigned char*>(tables[layer].data);
     for (size_t i = 0; i < rows.size(); ++i) {
       ASSERT_EQ(std::memcmp(out.data() + i * rb, src + rows[i] * rb, rb), 0) << "row " << rows[i];
@@ -63,12 +63,12 @@ TEST(HostTier, OutOfRangeRowAndLayer) {
   ASSERT_TRUE(tier.ok());
   std::vector<float> out(4);
   const int64_t bad[] = {10};
-  EXPECT_EQ((*tier)->ReadRows(0, bad, out.data()).code(), StatusCode::kOutOfRange);
+  EXPECT_EQ((*tier)->ReadRows(0, bad, out.data(), {}).code(), StatusCode::kOutOfRange);
   const int64_t neg[] = {-1};
-  EXPECT_EQ((*tier)->ReadRows(0, neg, out.data()).code(), StatusCode::kOutOfRange);
+  EXPECT_EQ((*tier)->ReadRows(0, neg, out.data(), {}).code(), StatusCode::kOutOfRange);
   const int64_t ok[] = {9};
-  EXPECT_EQ((*tier)->ReadRows(1, ok, out.data()).code(), StatusCode::kOutOfRange);
-  EXPECT_TRUE((*tier)->ReadRows(0, {}, out.data()).ok());
+  EXPECT_EQ((*tier)->ReadRows(1, ok, out.data(), {}).code(), StatusCode::kOutOfRange);
+  EXPECT_TRUE((*tier)->ReadRows(0, {}, out.data(), {}).ok());
 }
 
 TEST(HostTier, RefusesTablesOverBudget) {
@@ -121,7 +121,7 @@ TEST(HostTier, CallsDmaHooks) {
     ++registered;
     return Status::Ok();
   };
-  o.unregister_for_dma = [&](void*) { ++unregistered; };
+  o.unregister_for_dma = [&](void*, size_t) { ++unregistered; };
   {
     auto tier =
         CreateHostTier({RandomTable(DType::kF32, 8, 4, 1), RandomTable(DType::kF32, 9, 4, 2)}, o);

@@ -153,7 +153,7 @@ TEST_F(NvmeTierTest, RandomRowsEqualTheFile) {
     std::vector<int64_t> rows = DistinctRows(300, tier->rows(layer), 5 + layer);
     rows.push_back(tier->rows(layer) - 1);  // the table's last row
     std::vector<uint8_t> out(rows.size() * kDh * 2);
-    ASSERT_TRUE(tier->ReadRows(layer, rows, out.data()).ok());
+    ASSERT_TRUE(tier->ReadRows(layer, rows, out.data(), {}).ok());
     ExpectRows(layer, rows, out);
   }
   const TierStats s = tier->stats();
@@ -175,7 +175,7 @@ TEST_F(NvmeTierTest, RepeatedReadsHitTheCache) {
     std::vector<uint8_t> out(rows.size() * kDh * 2);
     for (int rep = 0; rep < 3; ++rep) {
       std::fill(out.begin(), out.end(), 0);
-      ASSERT_TRUE(tier->ReadRows(0, rows, out.data()).ok());
+      ASSERT_TRUE(tier->ReadRows(0, rows, out.data(), {}).ok());
       ExpectRows(0, rows, out);
     }
     const TierStats s = tier->stats();
@@ -188,12 +188,12 @@ TEST_F(NvmeTierTest, RepeatedReadsHitTheCache) {
       EXPECT_EQ(s.cache_hits, 1000u) << policy;
     }
     const uint64_t reads = s.io_reads;
-    ASSERT_TRUE(tier->ReadRows(0, rows, out.data()).ok());
+    ASSERT_TRUE(tier->ReadRows(0, rows, out.data(), {}).ok());
     EXPECT_EQ(tier->stats().io_reads, reads) << policy;  // no I/O for cached rows
     // The same row numbers of another layer are other keys.
     std::vector<int64_t> rows1(rows.begin(), rows.begin() + 10);
     for (auto& r : rows1) r %= kRows1;
-    ASSERT_TRUE(tier->ReadRows(1, rows1, out.data()).ok());
+    ASSERT_TRUE(tier->ReadRows(1, rows1, out.data(), {}).ok());
     ExpectRows(1, rows1, out);
     EXPECT_GT(tier->stats().io_reads, reads) << policy;
   }
@@ -208,14 +208,41 @@ TEST_F(NvmeTierTest, InjectedEioIsUnavailable) {
   ASSERT_NE(tier, nullptr);
   const int64_t rows[] = {17, 4242};
   std::vector<uint8_t> out(2 * kDh * 2);
-  const Status s = tier->ReadRows(0, rows, out.data());
+  const Status s = tier->ReadRows(0, rows, out.data(), {});
   EXPECT_EQ(s.code(), StatusCode::kUnavailable) << s.ToString();
   EXPECT_NE(s.message().find(file_->path), std::string::npos) << s.message();
   EXPECT_NE(s.message().find(std::strerror(EIO)), std::string::npos) << s.message();
   EXPECT_NE(s.message().find("offset"), std::string::npos) << s.message();
   EXPECT_GE(tier->stats().io_retries, 2u);
   // Failed rows are not cached: a retry fails again rather than serving garbage.
-  EXPECT_EQ(tier->ReadRows(0, rows, out.data()).code(), StatusCode::kUnavailable);
+  EXPECT_EQ(tier->ReadRows(0, rows, out.data(), {}).code(), StatusCode::kUnavailable);
+}
+
+TEST_F(NvmeTierTest, FailedBlockFailsOnlyItsRows) {
+  // Rows far apart: one fails (its aligned block is poisoned), the others are read.
+  const int64_t rows[] = {100, 20000, 40000};
+  const uint64_t bad = file_->tables[0].file_offset + 20000 * kDh * 2;
+  NvmeTierOptions o;
+  o.cache_bytes = 64 << 10;
+  o.reader.max_retries = 1;
+  o.reader.fault_hook = [bad](uint64_t offset, uint32_t length, int) {
+    return offset <= bad && bad < offset + length ? -EIO : 0;
+  };
+  auto tier = Make(o);
+  ASSERT_NE(tier, nullptr);
+  std::vector<uint8_t> out(3 * kDh * 2, 0xAB);
+  std::vector<uint8_t> failed(3, 0);
+  const Status s = tier->ReadRows(0, rows, out.data(), failed);
+  EXPECT_EQ(s.code(), StatusCode::kUnavailable) << s.ToString();
+  EXPECT_EQ(failed, (std::vector<uint8_t>{0, 1, 0}));
+  const size_t rb = kDh * 2;
+  EXPECT_EQ(std::memcmp(out.data(), file_->data[0].data() + 100 * rb, rb), 0);
+  EXPECT_EQ(std::memcmp(out.data() + 2 * rb, file_->data[0].data() + 40000 * rb, rb), 0);
+  for (size_t b = rb; b < 2 * rb; ++b) ASSERT_EQ(out[b], 0) << "failed row bytes are zeroed";
+  // The good rows were cached; the bad one was not.
+  failed.assign(3, 0);
+  EXPECT_EQ(tier->ReadRows(0, rows, out.data(), failed).code(), StatusCode::kUnavailable);
+  EXPECT_EQ(failed, (std::vector<uint8_t>{0, 1, 0}));
 }
 
 TEST_F(NvmeTierTest, OutOfRangeRow) {
@@ -223,8 +250,8 @@ TEST_F(NvmeTierTest, OutOfRangeRow) {
   ASSERT_NE(tier, nullptr);
   const int64_t rows[] = {kRows1};
   std::vector<uint8_t> out(kDh * 2);
-  EXPECT_EQ(tier->ReadRows(1, rows, out.data()).code(), StatusCode::kOutOfRange);
-  EXPECT_EQ(tier->ReadRows(2, {}, out.data()).code(), StatusCode::kOutOfRange);
+  EXPECT_EQ(tier->ReadRows(1, rows, out.data(), {}).code(), StatusCode::kOutOfRange);
+  EXPECT_EQ(tier->ReadRows(2, {}, out.data(), {}).code(), StatusCode::kOutOfRange);
 }
 
 TEST_F(NvmeTierTest, RefusesBadTableInfo) {
