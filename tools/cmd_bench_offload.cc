@@ -1,7 +1,19 @@
 // engram bench offload: one workload over real text, in one run, with the Engram tables in
-// four places: resident (the fastest tier), dram (host tier, prefetch), nvme (NVMe tier via
-// io_uring + O_DIRECT, DRAM row cache = --cache-fraction of the tables), and sync (host tier,
-// rows read when the layer needs them). Throughput loss = 1 - tok/s / resident tok/s.
+// different places (--modes): backbone (the same model with Engram removed), resident (held
+// whole by the backend: the fastest tier), dram (host tier, prefetch, rows copied through
+// pinned staging), zero_copy (host tier, prefetch, the device reads the pinned tables in
+// place), hot (dram + a device hot-row cache of --hot-fraction of the tables), nvme (NVMe tier
+// via io_uring + O_DIRECT, DRAM row cache = --cache-fraction of the tables) and sync (host
+// tier, rows read when the layer needs them). Throughput loss = 1 - tok/s / resident tok/s
+// (and 1 - tok/s / backbone tok/s when backbone runs).
+//
+// Workloads: `fixed` (B sequences prefill --prompt-len tokens, then decode --decode-steps, per
+// batch size of --batches) and `paper` (--seqs sequences with prompt lengths uniform in
+// [--prompt-min, --prompt-max], run through the serving scheduler's policy: continuous
+// batching, at most --max-seqs alive, steps of at most --step-tokens tokens of decodes and
+// prompt chunks, each sequence decoding --decode-steps tokens before it ends). Decode feeds
+// each sequence the corpus's next tokens (teacher forcing), so the Engram rows follow real
+// n-gram traffic.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -9,15 +21,21 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <optional>
+#include <random>
 #include <sstream>
+#include <string>
 #include <vector>
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
 #include "engine_args.h"
 #include "model/tokenizer.h"
 #include "model/weights.h"
+#include "runtime/scheduler.h"
 
 namespace engram::cli {
 namespace {
@@ -25,19 +43,52 @@ namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-// Every regular file under `path` (or the file itself), concatenated.
-Result<std::string> ReadCorpus(const std::string& path) {
+constexpr const char* kUsage =
+    "usage: engram bench offload --model DIR|synth:PRESET[?...&tokenizer=PATH] [options]\n"
+    "  --corpus PATH[,PATH]   text to tokenize: files, or directories (every file under them)\n"
+    "                         [/usr/share/common-licenses]\n"
+    "  --modes LIST           comma-separated, run in this order, among: backbone (Engram\n"
+    "                         removed), resident, dram (transfer copy), zero_copy, hot (dram +\n"
+    "                         device hot-row cache), nvme, sync (dram, prefetch off)\n"
+    "                         [resident,dram,nvme,sync]; loss is against resident, and against\n"
+    "                         backbone too when it runs\n"
+    "  --backend cpu|cuda     [cpu]    --device N  CUDA device [0]    --threads N  CPU [0: all]\n"
+    "  --workload fixed|paper [fixed]\n"
+    "    fixed: --batches 16,64  --prompt-len 128  --decode-steps 32\n"
+    "    paper: --seqs 512  --prompt-min 100  --prompt-max 1024  --seed 0  --decode-steps 32\n"
+    "           [--decode-max N: decode lengths uniform in [decode-steps, N]]\n"
+    "           --max-seqs 64 (sequences alive)  --step-tokens 8192 (tokens per step)\n"
+    "  --cache-fraction 0.1   nvme: DRAM row cache, as a fraction of the tables\n"
+    "  --hot-fraction 0.05    hot: device hot-row cache, as a fraction of the tables\n"
+    "  --repeats 3            timed rounds per mode (the median is reported)\n"
+    "  --warmup 1             untimed rounds per mode first (caches, scratch)\n"
+    "  --sequential           create, run and destroy each mode's engine in turn (peak memory\n"
+    "                         of one engine); default: all engines alive, rounds interleaved\n"
+    "  --verbose              a line per round on stderr    --json  machine-readable output\n";
+
+constexpr const char* kModeNames[] = {"backbone", "resident", "dram", "zero_copy",
+                                      "nvme",     "sync",     "hot"};
+
+// Every regular file under each comma-separated path (a directory's in name order, or the file
+// itself), concatenated.
+Result<std::string> ReadCorpus(const std::string& paths) {
   std::error_code ec;
   std::vector<fs::path> files;
-  if (fs::is_directory(path, ec)) {
-    for (const auto& e : fs::recursive_directory_iterator(path, ec)) {
-      if (e.is_regular_file(ec)) files.push_back(e.path());
+  std::stringstream list(paths);
+  for (std::string path; std::getline(list, path, ',');) {
+    std::vector<fs::path> found;
+    if (fs::is_directory(path, ec)) {
+      for (const auto& e : fs::recursive_directory_iterator(path, ec)) {
+        if (e.is_regular_file(ec)) found.push_back(e.path());
+      }
+      std::sort(found.begin(), found.end());
+    } else if (fs::is_regular_file(path, ec)) {
+      found.push_back(path);
     }
-    std::sort(files.begin(), files.end());
-  } else if (fs::is_regular_file(path, ec)) {
-    files.push_back(path);
+    if (found.empty()) return NotFound("--corpus {}: no files to read", path);
+    files.insert(files.end(), found.begin(), found.end());
   }
-  if (files.empty()) return NotFound("--corpus {}: no files to read", path);
+  if (files.empty()) return NotFound("--corpus \"{}\": no files to read", paths);
   std::string text;
   for (const fs::path& f : files) {
     std::ifstream in(f, std::ios::binary);
@@ -49,175 +100,623 @@ Result<std::string> ReadCorpus(const std::string& path) {
   return text;
 }
 
-struct Workload {
-  std::vector<int32_t> stream;  // the corpus as token ids
-  int batch = 16;
+struct Options {
+  std::string model;
+  std::string corpus;
+  std::string backend = "cpu";
+  int device = 0;
+  int threads = 0;
+  std::vector<std::string> modes;
+  bool paper = false;
+  // fixed
+  std::vector<long long> batches;
   int prompt_len = 128;
+  // paper
+  int seqs = 512;
+  int prompt_min = 100;
+  int prompt_max = 1024;
+  uint64_t seed = 0;
+  int max_seqs = 64;
+  int step_tokens = 8192;
+  int decode_max = 32;  // decode lengths uniform in [decode_steps, decode_max]
+  // both
   int decode_steps = 32;
+  double cache_fraction = 0.10;
+  double hot_fraction = 0.05;
+  int repeats = 3;
+  int warmup = 1;
+  bool sequential = false;
+  bool verbose = false;
+  bool json = false;
 };
 
-// Prefill `batch` prompts (consecutive corpus slices), then decode by feeding each sequence
-// the corpus's next tokens (teacher forcing: the traffic is real text's n-grams). Returns
-// tokens per second over prefill and decode.
-Result<double> Run(Engine& e, const Workload& w) {
-  std::vector<SeqId> seqs;
-  std::vector<StepChunk> chunks;
-  const size_t span = static_cast<size_t>(w.prompt_len + w.decode_steps);
-  const auto t0 = Clock::now();
-  for (int b = 0; b < w.batch; ++b) {
-    ENGRAM_ASSIGN_OR_RETURN(SeqId s, e.AddSequence());
-    seqs.push_back(s);
-  }
-  Status st;
-  for (int b = 0; b < w.batch; ++b) {
-    const size_t start = (static_cast<size_t>(b) * span) % (w.stream.size() - span);
-    chunks.push_back({seqs[b], std::span<const int32_t>(w.stream.data() + start,
-                                                        static_cast<size_t>(w.prompt_len))});
-  }
-  if (auto r = e.Step(chunks, false); !r.ok()) st = r.status();
-  for (int step = 0; step < w.decode_steps && st.ok(); ++step) {
-    for (int b = 0; b < w.batch; ++b) {
-      const size_t start = (static_cast<size_t>(b) * span) % (w.stream.size() - span);
-      chunks[b].tokens = std::span<const int32_t>(
-          w.stream.data() + start + static_cast<size_t>(w.prompt_len + step), 1);
-    }
-    if (auto r = e.Step(chunks, false); !r.ok()) st = r.status();
-  }
-  const double dt = std::chrono::duration<double>(Clock::now() - t0).count();
-  for (SeqId s : seqs) e.RemoveSequence(s);
-  ENGRAM_RETURN_IF_ERROR(st);
-  return static_cast<double>(w.batch) * (w.prompt_len + w.decode_steps) / dt;
+Result<int> IntIn(const Args& args, const std::string& key, long long fallback, long long lo,
+                  long long hi) {
+  ENGRAM_ASSIGN_OR_RETURN(long long v, args.GetInt(key, fallback));
+  if (v < lo || v > hi) return InvalidArgument("--{} {} is out of range [{}, {}]", key, v, lo, hi);
+  return static_cast<int>(v);
 }
 
-Status BenchOffload(const Args& args) {
-  ENGRAM_ASSIGN_OR_RETURN(std::string model, args.Require("model"));
-  const std::string corpus = args.Get("corpus").value_or("/usr/share/common-licenses");
-  ENGRAM_ASSIGN_OR_RETURN(
-      std::vector<long long> batches,
-      args.Has("batches") ? args.GetIntList("batches") : Result<std::vector<long long>>({16, 64}));
-  ENGRAM_ASSIGN_OR_RETURN(long long prompt_len, args.GetInt("prompt-len", 128));
-  ENGRAM_ASSIGN_OR_RETURN(long long decode_steps, args.GetInt("decode-steps", 32));
-  ENGRAM_ASSIGN_OR_RETURN(double cache_fraction, args.GetDouble("cache-fraction", 0.10));
-  ENGRAM_ASSIGN_OR_RETURN(long long threads, args.GetInt("threads", 0));
-  ENGRAM_ASSIGN_OR_RETURN(long long repeats, args.GetInt("repeats", 3));
-  if (prompt_len < 1 || decode_steps < 1 || repeats < 1) {
-    return InvalidArgument("--prompt-len, --decode-steps and --repeats must be >= 1");
+// Options only; nothing is opened. Every error here is a usage error.
+Result<Options> ParseOptions(const Args& args) {
+  Options o;
+  ENGRAM_ASSIGN_OR_RETURN(o.model, args.Require("model"));
+  o.corpus = args.Get("corpus").value_or("/usr/share/common-licenses");
+  o.backend = args.Get("backend").value_or("cpu");
+  if (o.backend != "cpu" && o.backend != "cuda") {
+    return InvalidArgument("--backend \"{}\" (expected cpu or cuda)", o.backend);
   }
-  ENGRAM_ASSIGN_OR_RETURN(ModelFiles probe, OpenModel(model));
-  if (probe.tokenizer_path.empty()) {
-    return FailedPrecondition(
-        "{} has no tokenizer.json: the workload tokenizes real text "
-        "(pack the model with --tokenizer)",
-        model);
+  ENGRAM_ASSIGN_OR_RETURN(o.device, IntIn(args, "device", 0, 0, 1023));
+  ENGRAM_ASSIGN_OR_RETURN(o.threads, IntIn(args, "threads", 0, 0, 4096));
+  std::string modes = args.Get("modes").value_or("resident,dram,nvme,sync");
+  std::stringstream ss(modes);
+  for (std::string m; std::getline(ss, m, ',');) {
+    if (std::find(std::begin(kModeNames), std::end(kModeNames), m) == std::end(kModeNames)) {
+      return InvalidArgument(
+          "--modes: unknown mode \"{}\" (expected a comma-separated list of: {})", m,
+          fmt::join(kModeNames, ", "));
+    }
+    if (std::find(o.modes.begin(), o.modes.end(), m) != o.modes.end()) {
+      return InvalidArgument("--modes: \"{}\" appears twice", m);
+    }
+    o.modes.push_back(m);
   }
-  ENGRAM_ASSIGN_OR_RETURN(Tokenizer tok, Tokenizer::Load(probe.tokenizer_path));
-  ENGRAM_ASSIGN_OR_RETURN(std::string text, ReadCorpus(corpus));
-  Workload w;
-  ENGRAM_ASSIGN_OR_RETURN(w.stream, tok.Encode(text, false));
-  w.prompt_len = static_cast<int>(prompt_len);
-  w.decode_steps = static_cast<int>(decode_steps);
-  if (w.stream.size() < static_cast<size_t>(2 * (prompt_len + decode_steps))) {
-    return InvalidArgument("--corpus {} has {} tokens; too few for the workload", corpus,
-                           w.stream.size());
+  if (o.modes.empty()) {
+    return InvalidArgument("--modes is empty (expected a comma-separated list of: {})",
+                           fmt::join(kModeNames, ", "));
   }
-  uint64_t table_bytes = 0;
-  for (int l : probe.config.engram->layer_ids) {
-    const auto* info = probe.store.Info(EngramTableName(l));
-    if (info) table_bytes += info->nbytes;
+  const std::string workload = args.Get("workload").value_or("fixed");
+  if (workload != "fixed" && workload != "paper") {
+    return InvalidArgument("--workload \"{}\" (expected fixed or paper)", workload);
   }
-  struct Mode {
-    const char* name;
-    TableOptions tables;
+  o.paper = workload == "paper";
+  for (const char* k : {"batches", "prompt-len"}) {
+    if (o.paper && args.Has(k)) return InvalidArgument("--{} applies to --workload fixed", k);
+  }
+  for (const char* k :
+       {"seqs", "prompt-min", "prompt-max", "seed", "max-seqs", "step-tokens", "decode-max"}) {
+    if (!o.paper && args.Has(k)) return InvalidArgument("--{} applies to --workload paper", k);
+  }
+  if (args.Has("batches")) {
+    ENGRAM_ASSIGN_OR_RETURN(o.batches, args.GetIntList("batches"));
+  } else {
+    o.batches = {16, 64};
+  }
+  for (long long b : o.batches) {
+    if (b < 1 || b > 4096) return InvalidArgument("--batches: {} is out of range [1, 4096]", b);
+  }
+  if (o.batches.empty()) return InvalidArgument("--batches is empty");
+  ENGRAM_ASSIGN_OR_RETURN(o.prompt_len, IntIn(args, "prompt-len", 128, 1, 1 << 20));
+  ENGRAM_ASSIGN_OR_RETURN(o.seqs, IntIn(args, "seqs", 512, 1, 1 << 20));
+  ENGRAM_ASSIGN_OR_RETURN(o.prompt_min, IntIn(args, "prompt-min", 100, 1, 1 << 20));
+  ENGRAM_ASSIGN_OR_RETURN(o.prompt_max, IntIn(args, "prompt-max", 1024, 1, 1 << 20));
+  if (o.prompt_min > o.prompt_max) {
+    return InvalidArgument("--prompt-min {} is above --prompt-max {}", o.prompt_min, o.prompt_max);
+  }
+  ENGRAM_ASSIGN_OR_RETURN(long long seed, args.GetInt("seed", 0));
+  o.seed = static_cast<uint64_t>(seed);
+  ENGRAM_ASSIGN_OR_RETURN(o.max_seqs, IntIn(args, "max-seqs", 64, 1, 4096));
+  ENGRAM_ASSIGN_OR_RETURN(o.step_tokens, IntIn(args, "step-tokens", 8192, 1, 1 << 20));
+  ENGRAM_ASSIGN_OR_RETURN(o.decode_steps, IntIn(args, "decode-steps", 32, 1, 1 << 20));
+  ENGRAM_ASSIGN_OR_RETURN(o.decode_max, IntIn(args, "decode-max", o.decode_steps, 1, 1 << 20));
+  if (o.decode_max < o.decode_steps) {
+    return InvalidArgument("--decode-max {} is below --decode-steps {}", o.decode_max,
+                           o.decode_steps);
+  }
+  ENGRAM_ASSIGN_OR_RETURN(o.cache_fraction, args.GetDouble("cache-fraction", 0.10));
+  ENGRAM_ASSIGN_OR_RETURN(o.hot_fraction, args.GetDouble("hot-fraction", 0.05));
+  if (!(o.cache_fraction >= 0 && o.cache_fraction <= 1)) {
+    return InvalidArgument("--cache-fraction {} is out of range [0, 1]", o.cache_fraction);
+  }
+  if (!(o.hot_fraction > 0 && o.hot_fraction <= 1)) {
+    return InvalidArgument("--hot-fraction {} is out of range (0, 1]", o.hot_fraction);
+  }
+  ENGRAM_ASSIGN_OR_RETURN(o.repeats, IntIn(args, "repeats", 3, 1, 1000));
+  ENGRAM_ASSIGN_OR_RETURN(o.warmup, IntIn(args, "warmup", 1, 0, 1000));
+  o.sequential = args.Flag("sequential");
+  o.verbose = args.Flag("verbose");
+  o.json = args.Flag("json");
+  return o;
+}
+
+// What one pass of a workload did.
+struct RunStats {
+  double seconds = 0;
+  int64_t prefill_tokens = 0;
+  int64_t decode_tokens = 0;
+  int64_t steps = 0;
+  double tok_s() const { return static_cast<double>(prefill_tokens + decode_tokens) / seconds; }
+  double decode_tok_s() const { return static_cast<double>(decode_tokens) / seconds; }
+};
+
+// The fixed workload: prefill `batch` prompts (consecutive corpus slices) in one step, then
+// decode step by step, every sequence at once.
+Result<RunStats> RunFixed(Engine& e, const std::vector<int32_t>& stream, int batch, int prompt_len,
+                          int decode_steps) {
+  std::vector<SeqId> seqs;
+  std::vector<StepChunk> chunks;
+  const size_t span = static_cast<size_t>(prompt_len + decode_steps);
+  RunStats rs;
+  const auto t0 = Clock::now();
+  Status st;
+  for (int b = 0; b < batch && st.ok(); ++b) {
+    auto s = e.AddSequence();
+    if (s.ok()) {
+      seqs.push_back(*s);
+    } else {
+      st = s.status();
+    }
+  }
+  auto start_of = [&](int b) { return (static_cast<size_t>(b) * span) % (stream.size() - span); };
+  for (size_t b = 0; b < seqs.size(); ++b) {
+    chunks.push_back(
+        {seqs[b], std::span<const int32_t>(stream.data() + start_of(static_cast<int>(b)),
+                                           static_cast<size_t>(prompt_len))});
+  }
+  if (st.ok()) {
+    if (auto r = e.Step(chunks, false); !r.ok()) st = r.status();
+    ++rs.steps;
+  }
+  for (int step = 0; step < decode_steps && st.ok(); ++step) {
+    for (size_t b = 0; b < seqs.size(); ++b) {
+      chunks[b].tokens = std::span<const int32_t>(
+          stream.data() + start_of(static_cast<int>(b)) + static_cast<size_t>(prompt_len + step),
+          1);
+    }
+    if (auto r = e.Step(chunks, false); !r.ok()) st = r.status();
+    ++rs.steps;
+  }
+  rs.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  for (SeqId s : seqs) e.RemoveSequence(s);
+  ENGRAM_RETURN_IF_ERROR(st);
+  rs.prefill_tokens = static_cast<int64_t>(batch) * prompt_len;
+  rs.decode_tokens = static_cast<int64_t>(batch) * decode_steps;
+  return rs;
+}
+
+// The paper workload's sequences: prompt lengths uniform in [prompt_min, prompt_max] and decode
+// lengths in [decode_steps, decode_max] (mt19937_64 seeded with --seed; values reduced by
+// modulo, so the lengths are the same with any standard library), each a consecutive slice of
+// the corpus (prompt + decode tokens), wrapping around.
+struct PaperSeq {
+  size_t start = 0;
+  int prompt_len = 0;
+  int decode_len = 0;
+};
+
+std::vector<PaperSeq> PaperSequences(const Options& o, size_t corpus_tokens) {
+  std::mt19937_64 rng(o.seed);
+  auto uniform = [&rng](int lo, int hi) {
+    return lo + static_cast<int>(rng() % (static_cast<uint64_t>(hi - lo) + 1));
   };
-  std::vector<Mode> modes(4);
-  modes[0].name = "resident";
-  modes[1].name = "dram";
-  modes[1].tables.tier = "dram";
-  modes[2].name = "nvme";
-  modes[2].tables.tier = "nvme";
-  modes[2].tables.cache_bytes = static_cast<uint64_t>(cache_fraction * table_bytes);
-  modes[3].name = "sync";
-  modes[3].tables.tier = "dram";
-  modes[3].tables.prefetch = false;
-  nlohmann::json j;
-  j["model"] = model;
-  j["corpus"] = corpus;
-  j["corpus_tokens"] = w.stream.size();
-  j["table_bytes"] = table_bytes;
-  // All four engines stay alive and the runs interleave (mode after mode, --repeats rounds),
-  // so machine noise hits every mode alike; each figure is the median of its rounds.
-  std::vector<std::unique_ptr<Engine>> engines;
-  for (const Mode& m : modes) {
-    ENGRAM_ASSIGN_OR_RETURN(ModelFiles files, OpenModel(model));
-    EngineOptions opt;
-    opt.backend.threads = static_cast<int>(threads);
-    opt.max_seqs = 64;
-    for (long long b : batches) opt.max_seqs = std::max(opt.max_seqs, static_cast<int>(b));
-    opt.kv_tokens = static_cast<int64_t>(opt.max_seqs) * (prompt_len + decode_steps + 16);
-    opt.tables = m.tables;
-    ENGRAM_ASSIGN_OR_RETURN(auto engine, Engine::Create(std::move(files), opt));
-    engines.push_back(std::move(engine));
+  std::vector<PaperSeq> seqs(static_cast<size_t>(o.seqs));
+  size_t cursor = 0;
+  for (PaperSeq& s : seqs) {
+    s.prompt_len = uniform(o.prompt_min, o.prompt_max);
+    // Drawn only when they vary, so fixed decode lengths leave the prompt lengths as they were.
+    s.decode_len =
+        o.decode_max > o.decode_steps ? uniform(o.decode_steps, o.decode_max) : o.decode_steps;
+    const size_t span = static_cast<size_t>(s.prompt_len + s.decode_len);
+    if (cursor + span > corpus_tokens) cursor = 0;
+    s.start = cursor;
+    cursor += span;
   }
-  std::map<std::string, std::map<long long, double>> tok_s;
-  for (long long b : batches) {
-    w.batch = static_cast<int>(b);
-    std::vector<std::vector<double>> runs(modes.size());
-    for (long long r = 0; r <= repeats; ++r) {
-      for (size_t i = 0; i < modes.size(); ++i) {
-        ENGRAM_ASSIGN_OR_RETURN(double tps, Run(*engines[i], w));
-        if (r > 0) runs[i].push_back(tps);  // round 0 warms caches and scratch
+  return seqs;
+}
+
+// The paper workload through the serving scheduler's policy (runtime/scheduler.h): every
+// sequence queued at the start; each step admits while a slot is free, runs one decode token
+// per decoding sequence, then fills the rest of --step-tokens with prompt chunks (whole prompts
+// or pieces), oldest first; a sequence ends after its decode tokens.
+Result<RunStats> RunPaper(Engine& e, const std::vector<int32_t>& stream,
+                          const std::vector<PaperSeq>& seqs, const Options& o) {
+  SchedulerLimits lim;
+  lim.max_running_seqs = o.max_seqs;
+  lim.max_batch_tokens = o.step_tokens;
+  lim.prefill_chunk_tokens = o.step_tokens;
+  lim.max_waiting = static_cast<int>(seqs.size());
+  lim.kv_blocks = e.total_kv_blocks();
+  lim.kv_block_size = e.kv_block_size();
+  Scheduler sched(lim);
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    SchedItem it;
+    it.key = i;
+    it.prompt_len = seqs[i].prompt_len;
+    it.max_tokens = seqs[i].decode_len;
+    ENGRAM_RETURN_IF_ERROR(sched.Enqueue(it));
+  }
+  std::vector<SeqId> id(seqs.size(), -1);
+  std::vector<int> decoded(seqs.size(), 0);
+  std::vector<StepChunk> chunks;
+  RunStats rs;
+  Status st;
+  const auto t0 = Clock::now();
+  while (st.ok()) {
+    for (uint64_t k : sched.Admit()) {
+      auto s = e.AddSequence();
+      if (!s.ok()) {
+        st = s.status();
+        break;
+      }
+      id[k] = *s;
+    }
+    if (!st.ok()) break;
+    const std::vector<PlannedChunk> plan = sched.Plan();
+    if (plan.empty()) break;
+    chunks.clear();
+    for (const PlannedChunk& p : plan) {
+      const PaperSeq& s = seqs[p.key];
+      const int32_t* base = stream.data() + s.start;
+      if (p.prompt_begin >= 0) {
+        chunks.push_back(
+            {id[p.key],
+             std::span<const int32_t>(base + p.prompt_begin, static_cast<size_t>(p.num_tokens)),
+             p.last_prompt_chunk});
+        rs.prefill_tokens += p.num_tokens;
+      } else {
+        chunks.push_back(
+            {id[p.key], std::span<const int32_t>(base + s.prompt_len + decoded[p.key], 1), true});
+        rs.decode_tokens += 1;
       }
     }
-    for (size_t i = 0; i < modes.size(); ++i) {
-      std::sort(runs[i].begin(), runs[i].end());
-      tok_s[modes[i].name][b] = runs[i][runs[i].size() / 2];
+    if (auto r = e.Step(chunks, false); !r.ok()) {
+      st = r.status();
+      break;
     }
+    ++rs.steps;
+    sched.Commit(plan);
+    for (const PlannedChunk& p : plan) {
+      if (p.prompt_begin < 0 && ++decoded[p.key] == seqs[p.key].decode_len) {
+        e.RemoveSequence(id[p.key]);
+        sched.Remove(p.key);
+        id[p.key] = -1;
+      }
+    }
+  }
+  rs.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  for (SeqId s : id) {
+    if (s >= 0) e.RemoveSequence(s);
+  }
+  ENGRAM_RETURN_IF_ERROR(st);
+  return rs;
+}
+
+struct Mode {
+  std::string name;
+  bool backbone = false;  // Engram removed from the model
+  TableOptions tables;
+};
+
+// What a mode's engine reported after its runs (warm-up rounds included).
+struct ModeStats {
+  double setup_s = 0;
+  double estimated_loss = 0;
+  uint64_t hot_hits = 0, unique_rows = 0;
+  double cache_hit_rate = 0;
+  bool has_cache = false;
+};
+
+ModeStats Collect(const Engine& e, const Mode& m, double setup_s) {
+  ModeStats s;
+  s.setup_s = setup_s;
+  const OverlapStats o = e.overlap_stats();
+  s.estimated_loss = o.estimated_loss();
+  for (const LayerOverlap& l : o.layers) {
+    s.hot_hits += l.hot_hits;
+    s.unique_rows += l.unique_rows;
+  }
+  if (m.tables.tier == "nvme") {
+    const TierStats ts = e.tier_stats();
+    const double total = static_cast<double>(ts.cache_hits + ts.cache_misses);
+    s.cache_hit_rate = total > 0 ? static_cast<double>(ts.cache_hits) / total : 0.0;
+    s.has_cache = true;
+  }
+  return s;
+}
+
+template <typename F>
+double Median(const std::vector<RunStats>& runs, F value) {
+  std::vector<double> v;
+  for (const RunStats& r : runs) v.push_back(value(r));
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+Status BenchOffload(const Options& o) {
+  ENGRAM_ASSIGN_OR_RETURN(ModelFiles base, OpenModel(o.model));
+  if (base.tokenizer_path.empty()) {
+    return FailedPrecondition(
+        "{} has no tokenizer.json: the workload tokenizes real text (pack the model with "
+        "--tokenizer, or use synth:PRESET?tokenizer=PATH)",
+        o.model);
+  }
+  if (!base.config.engram) return FailedPrecondition("{} has no Engram layers", o.model);
+  ENGRAM_ASSIGN_OR_RETURN(Tokenizer tok, Tokenizer::Load(base.tokenizer_path));
+  ENGRAM_ASSIGN_OR_RETURN(std::string text, ReadCorpus(o.corpus));
+  ENGRAM_ASSIGN_OR_RETURN(std::vector<int32_t> stream, tok.Encode(text, false));
+  const size_t longest =
+      static_cast<size_t>((o.paper ? o.prompt_max + o.decode_max : o.prompt_len + o.decode_steps));
+  if (stream.size() < 2 * longest) {
+    return InvalidArgument("--corpus {} has {} tokens; the workload needs at least {}", o.corpus,
+                           stream.size(), 2 * longest);
+  }
+  uint64_t table_bytes = 0;
+  bool tables_in_files = true;
+  for (int l : base.config.engram->layer_ids) {
+    const TensorInfo* info = base.store.Info(EngramTableName(l));
+    if (info) table_bytes += info->nbytes;
+    if (!info || info->file.empty()) tables_in_files = false;
+  }
+
+  std::vector<Mode> modes;
+  for (const std::string& name : o.modes) {
+    Mode m;
+    m.name = name;
+    if (name == "backbone") {
+      m.backbone = true;
+    } else if (name == "dram" || name == "zero_copy" || name == "sync" || name == "hot") {
+      m.tables.tier = "dram";
+      m.tables.transfer = name == "zero_copy" ? "zero_copy" : "copy";
+      m.tables.prefetch = name != "sync";
+      if (name == "hot") {
+        m.tables.hot_cache_bytes = static_cast<uint64_t>(o.hot_fraction * table_bytes);
+      }
+    } else if (name == "nvme") {
+      if (!tables_in_files) {
+        return FailedPrecondition(
+            "mode nvme reads the tables from the model's files, and {} holds them in memory; "
+            "pack it first (engram pack synth --preset P --tokenizer T --out DIR) or leave nvme "
+            "out of --modes",
+            o.model);
+      }
+      m.tables.tier = "nvme";
+      m.tables.cache_bytes = static_cast<uint64_t>(o.cache_fraction * table_bytes);
+    }
+    modes.push_back(std::move(m));
+  }
+
+  EngineOptions eo;
+  eo.backend.kind = o.backend;
+  eo.backend.device_index = o.device;
+  eo.backend.threads = o.threads;
+  std::vector<PaperSeq> paper_seqs;
+  if (o.paper) {
+    paper_seqs = PaperSequences(o, stream.size());
+    eo.max_seqs = o.max_seqs;
+    // Every admitted sequence's whole span fits at once (block-rounded): admission never waits
+    // for KV, as a server sized for this load would not.
+    const int64_t per_seq =
+        (o.prompt_max + o.decode_max + eo.block_size - 1) / eo.block_size * eo.block_size;
+    eo.kv_tokens = per_seq * o.max_seqs;
+  } else {
+    eo.max_seqs = 64;
+    for (long long b : o.batches) eo.max_seqs = std::max(eo.max_seqs, static_cast<int>(b));
+    eo.kv_tokens = static_cast<int64_t>(eo.max_seqs) * (o.prompt_len + o.decode_steps + 16);
+  }
+  auto create = [&](const Mode& m) -> Result<std::unique_ptr<Engine>> {
+    ModelFiles files = base;  // shares the tensors (mapped or in memory) with `base`
+    if (m.backbone) files.config.engram.reset();
+    EngineOptions opt = eo;
+    opt.tables = m.tables;
+    Result<std::unique_ptr<Engine>> e = Engine::Create(std::move(files), opt);
+    if (!e.ok()) return e.status().WithContext("mode " + m.name);
+    return std::move(*e);
+  };
+
+  // Cases: one per batch size (fixed) or the one paper workload.
+  std::vector<std::string> cases;
+  if (o.paper) {
+    cases = {"paper"};
+  } else {
+    for (long long b : o.batches) cases.push_back(std::to_string(b));
+  }
+  std::map<std::string, RunStats> workload_of;  // per case, from the first pass
+  auto run = [&](Engine& e, size_t c) -> Result<RunStats> {
+    ENGRAM_ASSIGN_OR_RETURN(RunStats rs, o.paper
+                                             ? RunPaper(e, stream, paper_seqs, o)
+                                             : RunFixed(e, stream, static_cast<int>(o.batches[c]),
+                                                        o.prompt_len, o.decode_steps));
+    workload_of.emplace(cases[c], rs);
+    return rs;
+  };
+  const int rounds = o.warmup + o.repeats;
+  // runs[mode][case]: the timed rounds.
+  std::vector<std::vector<std::vector<RunStats>>> runs(
+      modes.size(), std::vector<std::vector<RunStats>>(cases.size()));
+  std::vector<ModeStats> stats(modes.size());
+  auto note = [&](size_t i, size_t c, int r, const RunStats& rs) {
+    if (o.verbose) {
+      std::fprintf(stderr, "bench offload: %s %s%s round %d%s: %.1f tok/s (%.2f s)\n",
+                   modes[i].name.c_str(), o.paper ? "" : "batch ", cases[c].c_str(), r,
+                   r < o.warmup ? " (warm-up)" : "", rs.tok_s(), rs.seconds);
+    }
+    if (r >= o.warmup) runs[i][c].push_back(rs);
+  };
+  if (o.sequential) {
+    // One engine at a time: peak memory is one mode's (e.g. a 40 GB dram tier never coexists
+    // with an HBM-resident copy). Rounds run back to back within a mode.
+    for (size_t i = 0; i < modes.size(); ++i) {
+      const auto t0 = Clock::now();
+      ENGRAM_ASSIGN_OR_RETURN(std::unique_ptr<Engine> e, create(modes[i]));
+      const double setup = std::chrono::duration<double>(Clock::now() - t0).count();
+      std::fprintf(stderr, "bench offload: mode %s ready in %.1f s\n", modes[i].name.c_str(),
+                   setup);
+      for (size_t c = 0; c < cases.size(); ++c) {
+        for (int r = 0; r < rounds; ++r) {
+          ENGRAM_ASSIGN_OR_RETURN(RunStats rs, run(*e, c));
+          note(i, c, r, rs);
+        }
+      }
+      stats[i] = Collect(*e, modes[i], setup);
+    }
+  } else {
+    // All engines stay alive and the runs interleave (mode after mode, round after round), so
+    // machine noise hits every mode alike.
+    std::vector<std::unique_ptr<Engine>> engines;
+    std::vector<double> setup;
+    for (const Mode& m : modes) {
+      const auto t0 = Clock::now();
+      ENGRAM_ASSIGN_OR_RETURN(auto e, create(m));
+      engines.push_back(std::move(e));
+      setup.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+    }
+    for (size_t c = 0; c < cases.size(); ++c) {
+      for (int r = 0; r < rounds; ++r) {
+        for (size_t i = 0; i < modes.size(); ++i) {
+          ENGRAM_ASSIGN_OR_RETURN(RunStats rs, run(*engines[i], c));
+          note(i, c, r, rs);
+        }
+      }
+    }
+    for (size_t i = 0; i < modes.size(); ++i) stats[i] = Collect(*engines[i], modes[i], setup[i]);
+  }
+
+  // Medians and losses. Over several batch sizes a mode's tok_s is the mean of its medians and
+  // its loss 1 - sum / reference sum.
+  auto index_of = [&](const std::string& name) -> int {
+    for (size_t i = 0; i < modes.size(); ++i) {
+      if (modes[i].name == name) return static_cast<int>(i);
+    }
+    return -1;
+  };
+  const int resident = index_of("resident"), backbone = index_of("backbone");
+  std::vector<std::vector<double>> med(modes.size(), std::vector<double>(cases.size()));
+  std::vector<double> sum(modes.size(), 0.0), decode_med(modes.size(), 0.0);
+  for (size_t i = 0; i < modes.size(); ++i) {
+    for (size_t c = 0; c < cases.size(); ++c) {
+      med[i][c] = Median(runs[i][c], [](const RunStats& r) { return r.tok_s(); });
+      sum[i] += med[i][c];
+    }
+    decode_med[i] = Median(runs[i][0], [](const RunStats& r) { return r.decode_tok_s(); });
+  }
+  // Keys in insertion order: the modes as --modes named them.
+  nlohmann::ordered_json j;
+  j["model"] = o.model;
+  j["backend"] = o.backend;
+  j["corpus"] = o.corpus;
+  j["corpus_tokens"] = stream.size();
+  j["table_bytes"] = table_bytes;
+  j["repeats"] = o.repeats;
+  j["warmup"] = o.warmup;
+  j["sequential"] = o.sequential;
+  j["max_seqs"] = eo.max_seqs;
+  j["kv_tokens"] = eo.kv_tokens;
+  nlohmann::ordered_json& wj = j["workload"];
+  if (o.paper) {
+    const RunStats& w = workload_of["paper"];
+    wj = {{"name", "paper"},
+          {"seqs", o.seqs},
+          {"prompt_min", o.prompt_min},
+          {"prompt_max", o.prompt_max},
+          {"seed", o.seed},
+          {"decode_steps", o.decode_steps},
+          {"decode_max", o.decode_max},
+          {"max_seqs", o.max_seqs},
+          {"step_tokens", o.step_tokens},
+          {"prefill_tokens", w.prefill_tokens},
+          {"decode_tokens", w.decode_tokens},
+          {"tokens", w.prefill_tokens + w.decode_tokens},
+          {"steps", w.steps}};
+  } else {
+    wj = {{"name", "fixed"},
+          {"batches", o.batches},
+          {"prompt_len", o.prompt_len},
+          {"decode_steps", o.decode_steps}};
   }
   for (size_t i = 0; i < modes.size(); ++i) {
-    const OverlapStats o = engines[i]->overlap_stats();
-    const TierStats ts = engines[i]->tier_stats();
-    nlohmann::json& mj = j["modes"][modes[i].name];
-    mj["estimated_loss_from_stall"] = o.estimated_loss();
-    if (modes[i].tables.tier == "nvme") {
-      const double total = static_cast<double>(ts.cache_hits + ts.cache_misses);
-      mj["cache_hit_rate"] = total > 0 ? ts.cache_hits / total : 0.0;
-      mj["cache_bytes"] = modes[i].tables.cache_bytes;
+    const Mode& m = modes[i];
+    nlohmann::ordered_json& mj = j["modes"][m.name];
+    if (!o.paper) {
+      for (size_t c = 0; c < cases.size(); ++c) {
+        nlohmann::ordered_json& bj = mj["batch"][cases[c]];
+        bj["tok_s"] = med[i][c];
+        if (resident >= 0 && static_cast<int>(i) != resident) {
+          bj["loss"] = 1.0 - med[i][c] / med[resident][c];
+        }
+        if (backbone >= 0 && static_cast<int>(i) != backbone) {
+          bj["loss_vs_backbone"] = 1.0 - med[i][c] / med[backbone][c];
+        }
+      }
+    }
+    mj["tok_s"] = sum[i] / static_cast<double>(cases.size());
+    if (o.paper) mj["decode_tok_s"] = decode_med[i];  // generated tokens only (nano-vLLM's)
+    if (resident >= 0 && static_cast<int>(i) != resident) mj["loss"] = 1.0 - sum[i] / sum[resident];
+    if (backbone >= 0 && static_cast<int>(i) != backbone) {
+      mj["loss_vs_backbone"] = 1.0 - sum[i] / sum[backbone];
+    }
+    mj["estimated_loss_from_stall"] = stats[i].estimated_loss;
+    mj["setup_s"] = stats[i].setup_s;
+    if (m.tables.hot_cache_bytes > 0) {
+      mj["hot_cache_bytes"] = m.tables.hot_cache_bytes;
+      mj["hot_hit_rate"] = stats[i].unique_rows > 0 ? static_cast<double>(stats[i].hot_hits) /
+                                                          static_cast<double>(stats[i].unique_rows)
+                                                    : 0.0;
+    }
+    if (stats[i].has_cache) {
+      mj["cache_hit_rate"] = stats[i].cache_hit_rate;
+      mj["cache_bytes"] = m.tables.cache_bytes;
     }
   }
-  for (const Mode& m : modes) {
-    double sum = 0, sum_res = 0;
-    for (long long b : batches) {
-      const double t = tok_s[m.name][b], r = tok_s["resident"][b];
-      j["modes"][m.name]["batch"][std::to_string(b)] = {{"tok_s", t}, {"loss", 1.0 - t / r}};
-      sum += t;
-      sum_res += r;
-    }
-    j["modes"][m.name]["tok_s"] = sum / static_cast<double>(batches.size());
-    if (std::string(m.name) != "resident") j["modes"][m.name]["loss"] = 1.0 - sum / sum_res;
-  }
-  if (args.Flag("json")) {
+  if (o.json) {
     std::printf("%s\n", j.dump(2).c_str());
     return Status::Ok();
   }
-  std::printf("model %s, corpus %s (%zu tokens), tables %.2f GB, prompt %lld + %lld decode\n",
-              model.c_str(), corpus.c_str(), w.stream.size(), table_bytes / 1e9, prompt_len,
-              decode_steps);
-  std::printf("%-10s", "mode");
-  for (long long b : batches)
-    std::printf(" %12s %8s", ("batch " + std::to_string(b)).c_str(), "loss");
-  std::printf("\n");
-  for (const Mode& m : modes) {
-    std::printf("%-10s", m.name);
-    for (long long b : batches) {
-      const double t = tok_s[m.name][b];
-      std::printf(" %8.1f t/s %7.2f%%", t, 100 * (1 - t / tok_s["resident"][b]));
-    }
-    std::printf("\n");
+
+  std::printf("model %s, %s backend, corpus %s (%zu tokens), tables %.2f GB\n", o.model.c_str(),
+              o.backend.c_str(), o.corpus.c_str(), stream.size(), table_bytes / 1e9);
+  if (o.paper) {
+    std::printf(
+        "workload paper: %d sequences, prompts %d..%d tokens, decode %s tokens (seed %llu), "
+        "<= %d alive, <= %d tokens a step: %lld prefill + %lld decode tokens in %lld steps\n",
+        o.seqs, o.prompt_min, o.prompt_max,
+        (o.decode_max > o.decode_steps ? fmt::format("{}..{}", o.decode_steps, o.decode_max)
+                                       : std::to_string(o.decode_steps))
+            .c_str(),
+        static_cast<unsigned long long>(o.seed), o.max_seqs, o.step_tokens,
+        static_cast<long long>(wj["prefill_tokens"].get<int64_t>()),
+        static_cast<long long>(wj["decode_tokens"].get<int64_t>()),
+        static_cast<long long>(wj["steps"].get<int64_t>()));
+  } else {
+    std::printf("workload fixed: prompt %d + %d decode tokens per sequence\n", o.prompt_len,
+                o.decode_steps);
   }
-  if (j["modes"]["nvme"].contains("cache_hit_rate")) {
-    std::printf("nvme row cache %.1f MB (%.0f%% of the tables): hit rate %.1f%%\n",
-                modes[2].tables.cache_bytes / 1e6, 100 * cache_fraction,
-                100 * j["modes"]["nvme"]["cache_hit_rate"].get<double>());
+  std::printf("median of %d rounds after %d warm-up, modes %s\n", o.repeats, o.warmup,
+              o.sequential ? "one after another (--sequential)" : "interleaved");
+  auto pct = [](double x) { return fmt::format("{:.2f}%", 100 * x); };
+  std::printf("%-10s", "mode");
+  for (const std::string& c : cases) {
+    std::printf(" %14s %8s", (o.paper ? std::string("tok/s") : "batch " + c).c_str(), "loss");
+    if (backbone >= 0) std::printf(" %11s", "vs backbone");
+  }
+  if (o.paper) std::printf(" %16s", "decode tok/s");
+  std::printf(" %10s\n", "stall loss");
+  for (size_t i = 0; i < modes.size(); ++i) {
+    std::printf("%-10s", modes[i].name.c_str());
+    for (size_t c = 0; c < cases.size(); ++c) {
+      const bool has_loss = resident >= 0 && static_cast<int>(i) != resident;
+      const bool has_bb = backbone >= 0 && static_cast<int>(i) != backbone;
+      std::printf(" %10.1f t/s %8s", med[i][c],
+                  has_loss ? pct(1 - med[i][c] / med[resident][c]).c_str() : "-");
+      if (backbone >= 0) {
+        std::printf(" %11s", has_bb ? pct(1 - med[i][c] / med[backbone][c]).c_str() : "-");
+      }
+    }
+    if (o.paper) std::printf(" %12.1f t/s", decode_med[i]);
+    std::printf(" %10s\n", pct(stats[i].estimated_loss).c_str());
+  }
+  for (size_t i = 0; i < modes.size(); ++i) {
+    const Mode& m = modes[i];
+    if (m.tables.hot_cache_bytes > 0) {
+      std::printf("%s: device hot-row cache %.1f MB (%.0f%% of the tables): hit rate %.1f%%\n",
+                  m.name.c_str(), m.tables.hot_cache_bytes / 1e6, 100 * o.hot_fraction,
+                  100 * j["modes"][m.name]["hot_hit_rate"].get<double>());
+    }
+    if (stats[i].has_cache) {
+      std::printf("%s: row cache %.1f MB (%.0f%% of the tables): hit rate %.1f%%\n", m.name.c_str(),
+                  m.tables.cache_bytes / 1e6, 100 * o.cache_fraction,
+                  100 * stats[i].cache_hit_rate);
+    }
   }
   return Status::Ok();
 }
@@ -225,19 +724,21 @@ Status BenchOffload(const Args& args) {
 }  // namespace
 
 int RunBenchOffload(int argc, char** argv) {
-  auto args = Args::Parse(argc, argv, 3,
-                          {"model", "corpus", "batches", "prompt-len", "decode-steps",
-                           "cache-fraction", "threads", "repeats"},
-                          {"help", "json"});
+  auto args = Args::Parse(
+      argc, argv, 3,
+      {"model",        "corpus",   "modes",       "backend",      "device",     "threads",
+       "workload",     "batches",  "prompt-len",  "seqs",         "prompt-min", "prompt-max",
+       "seed",         "max-seqs", "step-tokens", "decode-steps", "decode-max", "cache-fraction",
+       "hot-fraction", "repeats",  "warmup"},
+      {"help", "json", "sequential", "verbose"});
   if (!args.ok() || args->Flag("help")) {
-    std::fprintf(stderr,
-                 "usage: engram bench offload --model DIR [--corpus PATH] [--batches 16,64] "
-                 "[--prompt-len 128] [--decode-steps 32] [--cache-fraction 0.1] [--threads N] "
-                 "[--repeats 3] [--json]\n");
+    std::fputs(kUsage, stderr);
     if (!args.ok()) return Fail("bench offload", args.status()) + 1;
     return 0;
   }
-  Status st = BenchOffload(*args);
+  Result<Options> o = ParseOptions(*args);
+  if (!o.ok()) return Fail("bench offload", o.status()) + 1;
+  Status st = BenchOffload(*o);
   return st.ok() ? 0 : Fail("bench offload", st);
 }
 
