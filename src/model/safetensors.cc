@@ -359,10 +359,21 @@ std::vector<std::string> TensorStore::Names() const {
   return names;
 }
 
+void TensorStore::ReleaseInMemory(const std::string& name) {
+  auto it = entries_.find(name);
+  if (it == entries_.end() || !it->second.info.file.empty()) return;
+  it->second.view = Tensor();
+}
+
 Result<Tensor> TensorStore::Get(const std::string& name) const {
   auto it = entries_.find(name);
   if (it == entries_.end()) {
     return NotFound("{}: no tensor \"{}\"", source_.empty() ? "<empty store>" : source_, name);
+  }
+  if (it->second.view.empty() && it->second.info.nbytes > 0) {
+    return FailedPrecondition("{}: tensor \"{}\" was released from memory (its data now lives "
+                              "in the Engram table tier)",
+                              source_, name);
   }
   return it->second.view;
 }

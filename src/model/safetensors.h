@@ -36,6 +36,10 @@ class TensorStore {
   static Result<TensorStore> OpenFile(const std::string& path);
   // Adds an in-memory tensor (synthetic models); the store shares ownership.
   void AddInMemory(const std::string& name, Tensor host);
+  // Gives up the store's share of an in-memory tensor (e.g. once the dram tier holds its own
+  // copy of an Engram table, so the synthetic table does not occupy DRAM twice). Its Info
+  // stays; Get returns FAILED_PRECONDITION. No-op for file-backed or unknown tensors.
+  void ReleaseInMemory(const std::string& name);
 
   bool Has(const std::string& name) const;
   const TensorInfo* Info(const std::string& name) const;

@@ -108,6 +108,13 @@ Status Engine::CreateTier() {
       o.unregister_for_dma = [b](void* p, size_t n) { b->UnregisterHostMemory(p, n); };
     }
     ENGRAM_ASSIGN_OR_RETURN(table_tier_, CreateHostTier(tables, o));
+    // The tier holds its own copy: in-memory (synthetic) tables are freed rather than held
+    // twice; file-backed ones are page cache the kernel may reclaim.
+    tables.clear();
+    for (int l : config().engram->layer_ids) {
+      host_weights_.layers[static_cast<size_t>(l)].engram->table = Tensor();
+      files_.store.ReleaseInMemory(EngramTableName(l));
+    }
     if (pin && !table_tier_->pinned()) {
       spdlog::warn("dram tier: the Engram tables could not all be pinned; they stay pageable");
     }

@@ -442,6 +442,23 @@ TEST(EngineChecksums, CorruptTableIsRefusedAtStartNamingFileAndTensor) {
   fs::remove_all(dir);
 }
 
+TEST(DramTier, SyntheticTablesAreNotHeldTwice) {
+  auto files = OpenModel("synth:tiny");
+  ASSERT_TRUE(files.ok());
+  const std::string table = EngramTableName(files->config.engram->layer_ids[0]);
+  EngineOptions opt;
+  opt.tables.tier = "dram";
+  auto e = Engine::Create(std::move(files).value(), opt);
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  // The dram tier copied the table; the engine's synthetic copy is gone.
+  EXPECT_EQ((*e)->files().store.Get(table).status().code(), StatusCode::kFailedPrecondition);
+  ASSERT_NE((*e)->files().store.Info(table), nullptr);
+  auto seq = (*e)->AddSequence();
+  const int32_t ids[] = {1, 2, 3};
+  StepChunk ch{*seq, ids};
+  EXPECT_TRUE((*e)->Step({&ch, 1}, false).ok());
+}
+
 TEST_F(TieredEngine, NvmeTierRefusesInMemoryTables) {
   auto files = OpenModel("synth:tiny");
   ASSERT_TRUE(files.ok());
