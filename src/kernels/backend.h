@@ -52,6 +52,9 @@ class Backend {
   virtual Device device() const = 0;
   // Element type this backend keeps the KV cache in (F32 on CPU).
   virtual DType kv_dtype() const = 0;
+  // The device's PCI bus id ("0000:3b:00.0"), for NUMA placement of host memory near it;
+  // empty for the CPU backend.
+  virtual std::string pci_bus_id() const { return ""; }
 
   // ---- memory
   // Uninitialized tensor on this backend's device.

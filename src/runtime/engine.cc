@@ -1,5 +1,7 @@
 #include "runtime/engine.h"
 
+#include <sched.h>
+
 #include <algorithm>
 #include <chrono>
 
@@ -7,7 +9,9 @@
 #include "model/table_checksum.h"
 #include "model/weights.h"
 #include "tiering/host_tier.h"
+#include "tiering/numa_topology.h"
 #include "tiering/nvme_tier.h"
+#include "tiering/table_placement.h"
 
 namespace engram {
 
@@ -94,6 +98,7 @@ Status Engine::CreateTier() {
     HostTierOptions o;
     o.budget_bytes = t.dram_budget_bytes;
     if (infos.size() == tables.size()) o.infos = infos;  // names the tables in messages
+    ENGRAM_RETURN_IF_ERROR(PlaceTables(o));
     bool pin = backend_->device() != Device::kCpu;
     if (t.pin == "on" || t.pin == "true") {
       pin = true;
@@ -140,6 +145,46 @@ Status Engine::CreateTier() {
                           CopyEngine::Create(*table_tier_, *backend_, hasher_->num_heads(), c));
   spdlog::info("engine: Engram rows from the {} tier, transfer {}, prefetch {}, hot cache {} B",
                table_tier_->name(), t.transfer, t.prefetch ? "on" : "off", t.hot_cache_bytes);
+  return Status::Ok();
+}
+
+namespace {
+
+// The CPUs this process may run on (the CPU backend's threads run there).
+std::vector<int> AllowedCpus() {
+  std::vector<int> cpus;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) != 0) return cpus;
+  for (int c = 0; c < CPU_SETSIZE; ++c) {
+    if (CPU_ISSET(c, &set)) cpus.push_back(c);
+  }
+  return cpus;
+}
+
+}  // namespace
+
+Status Engine::PlaceTables(HostTierOptions& o) const {
+  const TableOptions& t = options_.tables;
+  auto topology = NumaTopology::Load();
+  if (!topology.ok()) {
+    if (t.numa == "auto" || t.numa == "none") {
+      spdlog::warn("dram tier: no NUMA placement, hwloc failed: {}", topology.status().ToString());
+      return Status::Ok();
+    }
+    return topology.status().WithContext("tables.numa " + t.numa);
+  }
+  PlacementRequest r;
+  r.mode = t.numa;
+  r.node = t.numa_node;
+  r.pci_bus_id = backend_->pci_bus_id();
+  r.cpus = AllowedCpus();
+  ENGRAM_ASSIGN_OR_RETURN(Placement p, ChooseTablePlacement(*topology, r));
+  o.numa = p.policy;
+  o.node = p.node;
+  o.interleave_nodes = p.interleave_nodes;
+  spdlog::info("dram tier: NUMA policy {}: {} ({})", NumaPolicyName(p.policy), p.why,
+               topology->Summary());
   return Status::Ok();
 }
 

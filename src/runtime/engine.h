@@ -19,6 +19,7 @@
 #include "model/model_files.h"
 #include "prefetch/copy_engine.h"
 #include "prefetch/ngram_hasher.h"
+#include "tiering/host_tier.h"
 #include "tiering/resident_tier.h"
 #include "tiering/table_tier.h"
 
@@ -41,6 +42,11 @@ struct TableOptions {
   // asynchronous DMA; CPU: mlock). "auto" pins on CUDA only; a refused pin is logged and the
   // tables stay usable unpinned (zero_copy then refuses to start).
   std::string pin = "auto";
+  // dram: NUMA placement of the tables (tiering/table_placement.h): "auto" (the node nearest
+  // the GPU, or holding the engine's CPUs, else interleaved), "bind" (numa_node), "interleave",
+  // "none".
+  std::string numa = "auto";
+  int numa_node = -1;
   uint64_t dram_budget_bytes = 0;  // 0 = unlimited
   uint64_t cache_bytes = 0;
   std::string cache_policy = "tinylfu";
@@ -129,6 +135,8 @@ class Engine {
   void HashRows(std::span<const StepChunk> chunks, int64_t tokens);
   Status GatherResidentRows(int64_t tokens);
   Status CreateTier();
+  // Resolves tables.numa against the machine (hwloc) into the dram tier's policy.
+  Status PlaceTables(HostTierOptions& o) const;
 
   ModelFiles files_;
   EngineOptions options_;

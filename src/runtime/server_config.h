@@ -67,6 +67,8 @@ struct ServerConfig {
     std::string cache_policy = "tinylfu";  // tinylfu | lru (row cache and hot cache)
     std::string transfer = "copy";         // dram/nvme: copy | zero_copy (dram only)
     std::string pin = "auto";              // dram: auto (CUDA only) | on | off
+    std::string numa = "auto";             // dram: auto | bind | interleave | none
+    int64_t numa_node = -1;                // dram, numa bind: the OS node (-1: as auto)
     int64_t hot_cache_bytes = 0;           // dram/nvme: device hot-row cache; 0 = none
     bool verify_checksums = true;          // check engram_checksums.json at start
     bool operator==(const TablesSection&) const = default;

@@ -82,6 +82,12 @@ Result<std::unique_ptr<CudaBackend>> CudaBackend::Create(const BackendOptions& o
   ENGRAM_CUDA_RETURN_IF_ERROR(
       cudaDeviceGetAttribute(&pageable, cudaDevAttrPageableMemoryAccess, b->device_));
   b->pageable_access_ = pageable != 0;
+  char bus[32] = {};
+  if (cudaDeviceGetPCIBusId(bus, sizeof(bus), b->device_) == cudaSuccess) {
+    b->pci_bus_id_ = bus;
+  } else {
+    (void)cudaGetLastError();  // NUMA placement then falls back to the CPUs' node
+  }
 
   ENGRAM_ASSIGN_OR_RETURN(b->stream_, CreateStream());
   ENGRAM_ASSIGN_OR_RETURN(b->cublas_, CreateCublas());

@@ -29,6 +29,7 @@ class CudaBackend final : public Backend {
   std::string_view name() const override { return "cuda"; }
   Device device() const override { return Device::kCuda; }
   DType kv_dtype() const override { return DType::kF32; }
+  std::string pci_bus_id() const override { return pci_bus_id_; }
   cudaStream_t stream() const { return stream_.get(); }
 
   Result<Tensor> Alloc(DType dtype, std::vector<int64_t> shape) override;
@@ -74,6 +75,7 @@ class CudaBackend final : public Backend {
   static Status CheckDevice(const Tensor& t, const char* op, const char* name);
 
   int device_ = 0;
+  std::string pci_bus_id_;        // cudaDeviceGetPCIBusId, "" when it failed
   bool pageable_access_ = false;  // the device can read pageable host memory (HMM/ATS)
   CudaStream stream_;
   CublasHandle cublas_;

@@ -327,6 +327,8 @@ tables:
   cache_policy: lru
   transfer: zero_copy
   pin: "on"
+  numa: bind
+  numa_node: 1
   hot_cache_bytes: 65536
   verify_checksums: false
 logging:
