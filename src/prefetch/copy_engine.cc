@@ -44,7 +44,11 @@ struct CopyEngine::Slot {
 
 CopyEngine::CopyEngine(TableTier& tier, Backend& backend, int heads,
                        const CopyEngineOptions& options)
-    : tier_(tier), backend_(backend), heads_(heads), options_(options) {}
+    : tier_(tier),
+      backend_(backend),
+      heads_(heads),
+      options_(options),
+      host_device_(backend.device() == Device::kCpu) {}
 
 Result<std::unique_ptr<CopyEngine>> CopyEngine::Create(TableTier& tier, Backend& backend, int heads,
                                                        const CopyEngineOptions& options) {
@@ -111,7 +115,7 @@ Status CopyEngine::Grow(int64_t tokens) {
   if (hot_) hot_->Clear();  // the new arena holds no rows yet
   for (auto& s : slots_) {
     for (Slot::Layer& y : s->layers) {
-      if (options_.transfer == TransferMode::kCopy) {
+      if (options_.transfer == TransferMode::kCopy && !host_device_) {
         ENGRAM_ASSIGN_OR_RETURN(y.staging_rows, backend_.AllocHostStaging(tier_.dtype(), {n, dh}));
       }
       ENGRAM_ASSIGN_OR_RETURN(y.staging_index, backend_.AllocHostStaging(DType::kI64, {n}));
@@ -221,7 +225,9 @@ Status CopyEngine::FetchLayer(Slot& s, int layer) {
   if (M > 0) {
     Tensor region = arena.Rows(base, base + M);
     if (options_.transfer == TransferMode::kCopy) {
-      const Status rs = tier_.ReadRows(layer, s.miss_rows, y.staging_rows.data, s.failed);
+      // A host-memory device (the CPU backend) reads straight into the arena: no staging copy.
+      Tensor staged = host_device_ ? region : y.staging_rows.Rows(0, M);
+      const Status rs = tier_.ReadRows(layer, s.miss_rows, staged.data, s.failed);
       const bool partial = rs.code() == StatusCode::kUnavailable &&
                            std::find(s.failed.begin(), s.failed.end(), 1) != s.failed.end();
       if (partial) {
@@ -229,7 +235,7 @@ Status CopyEngine::FetchLayer(Slot& s, int layer) {
       } else {
         st = rs;
       }
-      if (st.ok()) st = channel_->Upload(y.staging_rows.Rows(0, M), region);
+      if (st.ok() && !host_device_) st = channel_->Upload(staged, region);
     } else {
       std::memcpy(y.staging_ids.data, s.miss_rows.data(), static_cast<size_t>(M) * 8);
       Tensor ids = y.ids_dev.Rows(0, M);
@@ -248,7 +254,7 @@ Status CopyEngine::FetchLayer(Slot& s, int layer) {
     }
   }
   if (st.ok()) {
-    auto* index = y.staging_index.ptr<int64_t>();
+    auto* index = (host_device_ ? y.index_dev : y.staging_index).ptr<int64_t>();
     for (size_t i = 0; i < rows.size(); ++i) {
       const size_t u = static_cast<size_t>(
           std::lower_bound(s.unique.begin(), s.unique.end(), rows[i]) - s.unique.begin());
@@ -256,7 +262,7 @@ Status CopyEngine::FetchLayer(Slot& s, int layer) {
     }
     const int64_t N = static_cast<int64_t>(rows.size());
     Tensor index_dev = y.index_dev.Rows(0, N);
-    st = channel_->Upload(y.staging_index.Rows(0, N), index_dev);
+    if (!host_device_) st = channel_->Upload(y.staging_index.Rows(0, N), index_dev);
   }
   const int mark = MarkOf(s.index, layer);
   if (st.ok()) st = channel_->Mark(mark);

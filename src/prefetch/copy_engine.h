@@ -12,7 +12,8 @@
 //
 // Transfer modes (how misses reach the arena):
 //   kCopy:     TableTier::ReadRows into pinned host staging, then RowChannel::Upload (CUDA:
-//              cudaMemcpyAsync on the copy stream). Any tier.
+//              cudaMemcpyAsync on the copy stream). Any tier. On the CPU backend the arena is
+//              host memory, so ReadRows writes into it directly.
 //   kZeroCopy: the miss ids are uploaded and RowChannel::Gather reads the rows in place from the
 //              tier's host table (CUDA: mapped pinned memory read over the bus by a kernel).
 //              Needs a tier with HostTable() (dram).
@@ -90,6 +91,7 @@ class CopyEngine final : public EngramRowSource {
   Backend& backend_;
   const int heads_;
   const CopyEngineOptions options_;
+  const bool host_device_;  // the backend's device is host memory: rows land in place
   std::unique_ptr<RowChannel> channel_;
   std::unique_ptr<HotRowCache> hot_;  // null without a hot cache; copy thread only
   int64_t hot_slots_ = 0;             // per layer
