@@ -7,6 +7,7 @@
 // Every op validates shapes and dtypes and returns INVALID_ARGUMENT naming the operand.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -43,6 +44,13 @@ struct EngramConvParams {
   int kernel_size = 4;  // K
   int dilation = 3;     // N (max n-gram size)
   float norm_eps = 1e-5f;
+};
+
+// Work recorded by Backend::EndCapture and run by Backend::Replay (CUDA: an instantiated CUDA
+// graph). Opaque; owned by the caller, and must not outlive the backend that made it.
+class CapturedGraph {
+ public:
+  virtual ~CapturedGraph() = default;
 };
 
 class Backend {
@@ -133,12 +141,43 @@ class Backend {
   virtual Status EngramShortConv(const Tensor& v, const Tensor& norm_w, const Tensor& conv_w,
                                  const EngramConvParams& p, const BatchLayout& layout,
                                  Tensor& state, Tensor& h) = 0;
+
+  // ---- captured work (CUDA graphs); optional: the defaults answer UNIMPLEMENTED (CPU).
+  // Between BeginCapture and EndCapture the ops the calling thread issues are recorded, not
+  // run (CUDA: capture of the compute stream in cudaStreamCaptureModeThreadLocal), together with
+  // everything fixed at issue time: operand addresses and the host-side sizes of every launch.
+  // A replay runs the same kernels over the same addresses with the values they hold then.
+  // While capturing, whatever would allocate or synchronize (Alloc, copies, UploadLayout,
+  // Synchronize, a per-op scratch buffer that would have to grow) is FAILED_PRECONDITION; so
+  // run a shape eagerly once before capturing it.
+  virtual Status BeginCapture() { return Unimplemented("{}: no graph capture", name()); }
+  // Ends the capture and instantiates what was recorded. On an error (an op broke the capture,
+  // instantiation failed) nothing is kept and the backend is ready for eager ops again.
+  virtual Result<std::unique_ptr<CapturedGraph>> EndCapture() {
+    return Unimplemented("{}: no graph capture", name());
+  }
+  // Ends a capture whose ops failed, discarding the recording; a no-op without a capture.
+  virtual void AbortCapture() {}
+  // Runs a graph this backend captured, asynchronously like any op. FAILED_PRECONDITION when
+  // capture_epoch() changed since it was captured (a buffer it reads was reallocated).
+  virtual Status Replay(const CapturedGraph& graph) {
+    (void)graph;
+    return Unimplemented("{}: no graph capture", name());
+  }
+  // Increases whenever the backend reallocates memory its ops use internally (the layout's
+  // device buffer, per-op scratch): graphs captured under an earlier epoch would read freed
+  // memory and must be dropped.
+  virtual uint64_t capture_epoch() const { return 0; }
 };
 
 struct BackendOptions {
   std::string kind = "cpu";  // "cpu" or "cuda"
   int threads = 0;           // CPU compute threads; 0 = one per physical core
   int device_index = 0;      // CUDA device
+  // CUDA: the Engine runs decode steps as CUDA graphs through BeginCapture/Replay (captured
+  // once per step shape, then replayed; src/kernels/cuda/NOTES.md). Off until verified on a
+  // GPU; ignored with the CPU backend.
+  bool cuda_graphs = false;
 };
 
 // Creates the backend named by options.kind; UNAVAILABLE when it is not built or no device

@@ -110,6 +110,7 @@ Result<std::vector<Tensor>> LlamaModel::AllocEngramState(int slots) {
 Status LlamaModel::EnsureScratch(int64_t T, int64_t R) {
   const int64_t cap = std::max(T, R);
   if (cap <= s_.capacity) return Status::Ok();
+  ++scratch_epoch_;  // first: a failure halfway leaves some buffers replaced already
   const int64_t H = config_.hidden_size;
   const int64_t qkv =
       (config_.num_attention_heads + 2 * config_.num_key_value_heads) * config_.head_dim;

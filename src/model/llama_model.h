@@ -5,6 +5,7 @@
 // Thread safety: Forward is called from one thread at a time (the engine thread).
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <vector>
 
@@ -34,8 +35,13 @@ class LlamaModel {
   // Runs the layers over the layout's tokens (layout already uploaded with UploadLayout),
   // writing their keys and values into `kv`, and returns logits F32 [logit_rows, vocab] on the
   // device for layout.logit_rows.
+  // Activations live in scratch buffers that grow to the largest step seen and are reused, so a
+  // step of a shape seen before allocates nothing and uses the same addresses (what lets the
+  // engine capture Forward as a CUDA graph; the logits tensor is a view of that scratch).
   Result<Tensor> Forward(const BatchLayout& layout, EngramRowSource& rows, KvCache& kv,
                          std::vector<Tensor>& engram_state);
+  // Increases whenever Forward reallocates its scratch (a bigger step than any before).
+  uint64_t scratch_epoch() const { return scratch_epoch_; }
 
  private:
   struct EngramLayer {
@@ -64,6 +70,7 @@ class LlamaModel {
   RopeParams rope_;
   AttentionParams attn_;
   Scratch s_;
+  uint64_t scratch_epoch_ = 0;
 };
 
 }  // namespace engram

@@ -14,6 +14,17 @@
 #include "tiering/table_placement.h"
 
 namespace engram {
+namespace {
+
+// Step shapes whose graphs an engine keeps (each graph holds a few hundred kernel nodes).
+constexpr size_t kMaxCudaGraphs = 32;
+
+bool AllSingleTokens(std::span<const StepChunk> chunks) {
+  return std::all_of(chunks.begin(), chunks.end(),
+                     [](const StepChunk& c) { return c.tokens.size() == 1; });
+}
+
+}  // namespace
 
 // Rows gathered before the forward pass (the synchronous path): WaitRows returns at once.
 class Engine::GatheredRows final : public EngramRowSource {
@@ -54,6 +65,23 @@ Result<std::unique_ptr<Engine>> Engine::Create(ModelFiles files, const EngineOpt
     ENGRAM_RETURN_IF_ERROR(e->CreateTier());
   }
   e->seqs_.resize(static_cast<size_t>(options.max_seqs));
+  if (options.backend.cuda_graphs) {
+    if (e->backend_->device() != Device::kCuda) {
+      spdlog::info("engine: backend.cuda_graphs is ignored by the {} backend", e->backend_->name());
+    } else if (e->copy_engine_) {
+      // The copy engine's per-layer hand-off (the host waits for the copy thread, then the
+      // compute stream waits for its event) and the ring slot of its row index change every
+      // step; capturing them is not supported yet.
+      spdlog::warn(
+          "engine: backend.cuda_graphs: steps with Engram rows from the {} tier run without "
+          "CUDA graphs (only tables.tier resident is captured)",
+          options.tables.tier);
+    } else {
+      e->graphs_ = std::make_unique<GraphCache>(kMaxCudaGraphs);
+      spdlog::info("engine: decode steps run as CUDA graphs (up to {} step shapes kept)",
+                   kMaxCudaGraphs);
+    }
+  }
   spdlog::info("engine: {} on {} backend, {} layers, KV {} blocks x {}, {} Engram layers",
                e->files_.source, e->backend_->name(), c.num_hidden_layers, blocks,
                options.block_size, c.engram ? c.engram->layer_ids.size() : 0);
@@ -224,7 +252,8 @@ int Engine::free_seq_slots() const {
   return n;
 }
 
-Status Engine::BuildLayout(std::span<const StepChunk> chunks, bool all_logits, BatchLayout& L) {
+Status Engine::BuildLayout(std::span<const StepChunk> chunks, bool all_logits, bool pad_blocks,
+                           BatchLayout& L) {
   const int64_t vocab = config().vocab_size;
   const int64_t max_pos = config().max_position_embeddings;
   std::vector<bool> seen(seqs_.size(), false);
@@ -266,6 +295,9 @@ Status Engine::BuildLayout(std::span<const StepChunk> chunks, bool all_logits, B
       return st;
     }
     max_blocks = std::max(max_blocks, s.blocks.size());
+  }
+  if (pad_blocks) {
+    max_blocks = static_cast<size_t>(BlockTableBucket(static_cast<int32_t>(max_blocks)));
   }
   const int bs = kv_->block_size();
   L = BatchLayout();
@@ -322,6 +354,7 @@ Status Engine::GatherResidentRows(int64_t T) {
   const int64_t D = config().engram->engram_dim();
   const int layers = hasher_->num_layers();
   if (T > rows_capacity_) {
+    ++rows_epoch_;  // first: a failure halfway leaves the old buffers freed already
     row_ids_dev_.clear();
     rows_dev_.clear();
     for (int i = 0; i < layers; ++i) {
@@ -344,8 +377,9 @@ Status Engine::GatherResidentRows(int64_t T) {
 Result<std::vector<float>> Engine::Step(std::span<const StepChunk> chunks, bool all_logits,
                                         std::vector<SeqFailure>* failed) {
   if (chunks.empty()) return InvalidArgument("step has no sequences");
+  const bool graph = graphs_ != nullptr && AllSingleTokens(chunks);
   BatchLayout layout;
-  ENGRAM_RETURN_IF_ERROR(BuildLayout(chunks, all_logits, layout));
+  ENGRAM_RETURN_IF_ERROR(BuildLayout(chunks, all_logits, graph, layout));
   ENGRAM_RETURN_IF_ERROR(backend_->UploadLayout(layout));
   const int64_t T = layout.num_tokens();
   std::vector<Tensor> rows;
@@ -361,14 +395,19 @@ Result<std::vector<float>> Engine::Step(std::span<const StepChunk> chunks, bool 
   }
   GatheredRows gathered(std::move(rows));
   EngramRowSource& source = copy_engine_ ? static_cast<EngramRowSource&>(*copy_engine_) : gathered;
-  auto forward = model_->Forward(layout, source, *kv_, engram_state_);
+  auto forward =
+      graph ? GraphForward(layout, source) : model_->Forward(layout, source, *kv_, engram_state_);
   std::vector<RowFailure> row_failures;
   if (copy_engine_) {
     ENGRAM_RETURN_IF_ERROR(copy_engine_->End(
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
         &row_failures));
   }
-  ENGRAM_ASSIGN_OR_RETURN(Tensor logits, std::move(forward));
+  if (!forward.ok()) {
+    if (graphs_) graphs_->Invalidate();  // an error drops the graphs (they are recaptured)
+    return forward.status();
+  }
+  const Tensor logits = std::move(forward).value();
   if (!row_failures.empty()) {
     if (failed == nullptr) return row_failures.front().status;
     // Each failed sequence once, with the first cause its tokens met.
@@ -380,17 +419,108 @@ Result<std::vector<float>> Engine::Step(std::span<const StepChunk> chunks, bool 
       failed->push_back({chunks[si].seq, f.status});
     }
   }
+  // Outside any graph: the copy of the logits and the check of the kernels' error word.
   std::vector<float> out(static_cast<size_t>(logits.numel()));
-  if (!out.empty()) {
-    ENGRAM_RETURN_IF_ERROR(backend_->CopyToHost(logits, out.data()));
-  } else {
-    ENGRAM_RETURN_IF_ERROR(backend_->Synchronize());
+  const Status done =
+      out.empty() ? backend_->Synchronize() : backend_->CopyToHost(logits, out.data());
+  if (!done.ok()) {
+    if (graphs_) graphs_->Invalidate();
+    return done;
   }
   for (const StepChunk& ch : chunks) {
     auto& t = seqs_[ch.seq].tokens;
     t.insert(t.end(), ch.tokens.begin(), ch.tokens.end());
   }
   return out;
+}
+
+uint64_t Engine::GraphEpoch() const {
+  // Each counter only increases, so the sum changes exactly when one of them does.
+  return backend_->capture_epoch() + model_->scratch_epoch() + rows_epoch_;
+}
+
+GraphStats Engine::graph_stats() const {
+  GraphStats s = graph_stats_;
+  if (graphs_) {
+    s.invalidations = graphs_->invalidations();
+    s.evictions = graphs_->evictions();
+    s.cached = graphs_->graphs();
+  }
+  return s;
+}
+
+Result<Tensor> Engine::GraphForward(const BatchLayout& layout, EngramRowSource& rows) {
+  using Clock = std::chrono::steady_clock;
+  using State = GraphCache::Entry::State;
+  auto eager = [&] { return model_->Forward(layout, rows, *kv_, engram_state_); };
+  auto warn_once = [&](const char* what, const Status& st) {
+    if (graph_warned_) {
+      spdlog::debug("engine: CUDA graph {} failed ({}); the step runs eagerly", what,
+                    st.ToString());
+      return;
+    }
+    graph_warned_ = true;
+    spdlog::warn("engine: CUDA graph {} failed ({}); such steps run eagerly (logged once)", what,
+                 st.ToString());
+  };
+  // The layout was uploaded and the rows gathered just before, eagerly: a buffer they grew
+  // makes every graph stale now.
+  graphs_->SetEpoch(GraphEpoch());
+  const GraphKey key{layout.num_tokens(), static_cast<int32_t>(layout.logit_rows.size()),
+                     layout.max_blocks_per_seq};
+  GraphCache::Entry* e = graphs_->Find(key);
+  if (e == nullptr) {
+    // A new shape runs eagerly once: that grows every buffer it needs (none may grow while
+    // capturing) and loads its kernels; the next step of this shape is captured.
+    graphs_->Add(key);
+    ++graph_stats_.warmups;
+    return eager();
+  }
+  if (e->state == State::kFailed) {
+    ++graph_stats_.eager;
+    return eager();
+  }
+  if (e->state == State::kWarm) {
+    const auto t0 = Clock::now();
+    Tensor logits;
+    auto capture = [&]() -> Result<std::unique_ptr<CapturedGraph>> {
+      ENGRAM_RETURN_IF_ERROR(backend_->BeginCapture());
+      Result<Tensor> fwd = eager();  // recorded, not run
+      if (!fwd.ok()) {
+        backend_->AbortCapture();
+        return fwd.status();
+      }
+      logits = std::move(fwd).value();
+      return backend_->EndCapture();
+    };
+    auto captured = capture();
+    if (!captured.ok()) {
+      ++graph_stats_.capture_failures;
+      ++graph_stats_.eager;
+      e->state = State::kFailed;
+      warn_once("capture", captured.status());
+      return eager();  // nothing of the capture ran: the step runs from the start
+    }
+    e->graph = std::move(captured).value();
+    e->logits = std::move(logits);
+    e->state = State::kGraph;
+    ++graph_stats_.captures;
+    spdlog::debug(
+        "engine: CUDA graph for {} sequences x {} block-table columns captured and instantiated "
+        "in {:.3f} ms",
+        key.tokens, key.max_blocks,
+        std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+  }
+  const Status st = backend_->Replay(*e->graph);
+  if (!st.ok()) {
+    // Nothing was launched: drop the graphs (recaptured later) and run this step eagerly.
+    warn_once("launch", st);
+    graphs_->Invalidate();
+    ++graph_stats_.eager;
+    return eager();
+  }
+  ++graph_stats_.replays;
+  return e->logits;
 }
 
 }  // namespace engram

@@ -19,6 +19,7 @@
 #include "model/model_files.h"
 #include "prefetch/copy_engine.h"
 #include "prefetch/ngram_hasher.h"
+#include "runtime/graph_cache.h"
 #include "tiering/host_tier.h"
 #include "tiering/resident_tier.h"
 #include "tiering/table_tier.h"
@@ -60,6 +61,9 @@ struct TableOptions {
 };
 
 struct EngineOptions {
+  // backend.cuda_graphs: decode steps (every chunk one token) run as CUDA graphs, captured once
+  // per shape and replayed (src/kernels/cuda/NOTES.md, "CUDA graphs"); CUDA with the resident
+  // tier (or no Engram layers) only, the other cases run eagerly.
   BackendOptions backend;
   TableOptions tables;
   int max_seqs = 64;          // sequences alive at once (Engram state slots)
@@ -105,6 +109,10 @@ class Engine {
   // DRAM the dram/nvme tier holds (tables, or the row cache); 0 for the resident tier.
   int64_t tier_resident_bytes() const { return table_tier_ ? table_tier_->resident_bytes() : 0; }
   const TableOptions& table_options() const { return options_.tables; }
+  // Whether decode steps run as CUDA graphs (backend.cuda_graphs on a CUDA backend whose Engram
+  // rows come from the resident tier), and the counters of that path (all zero when not).
+  bool cuda_graphs() const { return graphs_ != nullptr; }
+  GraphStats graph_stats() const;
 
   // Runs one forward over the chunks (each sequence at most once) and appends their tokens to
   // the sequences. Returns logits F32 on the host, row-major: with all_logits, one row per
@@ -130,11 +138,19 @@ class Engine {
   class GatheredRows;
 
   Engine() = default;
-  Status BuildLayout(std::span<const StepChunk> chunks, bool all_logits, BatchLayout& layout);
+  // pad_blocks: widen the block tables to BlockTableBucket (graph-eligible steps).
+  Status BuildLayout(std::span<const StepChunk> chunks, bool all_logits, bool pad_blocks,
+                     BatchLayout& layout);
   // Hashes the step's tokens for every Engram layer into row_ids_ (absolute rows, [T, H]).
   void HashRows(std::span<const StepChunk> chunks, int64_t tokens);
   Status GatherResidentRows(int64_t tokens);
   Status CreateTier();
+  // Forward of a graph-eligible step (graphs_ set, every chunk one token): replays the graph of
+  // the step's shape, captures it (second step of a shape), or runs eagerly (first step, or
+  // after a capture failure). The layout is uploaded and the rows gathered before.
+  Result<Tensor> GraphForward(const BatchLayout& layout, EngramRowSource& rows);
+  // Increases whenever a buffer a captured forward reads is reallocated (backend, model, rows).
+  uint64_t GraphEpoch() const;
   // Resolves tables.numa against the machine (hwloc) into the dram tier's policy.
   Status PlaceTables(HostTierOptions& o) const;
 
@@ -154,6 +170,11 @@ class Engine {
   std::vector<std::vector<int64_t>> row_ids_;  // per Engram layer
   std::vector<Tensor> row_ids_dev_, rows_dev_;
   int64_t rows_capacity_ = 0;
+  uint64_t rows_epoch_ = 0;  // reallocations of rows_dev_
+  // Decode steps as CUDA graphs (null: off). Declared last so its graphs go before the backend.
+  std::unique_ptr<GraphCache> graphs_;
+  GraphStats graph_stats_;
+  bool graph_warned_ = false;  // a capture or replay failure was logged (once per engine)
 };
 
 }  // namespace engram

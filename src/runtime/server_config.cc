@@ -38,7 +38,7 @@ constexpr std::string_view kTransfers[] = {"copy", "zero_copy"};
 constexpr std::string_view kPins[] = {"auto", "on", "off"};
 constexpr std::string_view kTiers[] = {"resident", "dram", "nvme"};
 constexpr std::string_view kCachePolicies[] = {"tinylfu", "lru"};
-constexpr std::string_view kBackendKeys[] = {"kind", "threads", "device"};
+constexpr std::string_view kBackendKeys[] = {"kind", "threads", "device", "cuda_graphs"};
 constexpr std::string_view kServerKeys[] = {"listen", "max_message_bytes", "drain_grace_s",
                                             "handler_threads"};
 constexpr std::string_view kLimitsKeys[] = {
@@ -353,6 +353,9 @@ Status Parser::Parse(const YAML::Node& root, ServerConfig& c) {
   ENGRAM_RETURN_IF_ERROR(Enum(backend, "kind", kBackendKinds, b.kind));
   ENGRAM_RETURN_IF_ERROR(Int(backend, "threads", 0, 4096, b.threads));
   ENGRAM_RETURN_IF_ERROR(Int(backend, "device", 0, 1023, b.device));
+  std::optional<bool> cuda_graphs;
+  ENGRAM_RETURN_IF_ERROR(Bool(backend, "cuda_graphs", cuda_graphs));
+  if (cuda_graphs) b.cuda_graphs = *cuda_graphs;
 
   ENGRAM_ASSIGN_OR_RETURN(Section server, section("server", kServerKeys));
   auto& s = c.server;
@@ -502,6 +505,7 @@ EngineOptions ServerConfig::ToEngineOptions() const {
   o.backend.kind = backend.kind;
   o.backend.threads = backend.threads;
   o.backend.device_index = backend.device;
+  o.backend.cuda_graphs = backend.cuda_graphs;
   o.max_seqs = limits.max_running_seqs;
   o.kv_tokens = limits.kv_tokens;
   o.block_size = limits.kv_block_size;
@@ -535,6 +539,7 @@ std::string ServerConfig::ToYaml() const {
   e << YAML::Key << "kind" << YAML::Value << backend.kind;
   e << YAML::Key << "threads" << YAML::Value << backend.threads;
   e << YAML::Key << "device" << YAML::Value << backend.device;
+  e << YAML::Key << "cuda_graphs" << YAML::Value << backend.cuda_graphs;
   e << YAML::EndMap;
 
   e << YAML::Key << "server" << YAML::Value << YAML::BeginMap;

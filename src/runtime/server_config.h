@@ -36,6 +36,7 @@ struct ServerConfig {
     std::string kind = "cpu";  // "cpu" | "cuda"
     int threads = 0;           // CPU compute threads; 0 = one per physical core
     int device = 0;            // CUDA device index
+    bool cuda_graphs = false;  // CUDA: decode steps as CUDA graphs (BackendOptions)
     bool operator==(const BackendSection&) const = default;
   } backend;
 

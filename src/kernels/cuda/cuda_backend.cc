@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstring>
 #include <string>
+#include <utility>
 
 #include "common/logging.h"
 #include "kernels/cuda/cuda_backend.h"
@@ -51,6 +52,21 @@ std::string DescribeKernelErrors(uint32_t bits) {
       "zero, scatter skipped)");
   return s;
 }
+
+// An instantiated graph with what Replay checks: the backend that captured it and its epoch.
+class CudaCapturedGraph final : public CapturedGraph {
+ public:
+  CudaCapturedGraph(CudaGraphExec exec, const void* owner, uint64_t epoch)
+      : exec_(std::move(exec)), owner_(owner), epoch_(epoch) {}
+  cudaGraphExec_t exec() const { return exec_.get(); }
+  const void* owner() const { return owner_; }
+  uint64_t epoch() const { return epoch_; }
+
+ private:
+  CudaGraphExec exec_;
+  const void* owner_;
+  uint64_t epoch_;
+};
 
 }  // namespace
 
@@ -122,12 +138,33 @@ Result<std::unique_ptr<CudaBackend>> CudaBackend::Create(const BackendOptions& o
 }
 
 CudaBackend::~CudaBackend() {
+  AbortCapture();
   if (stream_) cudaStreamSynchronize(stream_.get());
 }
 
 Status CudaBackend::Activate() const {
+  if (capturing_) return Status::Ok();
   ENGRAM_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
   return Status::Ok();
+}
+
+Status CudaBackend::NotCapturing(const char* op) const {
+  if (!capturing_) return Status::Ok();
+  return FailedPrecondition(
+      "{}: not allowed during CUDA graph capture (it would allocate or synchronize)", op);
+}
+
+Result<void*> CudaBackend::GetScratch(Scratch& s, size_t bytes, const char* op) {
+  if (!s.Holds(bytes)) {
+    if (capturing_) {
+      return FailedPrecondition(
+          "{}: its scratch buffer would have to grow to {} bytes during CUDA graph capture (run "
+          "the step's shape once without capture first)",
+          op, bytes);
+    }
+    ++epoch_;  // the old buffer is freed: graphs captured over it must not run again
+  }
+  return s.Get(bytes, stream());
 }
 
 Status CudaBackend::SyncAndCheck() {
@@ -154,6 +191,7 @@ Result<Tensor> CudaBackend::Alloc(DType dtype, std::vector<int64_t> shape) {
   for (int64_t d : shape) {
     if (d < 0) return InvalidArgument("Alloc: negative dimension in shape");
   }
+  ENGRAM_RETURN_IF_ERROR(NotCapturing("Alloc"));
   ENGRAM_RETURN_IF_ERROR(Activate());
   Tensor t;
   t.dtype = dtype;
@@ -208,7 +246,7 @@ Result<Tensor> CudaBackend::PrepareWeight(const Tensor& host, WeightUse use) {
     // Raw chunks go through a device staging buffer and are converted there.
     const size_t esize = DTypeSize(host.dtype);
     const size_t chunk = std::min<size_t>(kConvertChunkElems, static_cast<size_t>(n));
-    ENGRAM_ASSIGN_OR_RETURN(void* staging, linear_scratch_.Get(chunk * esize, stream()));
+    ENGRAM_ASSIGN_OR_RETURN(void* staging, GetScratch(linear_scratch_, chunk * esize, kOp));
     const Elem dst = target == DType::kBF16 ? Elem::kBF16 : Elem::kF32;
     for (size_t off = 0; off < static_cast<size_t>(n); off += chunk) {
       const size_t cnt = std::min(chunk, static_cast<size_t>(n) - off);
@@ -230,6 +268,7 @@ Status CudaBackend::CopyToHost(const Tensor& src, void* dst) {
   if (src.data == nullptr || dst == nullptr) {
     return InvalidArgument("CopyToHost: null source or destination");
   }
+  ENGRAM_RETURN_IF_ERROR(NotCapturing("CopyToHost"));
   ENGRAM_RETURN_IF_ERROR(Activate());
   ENGRAM_CUDA_RETURN_IF_ERROR(
       cudaMemcpyAsync(dst, src.data, src.nbytes(), cudaMemcpyDefault, stream()));
@@ -240,6 +279,7 @@ Status CudaBackend::CopyFromHost(const void* src, Tensor& dst) {
   if (dst.nbytes() == 0) return Status::Ok();
   ENGRAM_RETURN_IF_ERROR(CheckDevice(dst, "CopyFromHost", "dst"));
   if (src == nullptr) return InvalidArgument("CopyFromHost: null source");
+  ENGRAM_RETURN_IF_ERROR(NotCapturing("CopyFromHost"));
   ENGRAM_RETURN_IF_ERROR(Activate());
   ENGRAM_CUDA_RETURN_IF_ERROR(
       cudaMemcpyAsync(dst.data, src, dst.nbytes(), cudaMemcpyDefault, stream()));
@@ -255,6 +295,8 @@ Status CudaBackend::CopyFromHost(const void* src, Tensor& dst) {
 
 Status CudaBackend::UploadLayout(BatchLayout& layout) {
   ENGRAM_RETURN_IF_ERROR(layout.Validate());
+  // Never captured: the copy reads the pinned staging buffer of this step (two alternate).
+  ENGRAM_RETURN_IF_ERROR(NotCapturing("UploadLayout"));
   ENGRAM_RETURN_IF_ERROR(Activate());
   const int64_t T = layout.num_tokens(), S = layout.num_seqs();
   BatchLayout::DeviceArrays& d = layout.dev;
@@ -275,6 +317,8 @@ Status CudaBackend::UploadLayout(BatchLayout& layout) {
       {&layout.block_tables, &d.block_tables, {S, layout.max_blocks_per_seq}},
       {&layout.logit_rows, &d.logit_rows, {static_cast<int64_t>(layout.logit_rows.size())}},
   };
+  // Offsets depend only on the arrays' lengths (T, S, max_blocks_per_seq, logit rows), so steps
+  // of one shape put every array at the same device address (what a captured graph reads).
   size_t total = 0;
   for (Item& it : items) {
     it.offset = total;
@@ -303,6 +347,7 @@ Status CudaBackend::UploadLayout(BatchLayout& layout) {
     ENGRAM_CUDA_RETURN_IF_ERROR(cudaMalloc(&p, bytes));
     layout_dev_ = std::shared_ptr<void>(p, [](void* q) { cudaFree(q); });
     layout_dev_bytes_ = bytes;
+    ++epoch_;  // graphs captured over the old buffer must not run again
   }
   ENGRAM_CUDA_RETURN_IF_ERROR(
       cudaMemcpyAsync(layout_dev_.get(), host, total, cudaMemcpyHostToDevice, stream()));
@@ -320,16 +365,19 @@ Status CudaBackend::UploadLayout(BatchLayout& layout) {
 }
 
 Status CudaBackend::Synchronize() {
+  ENGRAM_RETURN_IF_ERROR(NotCapturing("Synchronize"));
   ENGRAM_RETURN_IF_ERROR(Activate());
   return SyncAndCheck();
 }
 
 Result<Tensor> CudaBackend::AllocHostStaging(DType dtype, std::vector<int64_t> shape) {
+  ENGRAM_RETURN_IF_ERROR(NotCapturing("AllocHostStaging"));
   ENGRAM_RETURN_IF_ERROR(Activate());
   return AllocPinnedTensor(dtype, std::move(shape));
 }
 
 Status CudaBackend::RegisterHostMemory(void* ptr, size_t bytes) {
+  ENGRAM_RETURN_IF_ERROR(NotCapturing("RegisterHostMemory"));
   ENGRAM_RETURN_IF_ERROR(Activate());
   return RegisterHost(ptr, bytes, device_);
 }
@@ -344,6 +392,7 @@ void CudaBackend::UnregisterHostMemory(void* ptr, size_t bytes) {
 }
 
 Result<std::unique_ptr<RowChannel>> CudaBackend::CreateRowChannel(int num_marks) {
+  ENGRAM_RETURN_IF_ERROR(NotCapturing("CreateRowChannel"));
   ENGRAM_RETURN_IF_ERROR(Activate());
   CudaRowChannel::Options o;
   o.device = device_;
@@ -353,6 +402,66 @@ Result<std::unique_ptr<RowChannel>> CudaBackend::CreateRowChannel(int num_marks)
   o.num_marks = num_marks;
   ENGRAM_ASSIGN_OR_RETURN(std::unique_ptr<CudaRowChannel> ch, CudaRowChannel::Create(o));
   return std::unique_ptr<RowChannel>(std::move(ch));
+}
+
+Status CudaBackend::BeginCapture() {
+  if (capturing_) return FailedPrecondition("BeginCapture: a capture is already in progress");
+  ENGRAM_RETURN_IF_ERROR(Activate());
+  // Thread-local: only this thread's unsafe calls (allocation, synchronization) break the
+  // capture; the copy engine's thread may keep using its own stream meanwhile.
+  ENGRAM_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream(), cudaStreamCaptureModeThreadLocal));
+  capturing_ = true;
+  return Status::Ok();
+}
+
+Result<std::unique_ptr<CapturedGraph>> CudaBackend::EndCapture() {
+  if (!capturing_) return FailedPrecondition("EndCapture: no capture in progress");
+  capturing_ = false;
+  cudaGraph_t raw = nullptr;
+  const cudaError_t ended = cudaStreamEndCapture(stream(), &raw);
+  const CudaGraph graph(raw);  // the recording; destroyed on every path (the exec is separate)
+  if (ended != cudaSuccess) {
+    // A call that broke the capture may have left its error for the next launch check.
+    (void)cudaGetLastError();
+    return CudaStatus(ended, "cudaStreamEndCapture", __FILE__, __LINE__);
+  }
+  if (raw == nullptr) return Internal("cudaStreamEndCapture returned no graph");
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t inst = cudaGraphInstantiate(&exec, raw, 0);
+  CudaGraphExec owned(exec);
+  if (inst != cudaSuccess) {
+    (void)cudaGetLastError();
+    return CudaStatus(inst, "cudaGraphInstantiate", __FILE__, __LINE__);
+  }
+  return std::unique_ptr<CapturedGraph>(new CudaCapturedGraph(std::move(owned), this, epoch_));
+}
+
+void CudaBackend::AbortCapture() {
+  if (!capturing_) return;
+  capturing_ = false;
+  cudaGraph_t raw = nullptr;
+  // Cleanup only: the op that failed reported the cause; an invalidated capture ends with an
+  // error and no graph, which is what is wanted here.
+  (void)cudaStreamEndCapture(stream(), &raw);
+  if (raw != nullptr) (void)cudaGraphDestroy(raw);
+  (void)cudaGetLastError();
+}
+
+Status CudaBackend::Replay(const CapturedGraph& graph) {
+  ENGRAM_RETURN_IF_ERROR(NotCapturing("Replay"));
+  const auto* g = dynamic_cast<const CudaCapturedGraph*>(&graph);
+  if (g == nullptr || g->owner() != this) {
+    return InvalidArgument("Replay: the graph was not captured by this backend");
+  }
+  if (g->epoch() != epoch_) {
+    return FailedPrecondition(
+        "Replay: the graph was captured at epoch {}, and a buffer it reads was reallocated since "
+        "(epoch {})",
+        g->epoch(), epoch_);
+  }
+  ENGRAM_RETURN_IF_ERROR(Activate());
+  ENGRAM_CUDA_RETURN_IF_ERROR(cudaGraphLaunch(g->exec(), stream()));
+  return Status::Ok();
 }
 
 }  // namespace cuda

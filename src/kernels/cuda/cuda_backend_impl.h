@@ -9,6 +9,10 @@
 // UploadLayout packs all arrays of a step into one pinned staging buffer (two, used in turn)
 // and issues a single H2D copy into one device buffer that is reused by every step, so the
 // device addresses stay the same from step to step unless a bigger step makes it grow.
+// Graph capture (BeginCapture/EndCapture/Replay): stream capture of the compute stream in
+// thread-local mode; whatever would allocate or synchronize refuses while capturing, and every
+// reallocation of the layout buffer or a scratch buffer increases capture_epoch(), so graphs
+// that hold the old addresses are never replayed (NOTES.md, "CUDA graphs").
 #pragma once
 
 #include <array>
@@ -64,10 +68,22 @@ class CudaBackend final : public Backend {
                          const EngramConvParams& p, const BatchLayout& layout, Tensor& state,
                          Tensor& h) override;
 
+  Status BeginCapture() override;
+  Result<std::unique_ptr<CapturedGraph>> EndCapture() override;
+  void AbortCapture() override;
+  Status Replay(const CapturedGraph& graph) override;
+  uint64_t capture_epoch() const override { return epoch_; }
+
  private:
   CudaBackend() = default;
-  // Makes this backend's device current on the calling thread.
+  // Makes this backend's device current on the calling thread (a no-op while capturing: the
+  // capture's thread made it current and nothing on that thread changes it until the end).
   Status Activate() const;
+  // FAILED_PRECONDITION naming `op` while a capture is in progress (op would allocate or
+  // synchronize, which breaks a capture).
+  Status NotCapturing(const char* op) const;
+  // s.Get(bytes), refused while capturing when s would have to grow; growth bumps epoch_.
+  Result<void*> GetScratch(Scratch& s, size_t bytes, const char* op);
   // Waits for the stream, then turns error bits set by kernels into OUT_OF_RANGE (and clears
   // them).
   Status SyncAndCheck();
@@ -93,6 +109,9 @@ class CudaBackend final : public Backend {
   int next_staging_ = 0;
   std::shared_ptr<void> layout_dev_;  // device copy of the packed layout arrays
   size_t layout_dev_bytes_ = 0;
+
+  bool capturing_ = false;  // between BeginCapture and EndCapture/AbortCapture
+  uint64_t epoch_ = 0;      // capture_epoch(): reallocations of layout_dev_ and the scratches
 };
 
 }  // namespace engram::cuda

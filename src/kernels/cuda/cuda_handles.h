@@ -48,6 +48,13 @@ struct StreamTraits {
 struct EventTraits {
   static void Destroy(cudaEvent_t e) { cudaEventDestroy(e); }
 };
+struct GraphTraits {
+  static void Destroy(cudaGraph_t g) { cudaGraphDestroy(g); }
+};
+// Destroying an executable graph that is still running is allowed: CUDA frees it once done.
+struct GraphExecTraits {
+  static void Destroy(cudaGraphExec_t g) { cudaGraphExecDestroy(g); }
+};
 struct CublasTraits {
   static void Destroy(cublasHandle_t h) { cublasDestroy(h); }
 };
@@ -61,6 +68,8 @@ struct PinnedMemTraits {
 using CudaStream = UniqueHandle<cudaStream_t, StreamTraits>;
 using CudaEvent = UniqueHandle<cudaEvent_t, EventTraits>;
 using CublasHandle = UniqueHandle<cublasHandle_t, CublasTraits>;
+using CudaGraph = UniqueHandle<cudaGraph_t, GraphTraits>;
+using CudaGraphExec = UniqueHandle<cudaGraphExec_t, GraphExecTraits>;
 
 // A non-blocking stream (does not synchronize with the legacy default stream).
 Result<CudaStream> CreateStream();
@@ -96,6 +105,8 @@ Result<PinnedBuffer> AllocPinned(size_t bytes, unsigned flags = cudaHostAllocDef
 class Scratch {
  public:
   Result<void*> Get(size_t bytes, cudaStream_t stream);
+  // Whether Get(bytes) returns the current buffer (no growth, no synchronization).
+  bool Holds(size_t bytes) const { return buf_.data() != nullptr && bytes <= buf_.bytes(); }
 
  private:
   DeviceBuffer buf_;

@@ -156,7 +156,7 @@ Status CudaBackend::Linear(const Tensor& x, const Tensor& w, const Tensor* bias,
   cudaDataType_t type = CUDA_R_32F;
   if (w.dtype == DType::kBF16) {
     ENGRAM_ASSIGN_OR_RETURN(void* scratch,
-                            linear_scratch_.Get(static_cast<size_t>(M * K) * 2, stream()));
+                            GetScratch(linear_scratch_, static_cast<size_t>(M * K) * 2, kOp));
     ENGRAM_RETURN_IF_ERROR(
         LaunchStatus(LaunchConvert(x.data, Elem::kF32, scratch, Elem::kBF16, M * K, stream()),
                      "Linear (x to BF16)"));
@@ -354,7 +354,7 @@ Status CudaBackend::EngramShortConv(const Tensor& v, const Tensor& norm_w, const
   if (T > INT_MAX) return InvalidArgument("{}: {} tokens exceed the grid", kOp, T);
   if (T == 0) return Status::Ok();
   ENGRAM_RETURN_IF_ERROR(Activate());
-  ENGRAM_ASSIGN_OR_RETURN(void* inv, conv_scratch_.Get(static_cast<size_t>(T) * 4, stream()));
+  ENGRAM_ASSIGN_OR_RETURN(void* inv, GetScratch(conv_scratch_, static_cast<size_t>(T) * 4, kOp));
   ShortConvArgs a;
   a.v = v.ptr<float>();
   a.norm_w = norm_w.ptr<float>();

@@ -25,6 +25,19 @@ TEST(CpuBackend, CreatedThroughTheFactory) {
   EXPECT_EQ(CreateBackend(options).status().code(), StatusCode::kInvalidArgument);
 }
 
+// Graph capture is a CUDA feature: the CPU backend says so and never changes its epoch.
+TEST(CpuBackend, HasNoGraphCapture) {
+  BackendOptions options;
+  options.threads = 1;
+  options.cuda_graphs = true;  // ignored
+  auto b = CreateBackend(options);
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  EXPECT_EQ((*b)->BeginCapture().code(), StatusCode::kUnimplemented);
+  EXPECT_EQ((*b)->EndCapture().status().code(), StatusCode::kUnimplemented);
+  (*b)->AbortCapture();  // a no-op
+  EXPECT_EQ((*b)->capture_epoch(), 0u);
+}
+
 TEST(CpuBackend, EnvironmentForcesTheScalarKernels) {
   ASSERT_EQ(setenv("ENGRAM_CPU_ISA", "scalar", 1), 0);
   EXPECT_EQ(DefaultCpuIsa(), CpuIsa::kScalar);

@@ -1,5 +1,6 @@
 // The whole model on the CUDA backend against the CPU backend: logits within the BF16
-// tolerance, decode == prefill on the GPU, and identical greedy generations. Skips with the
+// tolerance, decode == prefill on the GPU, and identical greedy generations; decode steps as
+// CUDA graphs (backend.cuda_graphs) give exactly the logits of eager steps. Skips with the
 // reason when no GPU is visible.
 #include <gtest/gtest.h>
 
@@ -184,6 +185,194 @@ TEST(GpuTiers, HostTiersEqualResidentTablesOnGpu) {
       EXPECT_GT(o.layers[0].hot_hits, 0u) << what;
     }
   }
+  std::filesystem::remove_all(dir);
+}
+
+// ---- decode steps as CUDA graphs (backend.cuda_graphs)
+
+std::unique_ptr<Engine> MakeGraphEngine(const std::string& spec, bool graphs, std::string* why,
+                                        const TableOptions& tables = {}) {
+  auto files = OpenModel(spec);
+  if (!files.ok()) {
+    *why = files.status().ToString();
+    return nullptr;
+  }
+  EngineOptions opt;
+  opt.backend.kind = "cuda";
+  opt.backend.cuda_graphs = graphs;
+  opt.kv_tokens = 4096;
+  opt.max_seqs = 8;
+  // Small blocks, so a short decode crosses block-table buckets (4, 8, 16 blocks): new graphs.
+  opt.block_size = 4;
+  opt.tables = tables;
+  auto e = Engine::Create(std::move(files).value(), opt);
+  if (!e.ok()) {
+    *why = e.status().ToString();
+    return nullptr;
+  }
+  return std::move(e).value();
+}
+
+void PrintGraphStats(const std::string& what, const GraphStats& s) {
+  std::printf(
+      "[  info    ] %s: graphs captured %llu, replayed %llu, warm-up steps %llu, eager %llu, "
+      "capture failures %llu, invalidations %llu, evictions %llu, cached %lld\n",
+      what.c_str(), static_cast<unsigned long long>(s.captures),
+      static_cast<unsigned long long>(s.replays), static_cast<unsigned long long>(s.warmups),
+      static_cast<unsigned long long>(s.eager), static_cast<unsigned long long>(s.capture_failures),
+      static_cast<unsigned long long>(s.invalidations),
+      static_cast<unsigned long long>(s.evictions), static_cast<long long>(s.cached));
+}
+
+// A fixed schedule (the same token ids whatever the logits): three prompts (5, 9 and 3 tokens)
+// prefilled one by one, then 30 decode steps of the first sequence alone (positions 5..34: its
+// block table crosses the buckets 4 -> 8 -> 16 blocks at block_size 4), then 12 decode steps
+// of all three, in a rotating order. Returns every step's logits, in order.
+std::vector<float> DecodeSchedule(Engine& e) {
+  const int64_t V = e.config().vocab_size;
+  std::vector<float> all;
+  auto step = [&](const std::vector<StepChunk>& chunks) {
+    auto out = e.Step(chunks, false);
+    EXPECT_TRUE(out.ok()) << out.status().ToString();
+    if (out.ok()) all.insert(all.end(), out->begin(), out->end());
+  };
+  std::vector<SeqId> seqs;
+  std::vector<std::vector<int32_t>> prompts;
+  for (const size_t n : {5, 9, 3}) {
+    auto seq = e.AddSequence();
+    EXPECT_TRUE(seq.ok());
+    seqs.push_back(*seq);
+    prompts.push_back(Prompt(n, V));
+    for (int32_t& id : prompts.back()) id = static_cast<int32_t>((id + 13 * seqs.size()) % V);
+    step({StepChunk{*seq, prompts.back()}});
+  }
+  std::vector<int32_t> tok(3);
+  for (int i = 0; i < 30; ++i) {
+    tok[0] = static_cast<int32_t>((i * 31 + 3) % V);
+    step({StepChunk{seqs[0], std::span<const int32_t>(&tok[0], 1)}});
+  }
+  for (int i = 0; i < 12; ++i) {
+    std::vector<StepChunk> chunks;
+    for (int k = 0; k < 3; ++k) {
+      const int s = (i + k) % 3;
+      tok[s] = static_cast<int32_t>((i * 29 + s * 17 + 5) % V);
+      chunks.push_back(StepChunk{seqs[s], std::span<const int32_t>(&tok[s], 1)});
+    }
+    step(chunks);
+  }
+  for (SeqId s : seqs) e.RemoveSequence(s);
+  return all;
+}
+
+// Graph replays run the very kernels of eager steps over the same values, so the logits are
+// bit for bit equal: batch 1 over three block-table buckets (a graph each), then batch 3.
+TEST(GpuGraphs, DecodeStepsAsGraphsEqualEagerSteps) {
+  std::string why;
+  auto eager = MakeGraphEngine("synth:tiny", false, &why);
+  if (!eager) GTEST_SKIP() << "no CUDA backend: " << why;
+  auto graphs = MakeGraphEngine("synth:tiny", true, &why);
+  ASSERT_TRUE(graphs) << why;
+  ASSERT_FALSE(eager->cuda_graphs());
+  ASSERT_TRUE(graphs->cuda_graphs());
+  const auto want = DecodeSchedule(*eager);
+  const auto got = DecodeSchedule(*graphs);
+  ASSERT_EQ(got.size(), want.size());
+  size_t first_diff = got.size();
+  for (size_t i = 0; i < got.size() && first_diff == got.size(); ++i) {
+    if (got[i] != want[i]) first_diff = i;
+  }
+  EXPECT_EQ(first_diff, got.size())
+      << "first differing logit at " << first_diff << " of " << got.size() << " (relative error "
+      << RelErr(got, want) << ")";
+  const GraphStats s = graphs->graph_stats();
+  PrintGraphStats("synth:tiny decode schedule", s);
+  EXPECT_EQ(s.capture_failures, 0u);
+  EXPECT_EQ(s.eager, 0u);
+  // Shapes (sequences, block-table width): (1, 4), (1, 8), (1, 16), (3, 16); each runs eagerly
+  // once, is captured on its next step, and replayed on the rest (11, 16, 3 and 12 steps).
+  EXPECT_EQ(s.warmups, 4u);
+  EXPECT_EQ(s.captures, 4u);
+  EXPECT_EQ(s.replays, 10u + 15u + 2u + 11u);
+  EXPECT_EQ(s.invalidations, 0u);
+  EXPECT_EQ(s.cached, 4);
+  const GraphStats off = eager->graph_stats();
+  EXPECT_EQ(off.captures + off.replays + off.warmups, 0u);
+
+  // Again on the same engine: the shapes are known, the graphs are replayed at once.
+  const auto again = DecodeSchedule(*graphs);
+  EXPECT_EQ(again, want);
+  const GraphStats s2 = graphs->graph_stats();
+  PrintGraphStats("synth:tiny decode schedule, second run", s2);
+  EXPECT_EQ(s2.captures, s.captures);
+  EXPECT_GT(s2.replays, s.replays);
+}
+
+TEST(GpuGraphs, GreedyGenerationWithGraphsEqualsEager) {
+  std::string why;
+  auto eager = MakeGraphEngine("synth:tiny-qwen2", false, &why);
+  if (!eager) GTEST_SKIP() << "no CUDA backend: " << why;
+  auto graphs = MakeGraphEngine("synth:tiny-qwen2", true, &why);
+  ASSERT_TRUE(graphs) << why;
+  // Two sequences generating together (batch 2), greedy.
+  auto generate = [](Engine& e, int n) {
+    const int64_t V = e.config().vocab_size;
+    std::vector<std::vector<int32_t>> out(2);
+    std::vector<SeqId> seqs;
+    std::vector<StepChunk> chunks;
+    std::vector<std::vector<int32_t>> prompts = {Prompt(7, V), Prompt(11, V)};
+    for (auto& p : prompts) {
+      auto seq = e.AddSequence();
+      EXPECT_TRUE(seq.ok());
+      seqs.push_back(*seq);
+      chunks.push_back(StepChunk{*seq, p});
+    }
+    auto logits = e.Step(chunks, false);
+    for (int i = 0; i < n && logits.ok(); ++i) {
+      chunks.clear();
+      for (size_t s = 0; s < 2; ++s) {
+        const std::vector<float> row(logits->begin() + static_cast<ptrdiff_t>(s * V),
+                                     logits->begin() + static_cast<ptrdiff_t>((s + 1) * V));
+        out[s].push_back(Argmax(row));
+        chunks.push_back(StepChunk{seqs[s], std::span<const int32_t>(&out[s].back(), 1)});
+      }
+      logits = e.Step(chunks, false);
+    }
+    EXPECT_TRUE(logits.ok()) << logits.status().ToString();
+    for (SeqId s : seqs) e.RemoveSequence(s);
+    return out;
+  };
+  const auto want = generate(*eager, 40);
+  const auto got = generate(*graphs, 40);
+  EXPECT_EQ(got, want);
+  const GraphStats s = graphs->graph_stats();
+  PrintGraphStats("synth:tiny-qwen2 greedy batch 2", s);
+  EXPECT_EQ(s.capture_failures, 0u);
+  EXPECT_GT(s.replays, 0u);
+}
+
+// The dram tier's copy engine is not captured: with cuda_graphs on, its steps run eagerly and
+// still equal the resident tables' logits.
+TEST(GpuGraphs, HostTierStepsRunEagerly) {
+  const std::string dir = "/tmp/engram-gpu-graphs-" + std::to_string(::getpid());
+  SynthOptions so;
+  so.preset = "tiny";
+  so.progress = false;
+  ASSERT_TRUE(WriteSynthModel(so, dir).ok());
+  std::string why;
+  auto resident = MakeGraphEngine(dir, true, &why);
+  if (!resident) {
+    std::filesystem::remove_all(dir);
+    GTEST_SKIP() << "no CUDA backend: " << why;
+  }
+  TableOptions t;
+  t.tier = "dram";
+  auto dram = MakeGraphEngine(dir, true, &why, t);
+  ASSERT_TRUE(dram) << why;
+  EXPECT_TRUE(resident->cuda_graphs());
+  EXPECT_FALSE(dram->cuda_graphs());
+  EXPECT_EQ(DecodeSchedule(*dram), DecodeSchedule(*resident));
+  EXPECT_EQ(dram->graph_stats().replays, 0u);
+  EXPECT_GT(resident->graph_stats().replays, 0u);
   std::filesystem::remove_all(dir);
 }
 

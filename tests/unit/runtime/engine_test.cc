@@ -13,13 +13,15 @@
 namespace engram {
 namespace {
 
-std::unique_ptr<Engine> MakeEngine(const std::string& spec, int max_seqs = 8) {
+std::unique_ptr<Engine> MakeEngine(const std::string& spec, int max_seqs = 8,
+                                   bool cuda_graphs = false) {
   auto files = OpenModel(spec);
   EXPECT_TRUE(files.ok()) << files.status().ToString();
   EngineOptions opt;
   opt.max_seqs = max_seqs;
   opt.kv_tokens = 4096;
   opt.backend.threads = 2;
+  opt.backend.cuda_graphs = cuda_graphs;
   auto e = Engine::Create(std::move(files).value(), opt);
   EXPECT_TRUE(e.ok()) << e.status().ToString();
   return std::move(e).value();
@@ -146,6 +148,17 @@ TEST(Engine, TokenIdBeyondVocabularyIsOutOfRangeAndEngineKeepsWorking) {
   std::vector<int32_t> good = {1, 2, 3};
   StepChunk ch3{*seq, good};
   EXPECT_TRUE(engine->Step({&ch3, 1}, false).ok());
+}
+
+// backend.cuda_graphs is a CUDA option: the CPU engine ignores it (same logits, no graph path).
+TEST(Engine, CudaGraphsOptionIsIgnoredOnCpu) {
+  auto plain = MakeEngine("synth:tiny");
+  auto graphs = MakeEngine("synth:tiny", 8, /*cuda_graphs=*/true);
+  EXPECT_FALSE(graphs->cuda_graphs());
+  const auto ids = Prompt(12, plain->config().vocab_size, 5);
+  EXPECT_EQ(Chunked(*graphs, ids, 1), Chunked(*plain, ids, 1));
+  const GraphStats s = graphs->graph_stats();
+  EXPECT_EQ(s.captures + s.replays + s.warmups + s.eager, 0u);
 }
 
 TEST(Engine, RemovingSequencesFreesKvBlocks) {

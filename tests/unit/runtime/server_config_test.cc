@@ -70,7 +70,7 @@ TEST(ServerConfig, EmptySectionsKeepDefaults) {
 
 TEST(ServerConfig, ToEngineOptions) {
   auto c = ServerConfig::FromYaml(
-      "model: synth:tiny\nbackend: {kind: cuda, threads: 3, device: 2}\n"
+      "model: synth:tiny\nbackend: {kind: cuda, threads: 3, device: 2, cuda_graphs: true}\n"
       "limits: {max_running_seqs: 9, kv_tokens: 1000, kv_block_size: 32}\n",
       "model.yaml");
   ASSERT_TRUE(c.ok()) << c.status().ToString();
@@ -78,6 +78,8 @@ TEST(ServerConfig, ToEngineOptions) {
   EXPECT_EQ(o.backend.kind, "cuda");
   EXPECT_EQ(o.backend.threads, 3);
   EXPECT_EQ(o.backend.device_index, 2);
+  EXPECT_TRUE(o.backend.cuda_graphs);
+  EXPECT_FALSE(WithModel("synth:tiny").ToEngineOptions().backend.cuda_graphs);  // off by default
   EXPECT_EQ(o.max_seqs, 9);
   EXPECT_EQ(o.kv_tokens, 1000);
   EXPECT_EQ(o.block_size, 32);
@@ -110,8 +112,9 @@ TEST(ServerConfig, RefusesBadTableTransferAndPin) {
   EXPECT_EQ(ErrorMessage("model: synth:tiny\ntables: {tier: nvme, transfer: zero_copy}\n"),
             "model.yaml: tables.transfer: zero_copy reads the tables in place from host memory "
             "and needs tables.tier dram (tier is nvme)");
-  EXPECT_EQ(ErrorMessage("model: synth:tiny\ntables: {hot_cache_bytes: -1}\n"),
-            "model.yaml: tables.hot_cache_bytes: -1 is out of range (expected 0..1125899906842624)");
+  EXPECT_EQ(
+      ErrorMessage("model: synth:tiny\ntables: {hot_cache_bytes: -1}\n"),
+      "model.yaml: tables.hot_cache_bytes: -1 is out of range (expected 0..1125899906842624)");
 }
 
 TEST(ServerConfig, RefusesOutOfRange) {
@@ -127,7 +130,8 @@ TEST(ServerConfig, RefusesIntegerBeyondInt64) {
 
 TEST(ServerConfig, RefusesUnknownNestedKey) {
   EXPECT_EQ(ErrorMessage("model: synth:tiny\nbackend:\n  kindd: cpu\n", "cpu-demo.yaml"),
-            "cpu-demo.yaml: unknown key \"backend.kindd\" (allowed: kind, threads, device)");
+            "cpu-demo.yaml: unknown key \"backend.kindd\" (allowed: kind, threads, device, "
+            "cuda_graphs)");
 }
 
 TEST(ServerConfig, RefusesUnknownTopLevelKey) {
@@ -306,6 +310,7 @@ backend:
   kind: cuda
   threads: 12
   device: 1
+  cuda_graphs: true
 server:
   listen: "[::]:6000"
   max_message_bytes: 1048576
@@ -343,6 +348,7 @@ TEST(ServerConfig, FullFileRoundTripsThroughToYaml) {
   EXPECT_EQ(a->add_bos, std::optional<bool>(false));
   EXPECT_EQ(a->server.drain_grace_s, 2.5);
   EXPECT_EQ(a->limits.max_waiting, 1);
+  EXPECT_TRUE(a->backend.cuda_graphs);
   const std::string yaml = a->ToYaml();
   auto b = ServerConfig::FromYaml(yaml, "effective.yaml");
   ASSERT_TRUE(b.ok()) << b.status().ToString() << "\n" << yaml;
