@@ -108,26 +108,33 @@ Result<std::vector<Tensor>> LlamaModel::AllocEngramState(int slots) {
 }
 
 Status LlamaModel::EnsureScratch(int64_t T, int64_t R) {
-  const int64_t cap = std::max(T, R);
-  if (cap <= s_.capacity) return Status::Ok();
+  // Token buffers hold T rows; the logit buffers only R (<= T): at an 8192-token prefill step
+  // with a 128k vocabulary, T rows of logits would be 4 GiB.
+  const int64_t rows = std::max<int64_t>(R, 1);
+  if (T <= s_.capacity && rows <= s_.logit_capacity) return Status::Ok();
   ++scratch_epoch_;  // first: a failure halfway leaves some buffers replaced already
+  auto alloc = [&](int64_t n, int64_t cols) { return backend_.Alloc(DType::kF32, {n, cols}); };
   const int64_t H = config_.hidden_size;
-  const int64_t qkv =
-      (config_.num_attention_heads + 2 * config_.num_key_value_heads) * config_.head_dim;
-  const int64_t I = config_.intermediate_size;
-  auto alloc = [&](int64_t cols) { return backend_.Alloc(DType::kF32, {cap, cols}); };
-  ENGRAM_ASSIGN_OR_RETURN(s_.x, alloc(H));
-  ENGRAM_ASSIGN_OR_RETURN(s_.hn, alloc(H));
-  ENGRAM_ASSIGN_OR_RETURN(s_.qkv, alloc(qkv));
-  ENGRAM_ASSIGN_OR_RETURN(s_.attn, alloc(config_.num_attention_heads * config_.head_dim));
-  ENGRAM_ASSIGN_OR_RETURN(s_.proj, alloc(H));
-  ENGRAM_ASSIGN_OR_RETURN(s_.gate_up, alloc(2 * I));
-  ENGRAM_ASSIGN_OR_RETURN(s_.act, alloc(I));
-  ENGRAM_ASSIGN_OR_RETURN(s_.ek, alloc(H));
-  ENGRAM_ASSIGN_OR_RETURN(s_.ev, alloc(H));
-  ENGRAM_ASSIGN_OR_RETURN(s_.sel, alloc(H));
-  ENGRAM_ASSIGN_OR_RETURN(s_.logits, alloc(config_.vocab_size));
-  s_.capacity = cap;
+  if (T > s_.capacity) {
+    const int64_t qkv =
+        (config_.num_attention_heads + 2 * config_.num_key_value_heads) * config_.head_dim;
+    const int64_t I = config_.intermediate_size;
+    ENGRAM_ASSIGN_OR_RETURN(s_.x, alloc(T, H));
+    ENGRAM_ASSIGN_OR_RETURN(s_.hn, alloc(T, H));
+    ENGRAM_ASSIGN_OR_RETURN(s_.qkv, alloc(T, qkv));
+    ENGRAM_ASSIGN_OR_RETURN(s_.attn, alloc(T, config_.num_attention_heads * config_.head_dim));
+    ENGRAM_ASSIGN_OR_RETURN(s_.proj, alloc(T, H));
+    ENGRAM_ASSIGN_OR_RETURN(s_.gate_up, alloc(T, 2 * I));
+    ENGRAM_ASSIGN_OR_RETURN(s_.act, alloc(T, I));
+    ENGRAM_ASSIGN_OR_RETURN(s_.ek, alloc(T, H));
+    ENGRAM_ASSIGN_OR_RETURN(s_.ev, alloc(T, H));
+    s_.capacity = T;
+  }
+  if (rows > s_.logit_capacity) {
+    ENGRAM_ASSIGN_OR_RETURN(s_.sel, alloc(rows, H));
+    ENGRAM_ASSIGN_OR_RETURN(s_.logits, alloc(rows, config_.vocab_size));
+    s_.logit_capacity = rows;
+  }
   return Status::Ok();
 }
 

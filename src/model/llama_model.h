@@ -52,7 +52,8 @@ class LlamaModel {
     int engram_index = -1;  // index into engram_, -1 for none
   };
   struct Scratch {
-    int64_t capacity = 0;
+    int64_t capacity = 0;        // token rows of the activation buffers
+    int64_t logit_capacity = 0;  // rows of sel / logits (the logit rows of a step)
     Tensor x, hn, qkv, attn, proj, gate_up, act, ek, ev, sel, logits;
   };
 
