@@ -27,8 +27,8 @@ want() { [[ " $sections " == *" $1 "* ]]; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 
 if want tests; then
-  echo "=== gpu_test (whole model: CPU == GPU, decode == prefill, greedy equal)"
-  .bundle/run.sh gpu_test --gtest_color=no --gtest_filter='Presets/GpuEngine*' 2>&1 |
+  echo "=== gpu_test (ops, row channel, CUDA graphs, whole model: CPU == GPU, tiers == HBM)"
+  .bundle/run.sh gpu_test --gtest_color=no 2>&1 | tee "$logs/gpu_test.log" |
     grep -E '^\[  (info|PASSED|FAILED) |tests ran'
 fi
 
@@ -43,6 +43,10 @@ if want forward; then
   .bundle/run.sh engram bench forward --model 'synth:dense-8b' --backend cuda --batches 1,16,64 \
     --prompt-len 512 --decode-steps 16 --repeats 3 --kv-tokens 65536 --max-seqs 64 2>&1 |
     grep -v '^\[' | tee "$logs/forward.txt"
+  echo "=== engram bench forward, decode steps as CUDA graphs (same shapes)"
+  .bundle/run.sh engram bench forward --model 'synth:dense-8b' --backend cuda --batches 1,16,64 \
+    --prompt-len 512 --decode-steps 16 --repeats 3 --kv-tokens 65536 --max-seqs 64 \
+    --cuda-graphs on 2>&1 | grep -v '^\[' | tee "$logs/forward-graphs.txt"
 fi
 
 if want serve; then

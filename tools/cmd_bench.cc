@@ -158,6 +158,11 @@ Status BenchForward(const Args& args) {
       j["decode"][std::to_string(b)] = {{"tok_s", tps},
                                         {"fraction_of_bandwidth_bound", tps / (decode_bound * b)}};
     }
+    const GraphStats g = engine->graph_stats();
+    j["cuda_graphs"] = {{"enabled", engine->cuda_graphs()},
+                        {"captures", g.captures},
+                        {"replays", g.replays},
+                        {"capture_failures", g.capture_failures}};
     std::printf("%s\n", j.dump(2).c_str());
     return Status::Ok();
   }
@@ -177,6 +182,13 @@ Status BenchForward(const Args& args) {
                 100 * tps / (decode_bound * b));
   }
   std::printf("(decode batch B bound = B x batch-1 bound: weights streamed once per step)\n");
+  if (engine->cuda_graphs()) {
+    const GraphStats g = engine->graph_stats();
+    std::printf("CUDA graphs: %llu captured, %llu replayed, %llu capture failures\n",
+                static_cast<unsigned long long>(g.captures),
+                static_cast<unsigned long long>(g.replays),
+                static_cast<unsigned long long>(g.capture_failures));
+  }
   return Status::Ok();
 }
 
@@ -184,9 +196,11 @@ Status BenchForward(const Args& args) {
 
 int RunBench(int argc, char** argv) {
   if (argc < 3 || std::string(argv[2]) != "forward") {
-    std::fprintf(stderr,
-                 "usage: engram bench forward --model DIR|synth:PRESET [--prompt-len N] "
-                 "[--decode-steps N] [--batches 1,16] [--repeats N] [--threads N] [--json]\n");
+    std::fprintf(
+        stderr,
+        "usage: engram bench forward --model DIR|synth:PRESET [--prompt-len N] "
+        "[--decode-steps N] [--batches 1,16] [--repeats N] [--threads N] [--backend cpu|cuda] "
+        "[--cuda-graphs on|off] [--json]\n");
     return 2;
   }
   auto names = EngineOptionNames();

@@ -60,6 +60,7 @@ constexpr const char* kUsage =
     "           --max-seqs 64 (sequences alive)  --step-tokens 8192 (tokens per step)\n"
     "  --cache-fraction 0.1   nvme: DRAM row cache, as a fraction of the tables\n"
     "  --hot-fraction 0.05    hot: device hot-row cache, as a fraction of the tables\n"
+    "  --cuda-graphs on|off   decode steps as CUDA graphs (resident/backbone modes) [off]\n"
     "  --repeats 3            timed rounds per mode (the median is reported)\n"
     "  --warmup 1             untimed rounds per mode first (caches, scratch)\n"
     "  --sequential           create, run and destroy each mode's engine in turn (peak memory\n"
@@ -126,6 +127,7 @@ struct Options {
   int repeats = 3;
   int warmup = 1;
   bool sequential = false;
+  bool cuda_graphs = false;  // decode steps as CUDA graphs (resident and backbone modes)
   bool verbose = false;
   bool json = false;
 };
@@ -147,6 +149,11 @@ Result<Options> ParseOptions(const Args& args) {
     return InvalidArgument("--backend \"{}\" (expected cpu or cuda)", o.backend);
   }
   ENGRAM_ASSIGN_OR_RETURN(o.device, IntIn(args, "device", 0, 0, 1023));
+  const std::string graphs = args.Get("cuda-graphs").value_or("off");
+  if (graphs != "on" && graphs != "off") {
+    return InvalidArgument("--cuda-graphs \"{}\" (expected on or off)", graphs);
+  }
+  o.cuda_graphs = graphs == "on";
   ENGRAM_ASSIGN_OR_RETURN(o.threads, IntIn(args, "threads", 0, 0, 4096));
   std::string modes = args.Get("modes").value_or("resident,dram,nvme,sync");
   std::stringstream ss(modes);
@@ -479,6 +486,7 @@ Status BenchOffload(const Options& o) {
   EngineOptions eo;
   eo.backend.kind = o.backend;
   eo.backend.device_index = o.device;
+  eo.backend.cuda_graphs = o.cuda_graphs;
   eo.backend.threads = o.threads;
   std::vector<PaperSeq> paper_seqs;
   if (o.paper) {
@@ -729,7 +737,7 @@ int RunBenchOffload(int argc, char** argv) {
       {"model",        "corpus",   "modes",       "backend",      "device",     "threads",
        "workload",     "batches",  "prompt-len",  "seqs",         "prompt-min", "prompt-max",
        "seed",         "max-seqs", "step-tokens", "decode-steps", "decode-max", "cache-fraction",
-       "hot-fraction", "repeats",  "warmup"},
+       "hot-fraction", "repeats",  "warmup",      "cuda-graphs"},
       {"help", "json", "sequential", "verbose"});
   if (!args.ok() || args->Flag("help")) {
     std::fputs(kUsage, stderr);

@@ -1,5 +1,5 @@
 // Shared options of the offline commands: --model DIR|synth:PRESET, --backend, --threads,
-// --kv-tokens, --max-seqs.
+// --kv-tokens, --max-seqs, --cuda-graphs on|off (decode steps as CUDA graphs).
 #pragma once
 
 #include <memory>
