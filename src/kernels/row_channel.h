@@ -12,9 +12,10 @@
 // StallSeconds is the time the device sat waiting for the rows.
 //
 // Thread safety: the copy side (Upload, Gather, Scatter, Mark, WaitMark) from one thread at a
-// time; the compute side (BeginWait, EndWait, StallSeconds) from the engine thread, which also
-// uses the Backend. Marks are indices in [0, num_marks) given to Backend::CreateRowChannel; a
-// mark is reused only after the step that used it ended (StallSeconds was read).
+// time; the compute side (FenceCompute, BeginWait, HostWaitBegin, EndWait, StallSeconds) from
+// the engine thread, which also uses the Backend. Marks are indices in [0, num_marks) given to
+// Backend::CreateRowChannel; a mark is reused only after the step that used it ended (StallSeconds
+// was read).
 #pragma once
 
 #include "common/status.h"
@@ -42,10 +43,19 @@ class RowChannel {
   virtual Status Mark(int mark) = 0;
   // Blocks the calling (copy) thread until `mark`'s copies finished.
   virtual Status WaitMark(int mark) = 0;
+  // Copies issued after this call start only after everything the compute stream was given
+  // so far (CUDA: an event recorded on compute, waited on by the copy stream). Called by the
+  // engine thread before a step's copies, so they never overwrite rows an earlier step's
+  // compute may still read. No-op on CPU.
+  virtual Status FenceCompute() = 0;
 
   // ---- compute side (engine thread)
   // Called at the Engram layer before waiting for the rows (records where compute stands).
   virtual Status BeginWait(int mark) = 0;
+  // Blocks the host until compute has reached BeginWait(mark)'s point (CUDA: synchronizes on
+  // that event; no-op on CPU, where compute is the host). The synchronous mode (prefetch off)
+  // calls it so that its rows are fetched only when the layer needs them.
+  virtual Status HostWaitBegin(int mark) = 0;
   // Compute continues only after `mark`'s copies (the device waits, the host does not).
   virtual Status EndWait(int mark) = 0;
   // Seconds compute waited between BeginWait and EndWait of `mark`; on CUDA it waits for the

@@ -25,6 +25,7 @@ struct CopyEngine::Slot {
   std::vector<char> waited;  // per layer: WaitRows ran (its stall is to be read)
   std::vector<Status> status;
   std::vector<RowFailure> failures;
+  Status late;       // a copy that failed after its layer was handed over (fails the step at End)
   bool done = true;  // the copy thread finished this slot's step
   Clock::time_point issued;
 
@@ -100,6 +101,7 @@ CopyEngine::~CopyEngine() {
   }
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
+  channel_.reset();  // waits for the copy stream before the arena and staging are freed
 }
 
 // Called with both slots idle.
@@ -156,6 +158,9 @@ Status CopyEngine::Begin(std::vector<std::vector<int64_t>> rows, int64_t tokens)
     cv_.wait(lock, [&] { return slots_[0]->done && slots_[1]->done; });
   }
   if (tokens > capacity_) ENGRAM_RETURN_IF_ERROR(Grow(tokens));
+  // This step's copies (hot-slot scatters included) start after every earlier step's compute
+  // work, even a failed step's, that may still read the arena.
+  ENGRAM_RETURN_IF_ERROR(channel_->FenceCompute());
   if (hot_) hot_->BeginStep();
   current_ ^= 1;
   Slot& s = *slots_[current_];
@@ -166,6 +171,7 @@ Status CopyEngine::Begin(std::vector<std::vector<int64_t>> rows, int64_t tokens)
   s.waited.assign(static_cast<size_t>(L), 0);
   s.status.assign(static_cast<size_t>(L), Status::Ok());
   s.failures.clear();
+  s.late = Status::Ok();
   s.issued = Clock::now();
   if (options_.prefetch) {
     s.done = false;
@@ -219,8 +225,9 @@ Status CopyEngine::FetchLayer(Slot& s, int layer) {
   }
   const int64_t M = static_cast<int64_t>(s.miss_rows.size());
 
-  Status st;         // a failure of the layer as a whole (fails the step)
-  Status row_error;  // rows that could not be read (fails only their tokens' requests)
+  Status st;               // a failure of the layer as a whole (fails the step)
+  Status row_error;        // rows that could not be read (fails only their tokens' requests)
+  bool scattered = false;  // the admitted rows' Scatter into hot slots was issued
   s.failed.assign(static_cast<size_t>(M), 0);
   if (M > 0) {
     Tensor region = arena.Rows(base, base + M);
@@ -251,7 +258,12 @@ Status CopyEngine::FetchLayer(Slot& s, int layer) {
       Tensor slots = y.slots_dev.Rows(0, A);
       st = channel_->Upload(y.staging_slots.Rows(0, A), slots);
       if (st.ok()) st = channel_->Scatter(arena.Rows(base, base + A), slots, arena);
+      scattered = st.ok();
     }
+  }
+  if (A > 0 && !scattered) {
+    // The admitted rows never reached their hot slots: the cache must not claim them.
+    for (int64_t k = 0; k < A; ++k) hot_->Forget(layer, s.miss_rows[k]);
   }
   if (st.ok()) {
     auto* index = (host_device_ ? y.index_dev : y.staging_index).ptr<int64_t>();
@@ -264,9 +276,10 @@ Status CopyEngine::FetchLayer(Slot& s, int layer) {
     Tensor index_dev = y.index_dev.Rows(0, N);
     if (!host_device_) st = channel_->Upload(y.staging_index.Rows(0, N), index_dev);
   }
+  // Always marked, so that WaitMark below also covers copies issued before a failure.
   const int mark = MarkOf(s.index, layer);
-  if (st.ok()) st = channel_->Mark(mark);
-  if (st.ok()) st = channel_->WaitMark(mark);  // the transfer time is until the rows landed
+  const Status mark_st = channel_->Mark(mark);
+  if (st.ok()) st = mark_st;
   if (!row_error.ok()) {
     // Every token that needs an unreadable row.
     std::vector<int64_t> bad;
@@ -283,9 +296,22 @@ Status CopyEngine::FetchLayer(Slot& s, int layer) {
       if (token_bad[static_cast<size_t>(t)]) s.failures.push_back({t, row_error});
     }
   }
+  // With prefetch, compute may queue its wait for this layer now (the device waits for the
+  // mark); the copy thread waits for the rows to land only after handing the layer over.
+  if (options_.prefetch) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      s.status[layer] = st;
+      s.ready[layer] = 1;
+    }
+    cv_.notify_all();
+  }
+  const Status landed = channel_->WaitMark(mark);  // the transfer time is until rows landed
   const auto t1 = Clock::now();
   const size_t rb = tier_.row_bytes();
   std::lock_guard<std::mutex> lock(mu_);
+  if (!landed.ok() && s.late.ok()) s.late = landed;
+  if (st.ok()) st = landed;
   LayerOverlap& o = stats_.layers[layer];
   ++o.steps;
   o.rows_requested += rows.size();
@@ -308,13 +334,7 @@ void CopyEngine::CopyLoop() {
       pending_ = nullptr;
     }
     for (int layer = 0; layer < static_cast<int>(s->rows.size()); ++layer) {
-      Status st = FetchLayer(*s, layer);
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        s->status[layer] = st;
-        s->ready[layer] = 1;
-      }
-      cv_.notify_all();
+      (void)FetchLayer(*s, layer);  // hands each layer over (status, ready) itself
     }
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -337,7 +357,10 @@ Result<Tensor> CopyEngine::WaitRows(int layer) {
     cv_.wait(lock, [&] { return s.ready[layer] != 0; });
     st = s.status[layer];
   } else {
-    st = FetchLayer(s, layer);  // synchronous: the whole fetch is a stall
+    // Synchronous: the rows are fetched only once compute has reached this layer, so the
+    // whole fetch is a stall (on CUDA the host first waits for the device to get here).
+    st = channel_->HostWaitBegin(mark);
+    if (st.ok()) st = FetchLayer(s, layer);
   }
   ENGRAM_RETURN_IF_ERROR(channel_->EndWait(mark));
   s.waited[layer] = 1;
@@ -362,6 +385,7 @@ Status CopyEngine::End(double step_seconds, std::vector<RowFailure>* failures) {
                             channel_->StallSeconds(MarkOf(current_, static_cast<int>(l))));
   }
   std::lock_guard<std::mutex> lock(mu_);
+  if (!s.late.ok()) return s.late;  // rows handed over, then failed to land
   for (size_t l = 0; l < stall.size(); ++l) stats_.layers[l].stall_s += stall[l];
   stats_.step_s += step_seconds;
   if (failures != nullptr) {

@@ -23,7 +23,9 @@ class CpuRowChannel final : public RowChannel {
   Status Scatter(const Tensor& src, const Tensor& slots, Tensor& dst) override;
   Status Mark(int mark) override { return CheckMark("Mark", mark); }
   Status WaitMark(int mark) override { return CheckMark("WaitMark", mark); }
+  Status FenceCompute() override { return Status::Ok(); }  // compute is the host
   Status BeginWait(int mark) override;
+  Status HostWaitBegin(int mark) override { return CheckMark("HostWaitBegin", mark); }
   Status EndWait(int mark) override;
   Result<double> StallSeconds(int mark) override;
 

@@ -74,6 +74,7 @@ Result<std::unique_ptr<CudaRowChannel>> CudaRowChannel::Create(const Options& op
   cudaStream_t s = nullptr;
   ENGRAM_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithPriority(&s, cudaStreamNonBlocking, greatest));
   ch->copy_ = CudaStream(s);
+  ENGRAM_ASSIGN_OR_RETURN(ch->fence_, CreateEvent());
   ch->marks_.resize(static_cast<size_t>(options.num_marks));
   for (MarkState& m : ch->marks_) {
     ENGRAM_ASSIGN_OR_RETURN(m.done, CreateEvent());
@@ -189,6 +190,13 @@ Status CudaRowChannel::WaitMark(int mark) {
   return Status::Ok();
 }
 
+Status CudaRowChannel::FenceCompute() {
+  ENGRAM_RETURN_IF_ERROR(Activate());
+  ENGRAM_CUDA_RETURN_IF_ERROR(cudaEventRecord(fence_.get(), opt_.compute));
+  ENGRAM_CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(copy_.get(), fence_.get(), 0));
+  return Status::Ok();
+}
+
 // ---- compute side (engine thread)
 
 Status CudaRowChannel::BeginWait(int mark) {
@@ -199,6 +207,14 @@ Status CudaRowChannel::BeginWait(int mark) {
   m.timed = false;
   ENGRAM_CUDA_RETURN_IF_ERROR(cudaEventRecord(m.begin.get(), opt_.compute));
   m.begun = true;
+  return Status::Ok();
+}
+
+Status CudaRowChannel::HostWaitBegin(int mark) {
+  ENGRAM_RETURN_IF_ERROR(CheckMark("HostWaitBegin", mark));
+  if (!marks_[mark].begun) return Status::Ok();  // no BeginWait to wait for
+  ENGRAM_RETURN_IF_ERROR(Activate());
+  ENGRAM_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(marks_[mark].begin.get()));
   return Status::Ok();
 }
 

@@ -57,8 +57,10 @@ class CudaRowChannel final : public RowChannel {
   Status Scatter(const Tensor& src, const Tensor& slots, Tensor& dst) override;
   Status Mark(int mark) override;
   Status WaitMark(int mark) override;
+  Status FenceCompute() override;
 
   Status BeginWait(int mark) override;
+  Status HostWaitBegin(int mark) override;
   Status EndWait(int mark) override;
   Result<double> StallSeconds(int mark) override;
 
@@ -80,6 +82,7 @@ class CudaRowChannel final : public RowChannel {
   const Options opt_;
   CudaStream copy_;
   std::vector<MarkState> marks_;  // sized once by Create
+  CudaEvent fence_;               // FenceCompute: recorded on compute, waited on by copy
 };
 
 }  // namespace engram::cuda

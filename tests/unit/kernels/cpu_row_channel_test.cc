@@ -61,6 +61,9 @@ TEST(CpuRowChannel, UploadGatherScatterMoveRowBytes) {
 
   EXPECT_TRUE(c.Mark(3).ok());
   EXPECT_TRUE(c.WaitMark(3).ok());
+  EXPECT_TRUE(c.FenceCompute().ok());  // compute is the host: nothing to order
+  EXPECT_TRUE(c.HostWaitBegin(3).ok());
+  EXPECT_EQ(c.HostWaitBegin(4).code(), StatusCode::kInvalidArgument);
 }
 
 TEST(CpuRowChannel, BadOperandsAreInvalidArgument) {

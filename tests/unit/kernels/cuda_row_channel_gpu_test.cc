@@ -332,6 +332,42 @@ TEST_F(CudaChannel, EndWaitOrdersComputeAfterTheMarkAndTimesTheStall) {
   EXPECT_EQ(*none, 0.0);
 }
 
+TEST_F(CudaChannel, FenceComputeOrdersCopiesAfterComputeAndHostWaitBeginBlocks) {
+  // Compute writes 64 MiB (a pageable CopyFromHost queues on the compute stream); after
+  // FenceCompute, a copy-stream Gather of that buffer must see the compute stream's values.
+  const int64_t rows = int64_t{1} << 20, dh = 16;  // F32 rows of 64 B
+  std::vector<float> host(static_cast<size_t>(rows * dh));
+  for (size_t i = 0; i < host.size(); ++i) host[i] = static_cast<float>(i % 9973);
+  auto a = be_->Alloc(DType::kF32, {rows, dh});
+  ASSERT_TRUE(a.ok());
+  Tensor table = std::move(a).value();
+  ASSERT_OK(be_->CopyFromHost(host.data(), table));
+  ASSERT_OK(ch_->FenceCompute());
+  const std::vector<int64_t> ids = {rows - 1, 0, 12345};
+  Tensor dev_ids = OnDevice(ids.data(), DType::kI64, {3});
+  auto d = be_->AllocZeros(DType::kF32, {3, dh});
+  ASSERT_TRUE(d.ok());
+  Tensor dst = std::move(d).value();
+  ASSERT_OK(be_->Synchronize());  // the zero fill (compute) before the gather (copy)
+  ASSERT_OK(ch_->FenceCompute());
+  ASSERT_OK(ch_->Gather(table, dev_ids, dst));
+  ASSERT_OK(ch_->Mark(0));
+  ASSERT_OK(ch_->WaitMark(0));
+  std::vector<float> got(3 * dh);
+  ASSERT_OK(be_->CopyToHost(dst, got.data()));
+  for (int r = 0; r < 3; ++r) {
+    for (int64_t c = 0; c < dh; ++c) {
+      ASSERT_EQ(got[r * dh + c], host[static_cast<size_t>(ids[r] * dh + c)]) << r << "," << c;
+    }
+  }
+  // HostWaitBegin returns once compute has passed BeginWait's point.
+  ASSERT_OK(ch_->BeginWait(2));
+  ASSERT_OK(ch_->HostWaitBegin(2));
+  ASSERT_OK(ch_->EndWait(2));
+  EXPECT_TRUE(ch_->HostWaitBegin(3).ok());  // no BeginWait: nothing to wait for
+  EXPECT_EQ(ch_->HostWaitBegin(kMarks).code(), StatusCode::kInvalidArgument);
+}
+
 TEST_F(CudaChannel, RegisterAndUnregisterMmapRegion) {
   Mapping map(size_t{2} << 20, PROT_READ | PROT_WRITE);
   ASSERT_NE(map.data(), nullptr);
