@@ -142,6 +142,14 @@ class Backend {
                                  const EngramConvParams& p, const BatchLayout& layout,
                                  Tensor& state, Tensor& h) = 0;
 
+  // ---- sampling
+  // Greedy sampling on the device: ids[r] = the index of the largest value of logits row r, the
+  // lowest index among equal values (-0 equals +0). logits F32 [R, V] with V >= 1; ids I32 [R];
+  // R may be 0. NaN never wins: NaNs are skipped, except that a row whose first value is NaN
+  // gives 0. That is exactly std::max_element with operator< (engram::Argmax in
+  // model/sampler.h, the CPU sampler's temperature-0 path), so the two agree on every row.
+  virtual Status ArgmaxRows(const Tensor& logits, Tensor& ids) = 0;
+
   // ---- captured work (CUDA graphs); optional: the defaults answer UNIMPLEMENTED (CPU).
   // Between BeginCapture and EndCapture the ops the calling thread issues are recorded, not
   // run (CUDA: capture of the compute stream in cudaStreamCaptureModeThreadLocal), together with

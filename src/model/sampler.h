@@ -51,6 +51,9 @@ struct SamplingParams {
   bool has_penalties() const {
     return repetition_penalty != 1.f || presence_penalty != 0.f || frequency_penalty != 0.f;
   }
+  // Whether Sample picks Argmax of the raw logits: temperature 0 (top_k, top_p, min_p and seed
+  // do not matter then) and no penalties. (Logprobs, when asked, still read the whole row.)
+  bool is_plain_greedy() const { return temperature == 0.f && !has_penalties(); }
 };
 
 struct SampleResult {

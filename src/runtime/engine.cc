@@ -65,6 +65,9 @@ Result<std::unique_ptr<Engine>> Engine::Create(ModelFiles files, const EngineOpt
     ENGRAM_RETURN_IF_ERROR(e->CreateTier());
   }
   e->seqs_.resize(static_cast<size_t>(options.max_seqs));
+  // A step has at most one logits row per sequence when it has greedy rows (no all_logits).
+  ENGRAM_ASSIGN_OR_RETURN(e->greedy_ids_dev_,
+                          e->backend_->AllocZeros(DType::kI32, {int64_t{options.max_seqs}}));
   if (options.backend.cuda_graphs) {
     if (e->backend_->device() != Device::kCuda) {
       spdlog::info("engine: backend.cuda_graphs is ignored by the {} backend", e->backend_->name());
@@ -376,7 +379,29 @@ Status Engine::GatherResidentRows(int64_t T) {
 
 Result<std::vector<float>> Engine::Step(std::span<const StepChunk> chunks, bool all_logits,
                                         std::vector<SeqFailure>* failed) {
+  StepOutput out;
+  ENGRAM_RETURN_IF_ERROR(RunStep(chunks, all_logits, /*greedy=*/false, out, failed));
+  return std::move(out.logits);
+}
+
+Status Engine::Step(std::span<const StepChunk> chunks, bool all_logits, StepOutput& out,
+                    std::vector<SeqFailure>* failed) {
+  return RunStep(chunks, all_logits, /*greedy=*/true, out, failed);
+}
+
+Status Engine::RunStep(std::span<const StepChunk> chunks, bool all_logits, bool greedy,
+                       StepOutput& out, std::vector<SeqFailure>* failed) {
   if (chunks.empty()) return InvalidArgument("step has no sequences");
+  if (greedy && all_logits) {
+    for (const StepChunk& ch : chunks) {
+      if (ch.greedy) {
+        return InvalidArgument(
+            "sequence {} is greedy in a step with all_logits (greedy rows return ids, not "
+            "logits)",
+            ch.seq);
+      }
+    }
+  }
   const bool graph = graphs_ != nullptr && AllSingleTokens(chunks);
   BatchLayout layout;
   ENGRAM_RETURN_IF_ERROR(BuildLayout(chunks, all_logits, graph, layout));
@@ -419,10 +444,16 @@ Result<std::vector<float>> Engine::Step(std::span<const StepChunk> chunks, bool 
       failed->push_back({chunks[si].seq, f.status});
     }
   }
-  // Outside any graph: the copy of the logits and the check of the kernels' error word.
-  std::vector<float> out(static_cast<size_t>(logits.numel()));
-  const Status done =
-      out.empty() ? backend_->Synchronize() : backend_->CopyToHost(logits, out.data());
+  // Outside any graph: the argmax of greedy rows, the copies to the host and the check of the
+  // kernels' error word.
+  std::vector<char> row_greedy(layout.logit_rows.size(), 0);
+  if (greedy && !all_logits) {
+    size_t r = 0;
+    for (const StepChunk& ch : chunks) {
+      if (ch.logits) row_greedy[r++] = ch.greedy ? 1 : 0;
+    }
+  }
+  const Status done = CopyOut(logits, row_greedy, out);
   if (!done.ok()) {
     if (graphs_) graphs_->Invalidate();
     return done;
@@ -431,7 +462,53 @@ Result<std::vector<float>> Engine::Step(std::span<const StepChunk> chunks, bool 
     auto& t = seqs_[ch.seq].tokens;
     t.insert(t.end(), ch.tokens.begin(), ch.tokens.end());
   }
-  return out;
+  return Status::Ok();
+}
+
+Status Engine::CopyOut(const Tensor& logits, const std::vector<char>& row_greedy, StepOutput& out) {
+  const int64_t R = static_cast<int64_t>(row_greedy.size()), V = config().vocab_size;
+  if (logits.numel() != R * V) {
+    return Internal("the forward returned logits {} for {} rows of {}", logits.ShapeString(), R, V);
+  }
+  const int64_t greedy_rows = std::count(row_greedy.begin(), row_greedy.end(), 1);
+  out.greedy_ids.clear();
+  out.logits.resize(static_cast<size_t>((R - greedy_rows) * V));
+  if (greedy_rows == 0) {
+    return R == 0 ? backend_->Synchronize() : backend_->CopyToHost(logits, out.logits.data());
+  }
+  if (R > greedy_ids_dev_.dim(0)) {  // cannot happen: greedy steps have a row per sequence
+    return Internal("{} logit rows with greedy ones; the id buffer holds {}", R,
+                    greedy_ids_dev_.dim(0));
+  }
+  // Runs of rows alike: [r, run_end(r)).
+  auto run_end = [&](int64_t r) {
+    int64_t e = r + 1;
+    while (e < R && row_greedy[e] == row_greedy[r]) ++e;
+    return e;
+  };
+  // The argmax of each run of greedy rows into the same rows of greedy_ids_dev_ (launched
+  // first, so they run while the host waits for the copies).
+  for (int64_t r = 0, e = 0; r < R; r = e) {
+    e = run_end(r);
+    if (!row_greedy[r]) continue;
+    Tensor ids = greedy_ids_dev_.Rows(r, e);
+    ENGRAM_RETURN_IF_ERROR(backend_->ArgmaxRows(logits.Rows(r, e), ids));
+  }
+  // The other rows, one copy per run.
+  float* dst = out.logits.data();
+  for (int64_t r = 0, e = 0; r < R; r = e) {
+    e = run_end(r);
+    if (row_greedy[r]) continue;
+    ENGRAM_RETURN_IF_ERROR(backend_->CopyToHost(logits.Rows(r, e), dst));
+    dst += (e - r) * V;
+  }
+  // The ids: R * 4 bytes (the rows of other chunks hold stale values, skipped).
+  greedy_ids_host_.resize(static_cast<size_t>(R));
+  ENGRAM_RETURN_IF_ERROR(backend_->CopyToHost(greedy_ids_dev_.Rows(0, R), greedy_ids_host_.data()));
+  for (int64_t r = 0; r < R; ++r) {
+    if (row_greedy[r]) out.greedy_ids.push_back(greedy_ids_host_[r]);
+  }
+  return Status::Ok();
 }
 
 uint64_t Engine::GraphEpoch() const {

@@ -1,6 +1,7 @@
 // Engine: owns the backend, the model, the KV cache, the Engram conv state, the hasher and
 // the table tier, and runs one forward step over a set of sequence chunks:
-//   tokens -> NgramHasher -> rows gathered from the tier -> model forward -> logits.
+//   tokens -> NgramHasher -> rows gathered from the tier -> model forward -> logits (greedy
+//   rows: their argmax, picked on the device).
 // The offline CLI (logits, generate, bench) and the serving scheduler drive it.
 //
 // Thread safety: not thread-safe; one engine thread calls every method.
@@ -81,6 +82,12 @@ struct StepChunk {
   // Whether the step returns this chunk's logits (false for a prompt chunk that is not the
   // prompt's last: its logits would be discarded).
   bool logits = true;
+  // With `logits`: the caller takes the argmax of this chunk's logits row as its next token
+  // (greedy sampling that reads nothing else of the row). The step then picks that id on the
+  // device (Backend::ArgmaxRows) and returns it in StepOutput::greedy_ids instead of the row,
+  // which never reaches the host. Only the StepOutput form of Engine::Step reads it, and only
+  // without all_logits.
+  bool greedy = false;
 };
 
 class Engine {
@@ -114,18 +121,33 @@ class Engine {
   bool cuda_graphs() const { return graphs_ != nullptr; }
   GraphStats graph_stats() const;
 
-  // Runs one forward over the chunks (each sequence at most once) and appends their tokens to
-  // the sequences. Returns logits F32 on the host, row-major: with all_logits, one row per
-  // token in chunk order; otherwise one row per chunk whose `logits` is set (its last token),
-  // in chunk order. Token ids outside the vocabulary: OUT_OF_RANGE naming the id and the vocab
-  // size, and nothing is changed.
-  // Engram rows that could not be read (an NVMe read error after retries): with `failed`, the
-  // step succeeds, each sequence that needed such a row is listed once with the cause, and its
-  // logits and state are garbage (the caller must end it); without `failed`, the step fails.
+  // What a step returns to the host.
+  struct StepOutput {
+    // F32, row-major [rows, vocab]: with all_logits, one row per token in chunk order; otherwise
+    // one row per chunk whose `logits` is set and `greedy` is not (its last token), in chunk
+    // order.
+    std::vector<float> logits;
+    // One id per chunk whose `logits` and `greedy` are set, in chunk order: the argmax of the
+    // row the step would otherwise have returned (lowest index among ties; NaN as Argmax in
+    // model/sampler.h does it).
+    std::vector<int32_t> greedy_ids;
+  };
   struct SeqFailure {
     SeqId seq = -1;
     Status status;
   };
+  // Runs one forward over the chunks (each sequence at most once), appends their tokens to the
+  // sequences and fills `out` (its buffers are reused: keep one StepOutput across steps). Token
+  // ids outside the vocabulary: OUT_OF_RANGE naming the id and the vocab size; a greedy chunk
+  // with all_logits: INVALID_ARGUMENT; in both cases nothing is changed.
+  // Engram rows that could not be read (an NVMe read error after retries): with `failed`, the
+  // step succeeds, each sequence that needed such a row is listed once with the cause, and its
+  // logits (or greedy id) and state are garbage (the caller must end it); without `failed`, the
+  // step fails.
+  Status Step(std::span<const StepChunk> chunks, bool all_logits, StepOutput& out,
+              std::vector<SeqFailure>* failed = nullptr);
+  // The same with every chunk's `greedy` ignored: returns StepOutput::logits, every requested
+  // row as logits.
   Result<std::vector<float>> Step(std::span<const StepChunk> chunks, bool all_logits,
                                   std::vector<SeqFailure>* failed = nullptr);
 
@@ -141,6 +163,12 @@ class Engine {
   // pad_blocks: widen the block tables to BlockTableBucket (graph-eligible steps).
   Status BuildLayout(std::span<const StepChunk> chunks, bool all_logits, bool pad_blocks,
                      BatchLayout& layout);
+  // Step with StepChunk::greedy honoured (greedy) or ignored.
+  Status RunStep(std::span<const StepChunk> chunks, bool all_logits, bool greedy, StepOutput& out,
+                 std::vector<SeqFailure>* failed);
+  // Copies the step's results to the host: the argmax of the greedy rows (row_greedy[r]) as ids,
+  // the other rows as logits.
+  Status CopyOut(const Tensor& logits, const std::vector<char>& row_greedy, StepOutput& out);
   // Hashes the step's tokens for every Engram layer into row_ids_ (absolute rows, [T, H]).
   void HashRows(std::span<const StepChunk> chunks, int64_t tokens);
   Status GatherResidentRows(int64_t tokens);
@@ -171,6 +199,8 @@ class Engine {
   std::vector<Tensor> row_ids_dev_, rows_dev_;
   int64_t rows_capacity_ = 0;
   uint64_t rows_epoch_ = 0;  // reallocations of rows_dev_
+  Tensor greedy_ids_dev_;    // I32 [max_seqs]: ArgmaxRows of a step's greedy rows
+  std::vector<int32_t> greedy_ids_host_;
   // Decode steps as CUDA graphs (null: off). Declared last so its graphs go before the backend.
   std::unique_ptr<GraphCache> graphs_;
   GraphStats graph_stats_;

@@ -32,12 +32,18 @@ struct EngineLoop::Active {
   StopMatcher stops;  // holds back text that may begin a stop string
   std::vector<int32_t> output;
   int32_t pending = -1;  // the sampled token the next decode step feeds
+  // The next token is Argmax of the raw logits and nothing else reads them: the step picks it
+  // on the device (StepChunk::greedy) and only the id reaches the host.
+  const bool device_greedy;
   bool first_token_sent = false;
   double ttft_s = 0;
   Clock::time_point last_token;
 
   Active(std::shared_ptr<RequestState> r, const SamplingParams& sp)
-      : req(std::move(r)), sampler(sp), stops(req->params().stop) {
+      : req(std::move(r)),
+        sampler(sp),
+        stops(req->params().stop),
+        device_greedy(sp.is_plain_greedy() && req->params().logprobs == 0) {
     sampler.SetPrompt(req->params().prompt);
   }
 };
@@ -203,17 +209,18 @@ void EngineLoop::FinishLocked(uint64_t key, FinishReason reason, const Status& s
   active_.erase(it);
 }
 
-FinishReason EngineLoop::HandleTokenLocked(Active& a, std::span<const float> logits) {
+int32_t EngineLoop::SampleLocked(Active& a, std::span<const float> logits, StreamEvent& ev) {
   const GenerationParams& p = a.req->params();
-  StreamEvent ev;
-  int32_t token;
   if (p.logprobs > 0) {
     SampleResult r = a.sampler.SampleWithLogprobs(logits, p.logprobs);
-    token = r.token;
     ev.logprobs.push_back({r.token, r.logprob, std::move(r.top)});
-  } else {
-    token = a.sampler.Sample(logits);
+    return r.token;
   }
+  return a.sampler.Sample(logits);
+}
+
+FinishReason EngineLoop::HandleTokenLocked(Active& a, int32_t token, StreamEvent ev) {
+  const GenerationParams& p = a.req->params();
   a.output.push_back(token);
   a.pending = token;
   ++stats_.generation_tokens;
@@ -253,6 +260,7 @@ void EngineLoop::Run() {
   std::vector<StepChunk> chunks;
   std::vector<uint64_t> keys;
   std::vector<Engine::SeqFailure> failed;
+  Engine::StepOutput out;  // reused: a step's logits rows and greedy ids
   while (true) {
     {
       std::unique_lock<std::mutex> lock(mu_);
@@ -308,6 +316,7 @@ void EngineLoop::Run() {
           ch.tokens = std::span<const int32_t>(&a.pending, 1);
         }
         ch.logits = c.last_prompt_chunk;
+        ch.greedy = a.device_greedy;
         chunks.push_back(ch);
         keys.push_back(c.key);
       }
@@ -316,7 +325,7 @@ void EngineLoop::Run() {
     // touches the engine and the Active entries named in `plan` (FinishLocked runs here too).
     const auto t0 = Clock::now();
     failed.clear();
-    auto logits = engine_->Step(chunks, /*all_logits=*/false, &failed);
+    const Status stepped = engine_->Step(chunks, /*all_logits=*/false, out, &failed);
     const double dt = std::chrono::duration<double>(Clock::now() - t0).count();
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.steps;
@@ -324,23 +333,36 @@ void EngineLoop::Run() {
     int batch_tokens = 0;
     for (const StepChunk& c : chunks) batch_tokens += static_cast<int>(c.tokens.size());
     batch_tokens_sum_ += batch_tokens;
-    if (!logits.ok()) {
-      spdlog::error("step of {} sequences failed: {}", chunks.size(), logits.status().ToString());
-      for (uint64_t k : keys) FinishLocked(k, FinishReason::kError, logits.status());
+    if (!stepped.ok()) {
+      spdlog::error("step of {} sequences failed: {}", chunks.size(), stepped.ToString());
+      for (uint64_t k : keys) FinishLocked(k, FinishReason::kError, stepped);
     } else {
       scheduler_.Commit(plan);
       const int64_t V = config_.vocab_size;
-      size_t row = 0;
+      size_t row = 0, id = 0;  // next logits row / greedy id of `out`
       for (size_t i = 0; i < plan.size(); ++i) {
         if (!plan[i].last_prompt_chunk) continue;
-        std::span<const float> lg(logits->data() + row * V, static_cast<size_t>(V));
-        ++row;
+        const bool on_device = chunks[i].greedy;
+        std::span<const float> lg;
+        int32_t token = -1;
+        if (on_device) {
+          token = out.greedy_ids[id++];
+        } else {
+          lg = std::span<const float>(out.logits.data() + row * V, static_cast<size_t>(V));
+          ++row;
+        }
         Active& a = *active_.at(keys[i]);
         // Engram rows this sequence needed could not be read: only its request ends.
         auto f_it = std::find_if(failed.begin(), failed.end(),
                                  [&](const Engine::SeqFailure& f) { return f.seq == a.seq; });
         if (f_it != failed.end()) continue;
-        const FinishReason f = HandleTokenLocked(a, lg);
+        StreamEvent ev;
+        if (on_device) {
+          a.sampler.Accept(token);  // what Sample records (no penalty counts to keep)
+        } else {
+          token = SampleLocked(a, lg, ev);
+        }
+        const FinishReason f = HandleTokenLocked(a, token, std::move(ev));
         if (f != FinishReason::kNone) FinishLocked(keys[i], f, Status::Ok());
       }
       for (const Engine::SeqFailure& f : failed) {

@@ -1,6 +1,9 @@
 // EngineLoop: the serving engine. One thread owns the Engine and runs the step loop:
 //   cancellations and deadlines -> admission -> plan (Scheduler) -> Engine::Step ->
 //   sample, detokenize, stop checks -> events to each request's stream.
+// Requests whose next token is the argmax of the raw logits (temperature 0, no penalties, no
+// logprobs) are sampled on the device (StepChunk::greedy): the step returns their token ids,
+// not their logits rows; the others are sampled here from the rows.
 // gRPC handlers call Submit from any thread and read the RequestState's events.
 //
 // Guarantees: every accepted request ends with exactly one finishing event (stop, length,
@@ -79,9 +82,11 @@ class EngineLoop {
   struct Active;
   void Run();
   void FinishLocked(uint64_t key, FinishReason reason, const Status& status);
-  // Samples from the logits, records the token and pushes its event (text through the stop
-  // matcher); returns how the request finishes, if it does.
-  FinishReason HandleTokenLocked(Active& a, std::span<const float> logits);
+  // Samples the next token from the logits (with its logprobs into ev when asked).
+  int32_t SampleLocked(Active& a, std::span<const float> logits, StreamEvent& ev);
+  // Records the request's next token and pushes its event (text through the stop matcher);
+  // returns how the request finishes, if it does.
+  FinishReason HandleTokenLocked(Active& a, int32_t token, StreamEvent ev);
 
   std::unique_ptr<Engine> engine_;
   const ModelConfig config_;

@@ -153,6 +153,32 @@ TEST_F(Serving, ConcurrentGreedyStreamsEqualSequentialOutputs) {
   EXPECT_TRUE(WaitForStats(*stub_, Idle, &s)) << s.DebugString();
 }
 
+// Plain greedy requests are sampled on the engine's backend (only the token id leaves it);
+// asking for logprobs samples on the host from the whole logits row instead. Both give the same
+// tokens and text, run alone and sharing steps.
+TEST_F(Serving, GreedyTokensAreTheSameWithAndWithoutLogprobs) {
+  const std::vector<int32_t> prompt = {7, 700, 7000, 70000, 17};
+  const v1::GenerateRequest plain = IdsRequest(prompt, 14);
+  v1::GenerateRequest with_logprobs = plain;
+  with_logprobs.set_logprobs(1);
+  const StreamResult a = Generate(*stub_, plain);
+  const StreamResult b = Generate(*stub_, with_logprobs);
+  ASSERT_TRUE(a.status.ok()) << a.status.error_message();
+  ASSERT_TRUE(b.status.ok()) << b.status.error_message();
+  EXPECT_EQ(a.ids.size(), 14u);
+  EXPECT_EQ(b.ids, a.ids);
+  EXPECT_EQ(b.text, a.text);
+  StreamResult c, d;
+  std::thread tc([&] { c = Generate(*v1::Engram::NewStub(Connect(address())), plain); });
+  std::thread td([&] { d = Generate(*v1::Engram::NewStub(Connect(address())), with_logprobs); });
+  tc.join();
+  td.join();
+  ASSERT_TRUE(c.status.ok()) << c.status.error_message();
+  ASSERT_TRUE(d.status.ok()) << d.status.error_message();
+  EXPECT_EQ(c.ids, a.ids);
+  EXPECT_EQ(d.ids, a.ids);
+}
+
 TEST_F(Serving, CancellationMidStreamFreesResources) {
   v1::Stats before;
   ASSERT_TRUE(WaitForStats(*stub_, Idle, &before));

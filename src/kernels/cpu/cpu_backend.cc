@@ -18,6 +18,7 @@
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/engram_ops.h"
 #include "kernels/cpu/linear.h"
+#include "kernels/cpu/sampling.h"
 #include "kernels/cpu/thread_pool.h"
 
 namespace engram {
@@ -483,6 +484,19 @@ class CpuBackend final : public Backend {
     a.x_scratch = conv_x_.data();
     a.w_scratch = conv_w_.data();
     engram::EngramShortConv(isa_, pool_, a);
+    return Status::Ok();
+  }
+
+  Status ArgmaxRows(const Tensor& logits, Tensor& ids) override {
+    constexpr std::string_view op = "ArgmaxRows";
+    ENGRAM_ASSIGN_OR_RETURN(auto rv, CheckF32Matrix(op, "logits", logits));
+    if (rv.second < 1) {
+      return InvalidArgument("{}: logits has shape {}, expected at least one column", op,
+                             logits.ShapeString());
+    }
+    ENGRAM_RETURN_IF_ERROR(CheckDType(op, "ids", ids, DType::kI32));
+    ENGRAM_RETURN_IF_ERROR(CheckShape(op, "ids", ids, {rv.first}));
+    ArgmaxRowsF32(pool_, logits.ptr<float>(), rv.first, rv.second, ids.ptr<int32_t>());
     return Status::Ok();
   }
 

@@ -67,6 +67,7 @@ class CudaBackend final : public Backend {
   Status EngramShortConv(const Tensor& v, const Tensor& norm_w, const Tensor& conv_w,
                          const EngramConvParams& p, const BatchLayout& layout, Tensor& state,
                          Tensor& h) override;
+  Status ArgmaxRows(const Tensor& logits, Tensor& ids) override;
 
   Status BeginCapture() override;
   Result<std::unique_ptr<CapturedGraph>> EndCapture() override;

@@ -112,6 +112,13 @@ struct ShortConvArgs {
 };
 cudaError_t LaunchShortConv(const ShortConvArgs& a, cudaStream_t stream);
 
+// ---- sampling.cu
+// ids[r] = the index of the largest value of logits row r (F32 [rows, vocab], 1 <= vocab <=
+// INT_MAX): ties to the lowest index, NaN skipped except that a row starting with NaN gives 0
+// (Backend::ArgmaxRows). One block per row.
+cudaError_t LaunchArgmaxRows(const float* logits, int64_t rows, int64_t vocab, int32_t* ids,
+                             cudaStream_t stream);
+
 // ---- row_copy.cu (RowChannel: raw row moves on the copy stream, any element type)
 // Rows are row_bytes bytes, copied with the widest of 16/8/4/2/1-byte accesses that row_bytes
 // and both base pointers allow.

@@ -1,6 +1,6 @@
 // CudaBackend ops: validation of every operand (INVALID_ARGUMENT naming it), then one launch
 // (or cuBLAS call) on the compute stream. Kernels: elementwise.cu, norm.cu, attention.cu,
-// engram.cu.
+// engram.cu, sampling.cu.
 #include <climits>
 #include <cmath>
 #include <vector>
@@ -375,6 +375,35 @@ Status CudaBackend::EngramShortConv(const Tensor& v, const Tensor& norm_w, const
   a.norm_eps = p.norm_eps;
   a.err = error_dev_;
   return LaunchStatus(LaunchShortConv(a, stream()), kOp);
+}
+
+Status CudaBackend::ArgmaxRows(const Tensor& logits, Tensor& ids) {
+  constexpr const char* kOp = "ArgmaxRows";
+  ENGRAM_RETURN_IF_ERROR(ExpectDType(logits, DType::kF32, kOp, "logits"));
+  ENGRAM_RETURN_IF_ERROR(ExpectRank(logits, 2, kOp, "logits"));
+  const int64_t R = logits.dim(0), V = logits.dim(1);
+  if (V < 1 || V > INT_MAX) {
+    return InvalidArgument("{}: logits has shape {}, expected [R, V] with 1 <= V <= {}", kOp,
+                           logits.ShapeString(), INT_MAX);
+  }
+  if (logits.layout != Layout::kRowMajor) {
+    return InvalidArgument("{}: logits must be row-major", kOp);
+  }
+  ENGRAM_RETURN_IF_ERROR(ExpectDType(ids, DType::kI32, kOp, "ids"));
+  ENGRAM_RETURN_IF_ERROR(ExpectShape(ids, {R}, kOp, "ids"));
+  if (R > INT_MAX) return InvalidArgument("{}: {} rows exceed the grid", kOp, R);
+  if (R == 0) {  // nothing to launch; empty tensors may come without memory
+    if (logits.device != Device::kCuda || ids.device != Device::kCuda) {
+      return InvalidArgument("{}: {} is not a CUDA device tensor", kOp,
+                             logits.device != Device::kCuda ? "logits" : "ids");
+    }
+    return Status::Ok();
+  }
+  ENGRAM_RETURN_IF_ERROR(CheckDevice(logits, kOp, "logits"));
+  ENGRAM_RETURN_IF_ERROR(CheckDevice(ids, kOp, "ids"));
+  ENGRAM_RETURN_IF_ERROR(Activate());
+  return LaunchStatus(LaunchArgmaxRows(logits.ptr<float>(), R, V, ids.ptr<int32_t>(), stream()),
+                      kOp);
 }
 
 }  // namespace engram::cuda

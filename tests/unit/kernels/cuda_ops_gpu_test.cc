@@ -6,7 +6,8 @@
 //  - kF32Tol = 1e-5 for F32 kernels (reductions and transcendental functions in F32);
 //  - kBf16GemmTol = 1e-2 for Linear with BF16 weights: x and W are rounded to BF16 (8-bit
 //    mantissa, 2^-9 relative each), products accumulate in F32; measured ~3e-3;
-//  - exact equality where the op only moves or widens values (gathers, copies, Add).
+//  - exact equality where the op only moves or widens values (gathers, copies, Add) or picks
+//    one (ArgmaxRows, against the CPU backend).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -627,6 +628,90 @@ TEST_F(CudaOps, EngramShortConvChunkedEqualsWhole) {
   }
 }
 
+// ArgmaxRows on the GPU equals the CPU backend's (and so the CPU sampler's Argmax) on every row:
+// random logits of odd widths (rows start at every 4-byte offset mod 16, so the scalar head,
+// the float4 body and the tail all run), a Llama-3-like width of 128256 with planted ties,
+// -inf and NaN rows, rows of one repeated value, and views of a tensor's later rows.
+TEST_F(CudaOps, ArgmaxRowsEqualsTheCpuBackend) {
+  auto cpu = CreateBackend({.kind = "cpu", .threads = 2});
+  ASSERT_TRUE(cpu.ok()) << cpu.status().ToString();
+  constexpr float kInf = std::numeric_limits<float>::infinity();
+  auto check = [&](std::vector<float> x, int64_t R, int64_t V, const std::string& what) {
+    Tensor dl = UploadF32(x, {R, V});
+    auto di = be_->Alloc(DType::kI32, {R});
+    ASSERT_TRUE(di.ok());
+    ASSERT_OK(be_->ArgmaxRows(dl, *di));
+    std::vector<int32_t> got(static_cast<size_t>(R), -7);
+    ASSERT_OK(be_->CopyToHost(*di, got.data()));
+    Tensor hl = HostView(x.data(), DType::kF32, {R, V});
+    Tensor hi = HostTensor(DType::kI32, {R});
+    ASSERT_OK((*cpu)->ArgmaxRows(hl, hi));
+    for (int64_t r = 0; r < R; ++r) {
+      ASSERT_EQ(got[r], hi.ptr<int32_t>()[r]) << what << ", row " << r << " of " << R;
+    }
+    // The rows after the first, as a view: another start address (alignment) per row.
+    if (R > 1) {
+      Tensor tail_ids = di->Rows(1, R);
+      ASSERT_OK(be_->ArgmaxRows(dl.Rows(1, R), tail_ids));
+      ASSERT_OK(be_->CopyToHost(*di, got.data()));
+      for (int64_t r = 1; r < R; ++r) {
+        ASSERT_EQ(got[r], hi.ptr<int32_t>()[r]) << what << " (view), row " << r;
+      }
+    }
+  };
+  for (int64_t V : {1, 2, 3, 4, 5, 7, 31, 33, 1000, 2049, 4099, 16385, 32001}) {
+    const int64_t R = 6;
+    std::vector<float> x = Random(static_cast<size_t>(R * V), -8.f, 8.f);
+    for (float& f : x) f = std::round(f);  // 17 distinct values: many ties
+    x[static_cast<size_t>(V / 2)] = kNaN;
+    x[static_cast<size_t>(2 * V)] = kNaN;           // a row starting with NaN
+    x[static_cast<size_t>(3 * V + V - 1)] = 100.f;  // the max in the tail
+    for (int64_t i = 0; i < V; ++i) x[static_cast<size_t>(4 * V + i)] = -kInf;
+    for (int64_t i = 0; i < V; ++i) x[static_cast<size_t>(5 * V + i)] = 0.5f;  // all equal
+    check(std::move(x), R, V, "V " + std::to_string(V));
+  }
+  {
+    const int64_t R = 64, V = 128256;
+    std::vector<float> x = Random(static_cast<size_t>(R * V), -20.f, 20.f);
+    std::uniform_int_distribution<int64_t> col(0, V - 1);
+    for (int64_t r = 0; r < R; ++r) {
+      float* row = x.data() + r * V;
+      const int ties = 1 + static_cast<int>(r % 4);  // 1..4 copies of the max, anywhere
+      for (int k = 0; k < ties; ++k) row[col(rng_)] = 30.f;
+      if (r % 8 == 1) row[col(rng_)] = kInf;
+      if (r % 8 == 2) row[col(rng_)] = kNaN;
+      if (r % 8 == 3) row[0] = kNaN;
+      if (r % 8 == 4) {
+        for (int64_t i = 0; i < V; ++i) row[i] = kNaN;
+      }
+      if (r % 8 == 5) row[V - 1] = 31.f;
+    }
+    check(std::move(x), R, V, "V 128256");
+  }
+  // No rows: nothing to launch.
+  Tensor none = Poisoned({0, 5});
+  auto no_ids = be_->Alloc(DType::kI32, {0});
+  ASSERT_TRUE(no_ids.ok());
+  ASSERT_OK(be_->ArgmaxRows(none, *no_ids));
+  // Bad operands name themselves.
+  Tensor l = UploadF32(Random(12), {3, 4});
+  auto ids3 = be_->Alloc(DType::kI32, {3}), ids4 = be_->Alloc(DType::kI32, {4});
+  auto ids64 = be_->Alloc(DType::kI64, {3});
+  ASSERT_TRUE(ids3.ok() && ids4.ok() && ids64.ok());
+  auto expect_bad = [&](const Tensor& lg, Tensor& ids, const char* name) {
+    const Status st = be_->ArgmaxRows(lg, ids);
+    EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << st.ToString();
+    EXPECT_NE(st.message().find(name), std::string::npos) << st.message();
+  };
+  expect_bad(l, *ids4, "ids");
+  expect_bad(l, *ids64, "ids");
+  expect_bad(l.Reshaped({12}), *ids3, "logits");
+  expect_bad(HostTensor(DType::kF32, {3, 4}), *ids3, "logits");
+  Tensor empty_cols = Poisoned({3, 0});
+  expect_bad(empty_cols, *ids3, "logits");
+  ASSERT_OK(be_->Synchronize());
+}
+
 TEST_F(CudaOps, BadShapesAreInvalidArgument) {
   const auto invalid = [](const Status& st) { return st.code() == StatusCode::kInvalidArgument; };
   Tensor x = UploadF32(Random(4 * 6), {4, 6});
@@ -773,6 +858,20 @@ TEST_F(CudaOps, DISABLED_Timings) {
     const double us = median_us([&] { return be_->GatherRows(*dt, dr, out); });
     std::printf("[  timing  ] GatherRows BF16 %ld rows x %ld  %9.1f us\n", long(T * H), long(Dh),
                 us);
+  }
+  // Greedy sampling: the argmax of R rows of a 128256-token vocabulary, vs copying them out.
+  for (int64_t R : {1, 64}) {
+    const int64_t V = 128256;
+    Tensor logits = UploadF32(Random(R * V), {R, V});
+    auto ids = be_->Alloc(DType::kI32, {R});
+    ASSERT_TRUE(ids.ok());
+    const double us = median_us([&] { return be_->ArgmaxRows(logits, *ids); });
+    std::vector<float> host(static_cast<size_t>(R * V));
+    const double copy_us = median_us([&] { return be_->CopyToHost(logits, host.data()); });
+    std::printf(
+        "[  timing  ] ArgmaxRows R=%-3ld V=%ld  %9.1f us  %7.1f GB/s of logits  (CopyToHost of "
+        "the rows: %9.1f us)\n",
+        long(R), long(V), us, R * V * 4 / us / 1e3, copy_us);
   }
 }
 

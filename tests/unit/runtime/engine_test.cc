@@ -4,10 +4,13 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <span>
 
 #include "model/model_files.h"
+#include "model/sampler.h"
 #include "reference_forward.h"
 
 namespace engram {
@@ -159,6 +162,98 @@ TEST(Engine, CudaGraphsOptionIsIgnoredOnCpu) {
   EXPECT_EQ(Chunked(*graphs, ids, 1), Chunked(*plain, ids, 1));
   const GraphStats s = graphs->graph_stats();
   EXPECT_EQ(s.captures + s.replays + s.warmups + s.eager, 0u);
+}
+
+// Greedy chunks (StepChunk::greedy) come back as the argmax of the row the step would have
+// returned, picked by the backend (ArgmaxRows), and the other rows exactly as before. Two engines
+// run the same schedule (prefill, then decode steps of five sequences): one returns every row
+// (the plain form of Step ignores `greedy`), the other mixes greedy and non-greedy chunks, with
+// all-greedy and all-logits steps too. The tokens fed back are the argmax of the full rows.
+TEST(Engine, GreedyIdsEqualArgmaxOfTheFullLogits) {
+  auto full = MakeEngine("synth:tiny");
+  auto mixed = MakeEngine("synth:tiny");
+  const int64_t V = full->config().vocab_size;
+  constexpr int kSeqs = 5, kSteps = 10;
+  std::vector<std::vector<int32_t>> prompts;
+  std::vector<SeqId> seqs;
+  for (int s = 0; s < kSeqs; ++s) {
+    prompts.push_back(Prompt(9 + 4 * s, V, s + 10));
+    auto a = full->AddSequence(), b = mixed->AddSequence();
+    ASSERT_TRUE(a.ok() && b.ok());
+    ASSERT_EQ(*a, *b);
+    seqs.push_back(*a);
+  }
+  std::vector<int32_t> next(kSeqs, -1);
+  Engine::StepOutput out;
+  for (int step = 0; step < kSteps; ++step) {
+    std::vector<StepChunk> chunks;
+    std::vector<int> index;  // of each chunk's sequence
+    for (int s = 0; s < kSeqs; ++s) {
+      StepChunk ch;
+      ch.seq = seqs[s];
+      const auto& p = prompts[s];
+      const size_t half = p.size() / 2;
+      if (s == kSeqs - 1 && step < 2) {
+        // The last sequence's prompt comes in two chunks; the first returns no row at all.
+        ch.tokens = step == 0 ? std::span<const int32_t>(p.data(), half)
+                              : std::span<const int32_t>(p.data() + half, p.size() - half);
+        ch.logits = step == 1;
+      } else if (step == 0) {
+        ch.tokens = p;
+      } else {
+        if (next[s] < 0) continue;  // still in its prompt
+        ch.tokens = std::span<const int32_t>(&next[s], 1);
+      }
+      ch.greedy = step == kSteps - 1 ? true : step == kSteps - 2 ? false : (step + s) % 3 != 0;
+      chunks.push_back(ch);
+      index.push_back(s);
+    }
+    auto want = full->Step(chunks, false);
+    ASSERT_TRUE(want.ok()) << want.status().ToString();
+    const Status st = mixed->Step(chunks, false, out);
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    size_t want_row = 0, row = 0, id = 0;
+    for (size_t c = 0; c < chunks.size(); ++c) {
+      const StepChunk& ch = chunks[c];
+      if (!ch.logits) continue;
+      const std::span<const float> w(want->data() + want_row * V, static_cast<size_t>(V));
+      ++want_row;
+      const int32_t argmax = Argmax(w);
+      if (ch.greedy) {
+        ASSERT_LT(id, out.greedy_ids.size()) << "step " << step;
+        EXPECT_EQ(out.greedy_ids[id++], argmax) << "step " << step << ", sequence " << ch.seq;
+      } else {
+        ASSERT_LE((row + 1) * V, out.logits.size()) << "step " << step;
+        const std::span<const float> got(out.logits.data() + row * V, static_cast<size_t>(V));
+        EXPECT_TRUE(std::equal(got.begin(), got.end(), w.begin()))
+            << "step " << step << ", sequence " << ch.seq << ": logits differ";
+        ++row;
+      }
+      next[static_cast<size_t>(index[c])] = argmax;
+    }
+    EXPECT_EQ(want_row * V, want->size()) << "the plain Step returns every row";
+    EXPECT_EQ(id, out.greedy_ids.size()) << "step " << step;
+    EXPECT_EQ(row * V, out.logits.size()) << "step " << step;
+  }
+  for (SeqId s : seqs) EXPECT_EQ(mixed->Tokens(s), full->Tokens(s));
+}
+
+TEST(Engine, GreedyChunkWithAllLogitsIsInvalidAndChangesNothing) {
+  auto engine = MakeEngine("synth:tiny");
+  auto seq = engine->AddSequence();
+  ASSERT_TRUE(seq.ok());
+  const auto ids = Prompt(8, engine->config().vocab_size);
+  StepChunk ch{*seq, ids};
+  ch.greedy = true;
+  Engine::StepOutput out;
+  const Status st = engine->Step({&ch, 1}, /*all_logits=*/true, out);
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << st.ToString();
+  EXPECT_TRUE(engine->Tokens(*seq).empty());
+  // Without all_logits the prompt runs and returns one id, no logits.
+  ASSERT_TRUE(engine->Step({&ch, 1}, false, out).ok());
+  EXPECT_EQ(out.greedy_ids.size(), 1u);
+  EXPECT_TRUE(out.logits.empty());
+  EXPECT_EQ(engine->Tokens(*seq).size(), ids.size());
 }
 
 TEST(Engine, RemovingSequencesFreesKvBlocks) {

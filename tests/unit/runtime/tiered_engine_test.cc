@@ -10,6 +10,7 @@
 #include <set>
 
 #include "model/model_files.h"
+#include "model/sampler.h"
 #include "model/synth.h"
 #include "model/weights.h"
 #include "prefetch/ngram_hasher.h"
@@ -359,8 +360,9 @@ TEST_F(NvmeFaultIsolation, StepReportsTheFailedSequenceOnly) {
     }
   }
   ASSERT_NE(bad, UINT64_MAX);
+  // greedy: both chunks are greedy (StepOutput form) and b_id receives B's id.
   auto run = [&](bool faulty, bool with_failed, std::vector<Engine::SeqFailure>* failed,
-                 std::vector<float>* b_logits) -> Status {
+                 std::vector<float>* b_logits, int32_t* b_id = nullptr) -> Status {
     auto f = OpenModel(dir_);
     EngineOptions opt;
     opt.backend.threads = 2;
@@ -378,6 +380,14 @@ TEST_F(NvmeFaultIsolation, StepReportsTheFailedSequenceOnly) {
     auto sa = (*e)->AddSequence();
     auto sb = (*e)->AddSequence();
     StepChunk ch[2] = {{*sa, pa}, {*sb, pb}};
+    if (b_id != nullptr) {
+      ch[0].greedy = ch[1].greedy = true;
+      Engine::StepOutput o;
+      ENGRAM_RETURN_IF_ERROR((*e)->Step(ch, false, o, with_failed ? failed : nullptr));
+      if (o.greedy_ids.size() != 2 || !o.logits.empty()) return Internal("not two greedy ids");
+      *b_id = o.greedy_ids[1];
+      return Status::Ok();
+    }
     auto out = (*e)->Step(ch, false, with_failed ? failed : nullptr);
     if (!out.ok()) return out.status();
     const size_t V = static_cast<size_t>((*e)->config().vocab_size);
@@ -396,6 +406,15 @@ TEST_F(NvmeFaultIsolation, StepReportsTheFailedSequenceOnly) {
   // Without a place to report per-sequence failures the whole step fails.
   const Status st = run(true, false, nullptr, &got);
   EXPECT_EQ(st.code(), StatusCode::kUnavailable) << st.ToString();
+  // Greedy chunks (ids picked on the device): A is listed, B's id is the argmax of its logits.
+  failed.clear();
+  int32_t b_id = -1;
+  const Status gst = run(true, true, &failed, &got, &b_id);
+  ASSERT_TRUE(gst.ok()) << gst.ToString();
+  ASSERT_EQ(failed.size(), 1u);
+  EXPECT_EQ(failed[0].seq, 0);
+  EXPECT_EQ(b_id, Argmax(want));
+  EXPECT_EQ(run(true, false, nullptr, &got, &b_id).code(), StatusCode::kUnavailable);
 }
 
 TEST(EngineChecksums, CorruptTableIsRefusedAtStartNamingFileAndTensor) {
