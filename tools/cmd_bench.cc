@@ -162,7 +162,8 @@ Status BenchForward(const Args& args) {
     j["cuda_graphs"] = {{"enabled", engine->cuda_graphs()},
                         {"captures", g.captures},
                         {"replays", g.replays},
-                        {"capture_failures", g.capture_failures}};
+                        {"capture_failures", g.capture_failures},
+                        {"capture_s", g.capture_s}};
     std::printf("%s\n", j.dump(2).c_str());
     return Status::Ok();
   }
@@ -184,8 +185,8 @@ Status BenchForward(const Args& args) {
   std::printf("(decode batch B bound = B x batch-1 bound: weights streamed once per step)\n");
   if (engine->cuda_graphs()) {
     const GraphStats g = engine->graph_stats();
-    std::printf("CUDA graphs: %llu captured, %llu replayed, %llu capture failures\n",
-                static_cast<unsigned long long>(g.captures),
+    std::printf("CUDA graphs: %llu captured (%.1f ms), %llu replayed, %llu capture failures\n",
+                static_cast<unsigned long long>(g.captures), g.capture_s * 1e3,
                 static_cast<unsigned long long>(g.replays),
                 static_cast<unsigned long long>(g.capture_failures));
   }

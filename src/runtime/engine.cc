@@ -17,7 +17,11 @@ namespace engram {
 namespace {
 
 // Step shapes whose graphs an engine keeps (each graph holds a few hundred kernel nodes).
-constexpr size_t kMaxCudaGraphs = 32;
+constexpr size_t kMaxCudaGraphs = 64;
+// Eager steps of a shape before it is captured: the first grows every buffer the shape needs;
+// waiting for a second keeps shapes that come and go under continuous batching (a batch size
+// seen once or twice) from paying for a capture they never win back.
+constexpr uint32_t kEagerStepsBeforeCapture = 2;
 
 bool AllSingleTokens(std::span<const StepChunk> chunks) {
   return std::all_of(chunks.begin(), chunks.end(),
@@ -547,9 +551,14 @@ Result<Tensor> Engine::GraphForward(const BatchLayout& layout, EngramRowSource& 
                      layout.max_blocks_per_seq};
   GraphCache::Entry* e = graphs_->Find(key);
   if (e == nullptr) {
-    // A new shape runs eagerly once: that grows every buffer it needs (none may grow while
-    // capturing) and loads its kernels; the next step of this shape is captured.
-    graphs_->Add(key);
+    // A new shape runs eagerly first: that grows every buffer it needs (none may grow while
+    // capturing) and loads its kernels; a later step of this shape is captured.
+    graphs_->Add(key).eager_steps = 1;
+    ++graph_stats_.warmups;
+    return eager();
+  }
+  if (e->state == State::kWarm && e->eager_steps < kEagerStepsBeforeCapture) {
+    ++e->eager_steps;
     ++graph_stats_.warmups;
     return eager();
   }
@@ -582,6 +591,7 @@ Result<Tensor> Engine::GraphForward(const BatchLayout& layout, EngramRowSource& 
     e->logits = std::move(logits);
     e->state = State::kGraph;
     ++graph_stats_.captures;
+    graph_stats_.capture_s += std::chrono::duration<double>(Clock::now() - t0).count();
     spdlog::debug(
         "engine: CUDA graph for {} sequences x {} block-table columns captured and instantiated "
         "in {:.3f} ms",

@@ -2,9 +2,9 @@
 // (Backend::BeginCapture / EndCapture / Replay), keyed by the step's shape, least recently used
 // first out. Host-side only: it decides nothing about CUDA and is tested without a GPU.
 //
-// A shape goes through: unknown -> kWarm (its first step ran eagerly, which grew every buffer
-// that shape needs) -> kGraph (the next step of that shape was captured; later ones replay) or
-// kFailed (capture failed: that shape runs eagerly until the entry is evicted). A new epoch
+// A shape goes through: unknown -> kWarm (its first steps run eagerly; the first grew every
+// buffer that shape needs) -> kGraph (a later step of that shape was captured; later ones replay)
+// or kFailed (capture failed: that shape runs eagerly until the entry is evicted). A new epoch
 // (some buffer a graph reads was reallocated: Engine::GraphEpoch) drops every graph; the shapes
 // stay warm, since buffers only grow and what one step of a shape needed stays allocated.
 //
@@ -46,6 +46,7 @@ struct GraphStats {
   uint64_t invalidations = 0;     // times every graph was dropped (a buffer grew, an error)
   uint64_t evictions = 0;         // shapes dropped by the LRU
   int64_t cached = 0;             // graphs held now
+  double capture_s = 0;           // host time spent capturing and instantiating
 };
 
 class GraphCache {
@@ -53,6 +54,7 @@ class GraphCache {
   struct Entry {
     enum class State : uint8_t { kWarm, kGraph, kFailed };
     State state = State::kWarm;
+    uint32_t eager_steps = 0;              // steps of this shape run eagerly while kWarm
     std::unique_ptr<CapturedGraph> graph;  // with kGraph
     Tensor logits;                         // with kGraph: what the captured forward returned
   };

@@ -281,8 +281,10 @@ Status CudaBackend::PagedAttention(const Tensor& qkv, Tensor& k_cache, Tensor& v
 Status CudaBackend::GatherRows(const Tensor& table, const Tensor& rows, Tensor& out) {
   constexpr const char* kOp = "GatherRows";
   ENGRAM_RETURN_IF_ERROR(ExpectRank(table, 2, kOp, "table"));
-  if (table.dtype != DType::kF32 && table.dtype != DType::kBF16) {
-    return InvalidArgument("{}: table has dtype {}, expected F32 or BF16", kOp,
+  // F16 tables reach here from the dram/nvme tiers (the copy engine's arena keeps the tier's
+  // dtype); the resident tier's PrepareWeight has already widened them to F32.
+  if (table.dtype != DType::kF32 && table.dtype != DType::kBF16 && table.dtype != DType::kF16) {
+    return InvalidArgument("{}: table has dtype {}, expected F32, BF16 or F16", kOp,
                            DTypeName(table.dtype));
   }
   ENGRAM_RETURN_IF_ERROR(CheckDevice(rows, kOp, "rows"));
@@ -296,10 +298,13 @@ Status CudaBackend::GatherRows(const Tensor& table, const Tensor& rows, Tensor& 
   ENGRAM_RETURN_IF_ERROR(Activate());
   ENGRAM_ASSIGN_OR_RETURN(const void* src,
                           DeviceReadableAddress(table, device_, pageable_access_, kOp, "table"));
-  return LaunchStatus(
-      LaunchGatherRows(src, table.dtype == DType::kBF16 ? Elem::kBF16 : Elem::kF32, table.dim(0),
-                       Dh, rows.ptr<int64_t>(), T * H, out.ptr<float>(), error_dev_, stream()),
-      kOp);
+  return LaunchStatus(LaunchGatherRows(src,
+                                       table.dtype == DType::kBF16  ? Elem::kBF16
+                                       : table.dtype == DType::kF16 ? Elem::kF16
+                                                                    : Elem::kF32,
+                                       table.dim(0), Dh, rows.ptr<int64_t>(), T * H,
+                                       out.ptr<float>(), error_dev_, stream()),
+                      kOp);
 }
 
 Status CudaBackend::EngramGate(const Tensor& k, const Tensor& h, const Tensor& w_key,

@@ -459,6 +459,23 @@ TEST_F(CudaOps, GatherRowsF32AndBf16) {
       }
     }
   }
+  // An F16 table in device memory as the dram/nvme tiers' arena holds it (not prepared).
+  for (int64_t Dh : {64, 13}) {
+    std::vector<float> table = Random(R * Dh);
+    std::vector<uint16_t> h(table.size());
+    for (size_t i = 0; i < h.size(); ++i) h[i] = F32ToF16(table[i]);
+    auto dt = be_->Alloc(DType::kF16, {R, Dh});
+    ASSERT_TRUE(dt.ok()) << dt.status().ToString();
+    ASSERT_OK(be_->CopyFromHost(h.data(), *dt));
+    Tensor out = Poisoned({T, H * Dh});
+    ASSERT_OK(be_->GatherRows(*dt, dr, out));
+    std::vector<float> got = Download(out);
+    for (int64_t i = 0; i < T * H; ++i) {
+      for (int64_t e = 0; e < Dh; ++e) {
+        ASSERT_EQ(got[i * Dh + e], F16ToF32(h[rows[i] * Dh + e])) << "F16 Dh=" << Dh;
+      }
+    }
+  }
   // A row outside the table is found on the device and reported by the next wait.
   std::vector<float> table = Random(R * 16);
   Tensor dt = Prepare(table, {R, 16}, WeightUse::kEmbedding);
