@@ -63,4 +63,14 @@ class RowChannel {
   virtual Result<double> StallSeconds(int mark) = 0;
 };
 
+// Operand checks shared by the implementations (device checks are their own); each returns
+// INVALID_ARGUMENT with a message that starts "RowChannel::<op>: <name>".
+namespace row_channel {
+Status CheckRowMatrix(const char* op, const char* name, const Tensor& t);  // [rows, Dh]
+Status CheckI64(const char* op, const char* name, const Tensor& t);        // an index tensor
+// a and b are both [*, Dh] of one dtype.
+Status CheckSameRows(const char* op, const Tensor& a, const char* an, const Tensor& b,
+                     const char* bn);
+}  // namespace row_channel
+
 }  // namespace engram

@@ -17,32 +17,15 @@ Status CheckHostRows(const char* op, const char* name, const Tensor& t) {
 
 Status CheckRowMatrix(const char* op, const char* name, const Tensor& t) {
   ENGRAM_RETURN_IF_ERROR(CheckHostRows(op, name, t));
-  if (t.shape.size() != 2) {
-    return InvalidArgument("RowChannel::{}: {} has shape {}, expected [rows, Dh]", op, name,
-                           t.ShapeString());
-  }
-  return Status::Ok();
+  return row_channel::CheckRowMatrix(op, name, t);
 }
 
 Status CheckIndex(const char* op, const char* name, const Tensor& t) {
   ENGRAM_RETURN_IF_ERROR(CheckHostRows(op, name, t));
-  if (t.dtype != DType::kI64) {
-    return InvalidArgument("RowChannel::{}: {} has dtype {}, expected I64", op, name,
-                           DTypeName(t.dtype));
-  }
-  return Status::Ok();
+  return row_channel::CheckI64(op, name, t);
 }
 
-// Both [*, Dh] of one dtype.
-Status CheckSameRows(const char* op, const Tensor& a, const char* an, const Tensor& b,
-                     const char* bn) {
-  if (a.dtype != b.dtype || a.dim(1) != b.dim(1)) {
-    return InvalidArgument("RowChannel::{}: {} is {} {} but {} is {} {}; expected one dtype and Dh",
-                           op, an, DTypeName(a.dtype), a.ShapeString(), bn, DTypeName(b.dtype),
-                           b.ShapeString());
-  }
-  return Status::Ok();
-}
+using row_channel::CheckSameRows;
 
 }  // namespace
 
@@ -107,8 +90,8 @@ Status CpuRowChannel::Scatter(const Tensor& src, const Tensor& slots, Tensor& ds
   const int64_t* slot = slots.ptr<int64_t>();
   for (int64_t i = 0; i < n; ++i) {
     if (slot[i] < 0 || slot[i] >= R) {
-      return InvalidArgument("RowChannel::Scatter: slots[{}] = {} outside dst [0, {})", i,
-                             slot[i], R);
+      return InvalidArgument("RowChannel::Scatter: slots[{}] = {} outside dst [0, {})", i, slot[i],
+                             R);
     }
   }
   const auto* in = static_cast<const char*>(src.data);

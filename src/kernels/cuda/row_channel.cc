@@ -24,32 +24,15 @@ Status CheckOnDevice(const Tensor& t, const char* op, const char* name) {
 }
 
 Status CheckRowMatrix(const Tensor& t, const char* op, const char* name) {
-  if (t.shape.size() != 2) {
-    return InvalidArgument("RowChannel::{}: {} has shape {}, expected [rows, Dh]", op, name,
-                           t.ShapeString());
-  }
-  return Status::Ok();
+  return row_channel::CheckRowMatrix(op, name, t);
 }
 
 Status CheckIndex(const Tensor& t, const char* op, const char* name) {
   ENGRAM_RETURN_IF_ERROR(CheckOnDevice(t, op, name));
-  if (t.dtype != DType::kI64) {
-    return InvalidArgument("RowChannel::{}: {} has dtype {}, expected I64", op, name,
-                           DTypeName(t.dtype));
-  }
-  return Status::Ok();
+  return row_channel::CheckI64(op, name, t);
 }
 
-// Both [*, Dh] of one dtype.
-Status CheckSameRows(const char* op, const Tensor& a, const char* an, const Tensor& b,
-                     const char* bn) {
-  if (a.dtype != b.dtype || a.dim(1) != b.dim(1)) {
-    return InvalidArgument("RowChannel::{}: {} is {} {} but {} is {} {}; expected one dtype and Dh",
-                           op, an, DTypeName(a.dtype), a.ShapeString(), bn, DTypeName(b.dtype),
-                           b.ShapeString());
-  }
-  return Status::Ok();
-}
+using row_channel::CheckSameRows;
 
 Status LaunchStatus(cudaError_t e, const char* what) {
   if (e == cudaSuccess) return Status::Ok();
