@@ -336,6 +336,20 @@ Status Engine::BuildLayout(std::span<const StepChunk> chunks, bool all_logits, b
   return L.Validate();
 }
 
+PromptRows Engine::HashPrompt(std::span<const int32_t> prompt) const {
+  PromptRows r;
+  if (!hasher_) return r;
+  const int H = hasher_->num_heads();
+  r.tokens = static_cast<int64_t>(prompt.size());
+  const std::vector<int64_t> tokens(prompt.begin(), prompt.end());
+  r.layers.resize(static_cast<size_t>(hasher_->num_layers()));
+  for (int i = 0; i < hasher_->num_layers(); ++i) {
+    r.layers[i].resize(tokens.size() * static_cast<size_t>(H));
+    hasher_->Hash(i, {}, tokens, /*add_offsets=*/true, r.layers[i].data());
+  }
+  return r;
+}
+
 void Engine::HashRows(std::span<const StepChunk> chunks, int64_t T) {
   const int H = hasher_->num_heads();
   const int ctx = hasher_->context_size();
@@ -344,15 +358,30 @@ void Engine::HashRows(std::span<const StepChunk> chunks, int64_t T) {
   std::vector<int64_t> context, tokens;
   int64_t t0 = 0;
   for (const StepChunk& ch : chunks) {
-    // The chunk's n-gram context (the sequence's last N-1 tokens) and tokens, once per chunk.
     const std::vector<int32_t>& hist = seqs_[ch.seq].tokens;
-    const size_t c0 = hist.size() > static_cast<size_t>(ctx) ? hist.size() - ctx : 0;
-    context.assign(hist.begin() + static_cast<ptrdiff_t>(c0), hist.end());
-    tokens.assign(ch.tokens.begin(), ch.tokens.end());
-    for (int i = 0; i < hasher_->num_layers(); ++i) {
-      hasher_->Hash(i, context, tokens, /*add_offsets=*/true, row_ids_[i].data() + t0 * H);
+    const int64_t n = static_cast<int64_t>(ch.tokens.size());
+    const PromptRows* ahead = ch.rows;
+    if (ahead != nullptr &&
+        (ahead->layers.size() != row_ids_.size() || ch.rows_begin < 0 ||
+         ch.rows_begin + n > ahead->tokens || static_cast<int64_t>(hist.size()) != ch.rows_begin)) {
+      ahead = nullptr;  // not this chunk's prompt rows: hash
     }
-    t0 += static_cast<int64_t>(ch.tokens.size());
+    if (ahead != nullptr) {
+      // Hashed at admission: copy this chunk's part.
+      for (size_t i = 0; i < row_ids_.size(); ++i) {
+        std::copy_n(ahead->layers[i].data() + ch.rows_begin * H, n * H,
+                    row_ids_[i].data() + t0 * H);
+      }
+    } else {
+      // The chunk's n-gram context (the sequence's last N-1 tokens) and tokens, once per chunk.
+      const size_t c0 = hist.size() > static_cast<size_t>(ctx) ? hist.size() - ctx : 0;
+      context.assign(hist.begin() + static_cast<ptrdiff_t>(c0), hist.end());
+      tokens.assign(ch.tokens.begin(), ch.tokens.end());
+      for (int i = 0; i < hasher_->num_layers(); ++i) {
+        hasher_->Hash(i, context, tokens, /*add_offsets=*/true, row_ids_[i].data() + t0 * H);
+      }
+    }
+    t0 += n;
   }
 }
 

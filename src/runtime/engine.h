@@ -76,6 +76,13 @@ using SeqId = int32_t;
 
 // One sequence's part of a step: the next tokens to run (a prefill chunk or one decode
 // token).
+// The Engram row ids of a whole prompt, computed ahead of its steps (Engine::HashPrompt: at
+// admission, on the caller's thread), so that the engine thread copies instead of hashing.
+struct PromptRows {
+  int64_t tokens = 0;
+  std::vector<std::vector<int64_t>> layers;  // per Engram layer: [tokens, H] absolute rows
+};
+
 struct StepChunk {
   SeqId seq = -1;
   std::span<const int32_t> tokens;
@@ -88,6 +95,11 @@ struct StepChunk {
   // which never reaches the host. Only the StepOutput form of Engine::Step reads it, and only
   // without all_logits.
   bool greedy = false;
+  // Optional, for a prompt chunk: the prompt's rows from HashPrompt; the chunk's tokens are
+  // prompt positions [rows_begin, rows_begin + tokens.size()). Used when the sequence holds
+  // exactly the prompt's first rows_begin tokens (otherwise the step hashes, as without).
+  const PromptRows* rows = nullptr;
+  int64_t rows_begin = 0;
 };
 
 class Engine {
@@ -99,6 +111,11 @@ class Engine {
   const ModelFiles& files() const { return files_; }
   Backend& backend() { return *backend_; }
   int free_kv_blocks() const { return kv_->free_blocks(); }
+
+  // The Engram rows of `prompt` as a new sequence's first tokens (empty without Engram layers).
+  // Thread-safe: it reads only the hasher, which never changes after Create. Ids must be in
+  // the vocabulary (callers validate).
+  PromptRows HashPrompt(std::span<const int32_t> prompt) const;
 
   // A new, empty sequence. RESOURCE_EXHAUSTED when max_seqs are alive.
   Result<SeqId> AddSequence();

@@ -31,6 +31,9 @@ struct EngineLoop::Active {
   std::optional<StreamDecoder> decoder;
   StopMatcher stops;  // holds back text that may begin a stop string
   std::vector<int32_t> output;
+  // The prompt's Engram rows, hashed at admission on the submitting thread (the engine
+  // thread only copies them into its prompt chunks' steps).
+  PromptRows prompt_rows;
   int32_t pending = -1;  // the sampled token the next decode step feeds
   // The next token is Argmax of the raw logits and nothing else reads them: the step picks it
   // on the device (StepChunk::greedy) and only the id reaches the host.
@@ -123,6 +126,8 @@ Result<std::shared_ptr<RequestState>> EngineLoop::Submit(
           OutOfRange("stop_token_ids value {} is outside the vocabulary [0, {})", t, vocab));
     }
   }
+  // Hashed the moment the prompt arrives, off the engine thread (HashPrompt is thread-safe).
+  PromptRows rows = engine_->HashPrompt(p.prompt);
   std::lock_guard<std::mutex> lock(mu_);
   ++stats_.requests_received;
   if (draining_ || stop_) {
@@ -141,6 +146,7 @@ Result<std::shared_ptr<RequestState>> EngineLoop::Submit(
   const SamplingParams sp = p.sampling;
   auto req = std::make_shared<RequestState>(std::move(id), std::move(p), deadline);
   auto a = std::make_unique<Active>(req, sp);
+  a->prompt_rows = std::move(rows);
   if (tokenizer_) a->decoder.emplace(*tokenizer_, /*skip_special_tokens=*/true);
   active_[key] = std::move(a);
   stats_.prompt_tokens += plen;
@@ -312,6 +318,8 @@ void EngineLoop::Run() {
         if (c.prompt_begin >= 0) {
           ch.tokens = std::span<const int32_t>(a.req->params().prompt.data() + c.prompt_begin,
                                                static_cast<size_t>(c.num_tokens));
+          ch.rows = &a.prompt_rows;
+          ch.rows_begin = c.prompt_begin;
         } else {
           ch.tokens = std::span<const int32_t>(&a.pending, 1);
         }
@@ -352,6 +360,7 @@ void EngineLoop::Run() {
           ++row;
         }
         Active& a = *active_.at(keys[i]);
+        a.prompt_rows = PromptRows();  // the prompt has run: its rows are not needed again
         // Engram rows this sequence needed could not be read: only its request ends.
         auto f_it = std::find_if(failed.begin(), failed.end(),
                                  [&](const Engine::SeqFailure& f) { return f.seq == a.seq; });

@@ -256,6 +256,43 @@ TEST(Engine, GreedyChunkWithAllLogitsIsInvalidAndChangesNothing) {
   EXPECT_EQ(engine->Tokens(*seq).size(), ids.size());
 }
 
+// Prompt rows hashed at admission (HashPrompt) are what the steps use: the same logits as
+// hashing in the step, a changed row changes them, and rows that do not fit the chunk are not
+// used.
+TEST(Engine, PromptRowsHashedAheadAreUsedByTheSteps) {
+  std::vector<int32_t> prompt(21);
+  for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = static_cast<int32_t>((i * 31 + 5) % 500);
+  auto run = [&](const PromptRows* rows, int64_t shift) {
+    auto e = MakeEngine("synth:tiny");
+    auto seq = e->AddSequence();
+    EXPECT_TRUE(seq.ok());
+    std::vector<float> all;
+    for (size_t b = 0; b < prompt.size(); b += 8) {
+      const size_t n = std::min<size_t>(8, prompt.size() - b);
+      StepChunk ch{*seq, std::span<const int32_t>(prompt.data() + b, n)};
+      ch.rows = rows;
+      ch.rows_begin = static_cast<int64_t>(b) + shift;
+      auto out = e->Step({&ch, 1}, /*all_logits=*/true);
+      EXPECT_TRUE(out.ok()) << out.status().ToString();
+      all.insert(all.end(), out->begin(), out->end());
+    }
+    return all;
+  };
+  auto e = MakeEngine("synth:tiny");
+  const PromptRows rows = e->HashPrompt(prompt);
+  ASSERT_EQ(rows.tokens, static_cast<int64_t>(prompt.size()));
+  ASSERT_EQ(rows.layers.size(), e->config().engram->layer_ids.size());
+  const auto want = run(nullptr, 0);
+  EXPECT_EQ(run(&rows, 0), want);
+  // Rows for another position than the sequence holds are ignored (the step hashes).
+  EXPECT_EQ(run(&rows, 1), want);
+  // One row id changed inside the second chunk: the steps used the given rows.
+  PromptRows changed = rows;
+  int64_t& r = changed.layers[0][10 * (changed.layers[0].size() / prompt.size())];
+  r = r > 0 ? r - 1 : r + 1;
+  EXPECT_NE(run(&changed, 0), want);
+}
+
 TEST(Engine, RemovingSequencesFreesKvBlocks) {
   auto engine = MakeEngine("synth:tiny");
   const int free0 = engine->free_kv_blocks();
