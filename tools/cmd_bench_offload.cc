@@ -49,7 +49,8 @@ constexpr const char* kUsage =
     "                         [/usr/share/common-licenses]\n"
     "  --modes LIST           comma-separated, run in this order, among: backbone (Engram\n"
     "                         removed), resident, dram (transfer copy), zero_copy, hot (dram +\n"
-    "                         device hot-row cache), nvme, sync (dram, prefetch off)\n"
+    "                         device hot-row cache), nvme, sync (dram, prefetch off),\n"
+    "                         nvme_lru / hot_lru (their caches with plain LRU, not TinyLFU)\n"
     "                         [resident,dram,nvme,sync]; loss is against resident, and against\n"
     "                         backbone too when it runs\n"
     "  --backend cpu|cuda     [cpu]    --device N  CUDA device [0]    --threads N  CPU [0: all]\n"
@@ -67,8 +68,8 @@ constexpr const char* kUsage =
     "                         of one engine); default: all engines alive, rounds interleaved\n"
     "  --verbose              a line per round on stderr    --json  machine-readable output\n";
 
-constexpr const char* kModeNames[] = {"backbone", "resident", "dram", "zero_copy",
-                                      "nvme",     "sync",     "hot"};
+constexpr const char* kModeNames[] = {"backbone", "resident", "dram",     "zero_copy", "nvme",
+                                      "sync",     "hot",      "nvme_lru", "hot_lru"};
 
 // Every regular file under each comma-separated path (a directory's in name order, or the file
 // itself), concatenated.
@@ -462,14 +463,16 @@ Status BenchOffload(const Options& o) {
     m.name = name;
     if (name == "backbone") {
       m.backbone = true;
-    } else if (name == "dram" || name == "zero_copy" || name == "sync" || name == "hot") {
+    } else if (name == "dram" || name == "zero_copy" || name == "sync" || name == "hot" ||
+               name == "hot_lru") {
       m.tables.tier = "dram";
       m.tables.transfer = name == "zero_copy" ? "zero_copy" : "copy";
       m.tables.prefetch = name != "sync";
-      if (name == "hot") {
+      if (name == "hot" || name == "hot_lru") {
         m.tables.hot_cache_bytes = static_cast<uint64_t>(o.hot_fraction * table_bytes);
       }
-    } else if (name == "nvme") {
+      if (name == "hot_lru") m.tables.cache_policy = "lru";
+    } else if (name == "nvme" || name == "nvme_lru") {
       if (!tables_in_files) {
         return FailedPrecondition(
             "mode nvme reads the tables from the model's files, and {} holds them in memory; "
@@ -479,6 +482,7 @@ Status BenchOffload(const Options& o) {
       }
       m.tables.tier = "nvme";
       m.tables.cache_bytes = static_cast<uint64_t>(o.cache_fraction * table_bytes);
+      if (name == "nvme_lru") m.tables.cache_policy = "lru";
     }
     modes.push_back(std::move(m));
   }
