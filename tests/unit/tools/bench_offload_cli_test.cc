@@ -142,7 +142,7 @@ TEST(BenchOffloadCli, UnknownModeNamesTheAcceptedModes) {
   CliRun r = RunBench("--model synth:tiny --modes resident,fast");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("unknown mode \"fast\" (expected a comma-separated list of: backbone, "
-                       "resident, dram, zero_copy, nvme, sync, hot)"),
+                       "resident, dram, zero_copy, nvme, sync, hot, nvme_lru, hot_lru)"),
             std::string::npos)
       << r.err;
   r = RunBench("--model synth:tiny --seqs 4");
