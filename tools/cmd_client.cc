@@ -222,6 +222,13 @@ void PrintStats(const v1::Stats& s) {
   t.Row("engine steps", std::to_string(s.steps()));
   t.Row("mean step", fmt::format("{:.3f} ms", s.mean_step_s() * 1e3));
   t.Row("mean batch", fmt::format("{:.1f} tokens", s.mean_batch_tokens()));
+  if (s.cuda_graphs().enabled()) {
+    const v1::CudaGraphStats& g = s.cuda_graphs();
+    t.Row(
+        "cuda graphs",
+        fmt::format("{} steps replayed, {} captured in {:.1f} ms, {} failed, {} held", g.replays(),
+                    g.captures(), g.capture_seconds() * 1e3, g.capture_failures(), g.cached()));
+  }
   t.Row("KV blocks free/total", fmt::format("{} / {}", s.kv_blocks_free(), s.kv_blocks_total()));
   t.Row("sequence slots free/total",
         fmt::format("{} / {}", s.sequence_slots_free(), s.sequence_slots_total()));

@@ -455,6 +455,7 @@ Status Engine::RunStep(std::span<const StepChunk> chunks, bool all_logits, bool 
   EngramRowSource& source = copy_engine_ ? static_cast<EngramRowSource&>(*copy_engine_) : gathered;
   auto forward =
       graph ? GraphForward(layout, source) : model_->Forward(layout, source, *kv_, engram_state_);
+  if (graph) PublishGraphStats();
   std::vector<RowFailure> row_failures;
   if (copy_engine_) {
     ENGRAM_RETURN_IF_ERROR(copy_engine_->End(
@@ -550,13 +551,17 @@ uint64_t Engine::GraphEpoch() const {
 }
 
 GraphStats Engine::graph_stats() const {
+  std::lock_guard<std::mutex> lock(graph_mu_);
+  return graph_snapshot_;
+}
+
+void Engine::PublishGraphStats() {
   GraphStats s = graph_stats_;
-  if (graphs_) {
-    s.invalidations = graphs_->invalidations();
-    s.evictions = graphs_->evictions();
-    s.cached = graphs_->graphs();
-  }
-  return s;
+  s.invalidations = graphs_->invalidations();
+  s.evictions = graphs_->evictions();
+  s.cached = graphs_->graphs();
+  std::lock_guard<std::mutex> lock(graph_mu_);
+  graph_snapshot_ = s;
 }
 
 Result<Tensor> Engine::GraphForward(const BatchLayout& layout, EngramRowSource& rows) {

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 #include <vector>
@@ -136,6 +137,7 @@ class Engine {
   // Whether decode steps run as CUDA graphs (backend.cuda_graphs on a CUDA backend whose Engram
   // rows come from the resident tier), and the counters of that path (all zero when not).
   bool cuda_graphs() const { return graphs_ != nullptr; }
+  // Counters of the CUDA-graph path as of the last step; any thread.
   GraphStats graph_stats() const;
 
   // What a step returns to the host.
@@ -196,6 +198,7 @@ class Engine {
   Result<Tensor> GraphForward(const BatchLayout& layout, EngramRowSource& rows);
   // Increases whenever a buffer a captured forward reads is reallocated (backend, model, rows).
   uint64_t GraphEpoch() const;
+  void PublishGraphStats();  // engine thread: graph_stats_ and the cache's counters -> snapshot
   // Resolves tables.numa against the machine (hwloc) into the dram tier's policy.
   Status PlaceTables(HostTierOptions& o) const;
 
@@ -220,7 +223,9 @@ class Engine {
   std::vector<int32_t> greedy_ids_host_;
   // Decode steps as CUDA graphs (null: off). Declared last so its graphs go before the backend.
   std::unique_ptr<GraphCache> graphs_;
-  GraphStats graph_stats_;
+  GraphStats graph_stats_;  // engine thread's working counters
+  mutable std::mutex graph_mu_;
+  GraphStats graph_snapshot_;  // GUARDED_BY(graph_mu_): what graph_stats() returns
   bool graph_warned_ = false;  // a capture or replay failure was logged (once per engine)
 };
 

@@ -308,6 +308,17 @@ grpc::Status EngramService::GetStats(grpc::ServerContext*, const v1::GetStatsReq
     m->set_hot_hits(static_cast<int64_t>(l.hot_hits));
     m->set_hot_hit_rate(l.hot_hit_rate());
   }
+  const GraphStats g = engine.graph_stats();
+  v1::CudaGraphStats* cg = resp->mutable_cuda_graphs();
+  cg->set_enabled(engine.cuda_graphs());
+  cg->set_captures(static_cast<int64_t>(g.captures));
+  cg->set_replays(static_cast<int64_t>(g.replays));
+  cg->set_warmups(static_cast<int64_t>(g.warmups));
+  cg->set_eager(static_cast<int64_t>(g.eager));
+  cg->set_capture_failures(static_cast<int64_t>(g.capture_failures));
+  cg->set_invalidations(static_cast<int64_t>(g.invalidations));
+  cg->set_cached(g.cached);
+  cg->set_capture_seconds(g.capture_s);
   const TierStats t = engine.tier_stats();
   pf->set_cache_hits(static_cast<int64_t>(t.cache_hits));
   pf->set_cache_misses(static_cast<int64_t>(t.cache_misses));

@@ -147,6 +147,14 @@ class MetricsExporter::Collector {
       AddHistogram(out.back(), bounds, counts, l.latency_sum_s, l.steps,
                    {{"layer", std::to_string(o.layers[i].layer_id)}, {"tier", tier}});
     }
+    const GraphStats g = engine.graph_stats();
+    counter("engram_cuda_graph_replays_total", "Decode steps whose forward ran as a CUDA graph.",
+            static_cast<double>(g.replays));
+    counter("engram_cuda_graph_captures_total", "CUDA graphs captured and instantiated.",
+            static_cast<double>(g.captures));
+    counter("engram_cuda_graph_capture_failures_total",
+            "CUDA graph captures that failed (the shape then runs eagerly).",
+            static_cast<double>(g.capture_failures));
     gauge("engram_estimated_throughput_loss", "Stall time / step time of the Engram row traffic.",
           o.estimated_loss());
     const TierStats ts = engine.tier_stats();

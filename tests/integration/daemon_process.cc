@@ -43,6 +43,7 @@ std::string Yaml(const DaemonOptions& o) {
       o.max_running_seqs, o.max_waiting, o.max_tokens_default, o.kv_tokens);
   y += fmt::format("logging:\n  level: {}\n", o.log_level);
   if (o.metrics) y += "metrics:\n  listen: 127.0.0.1:0\n";
+  if (!o.tables.empty()) y += "tables:\n" + o.tables;
   return y;
 }
 

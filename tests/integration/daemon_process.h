@@ -38,6 +38,7 @@ struct DaemonOptions {
   int64_t kv_tokens = 65536;
   std::string log_level = "info";
   bool metrics = false;  // serve Prometheus metrics on an ephemeral loopback port
+  std::string tables;    // the `tables:` section's body (indented keys), empty = defaults
   // Seconds to wait for "listening" and (when wait_ready) for "ready".
   double start_timeout_s = 60;
   bool wait_ready = true;

@@ -59,5 +59,49 @@ TEST(Metrics, PrometheusEndpointCountsRequests) {
   EXPECT_NE(body.find("engram_num_requests_running 0"), std::string::npos) << body;
 }
 
+// The dram tier with a hot-row cache behind a real daemon: the row traffic reaches GetStats and
+// the Prometheus endpoint, and the CUDA-graph section says graphs are off on the CPU.
+TEST(Metrics, DramTierWithHotCacheReportsRowTraffic) {
+  DaemonOptions o;
+  o.metrics = true;
+  o.tables = "  tier: dram\n  hot_cache_bytes: 65536\n";
+  auto d = DaemonProcess::Start(o);
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  const auto line = (*d)->Line("engramd: metrics on http://127.0.0.1:");
+  ASSERT_TRUE(line) << "no metrics line";
+  const int port = std::stoi(line->substr(line->rfind(':') + 1));
+  auto stub = v1::Engram::NewStub(Connect((*d)->address()));
+  // The same prompt twice: the second request's rows come from the hot cache.
+  std::vector<int32_t> ids;
+  for (int i = 0; i < 24; ++i) ids.push_back(5 + i % 7);
+  for (int k = 0; k < 2; ++k) {
+    const StreamResult r = Generate(*stub, IdsRequest(ids, 8), 30);
+    ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  }
+
+  grpc::ClientContext ctx;
+  v1::GetStatsRequest req;
+  v1::Stats stats;
+  ASSERT_TRUE(stub->GetStats(&ctx, req, &stats).ok());
+  const v1::PrefetchStats& p = stats.prefetch();
+  EXPECT_EQ(p.tier(), "dram");
+  EXPECT_EQ(p.transfer(), "copy");
+  EXPECT_EQ(p.hot_cache_bytes(), 65536);
+  ASSERT_GT(p.layers_size(), 0);
+  const v1::LayerOverlap& l = p.layers(0);
+  EXPECT_EQ(l.rows_requested() % 8, 0);  // tiny: 8 heads per token
+  EXPECT_GT(l.unique_rows(), 0);
+  EXPECT_GT(l.hot_hits(), 0);
+  EXPECT_LE(l.hot_hits(), l.unique_rows());
+  EXPECT_FALSE(stats.cuda_graphs().enabled());
+  EXPECT_EQ(stats.cuda_graphs().replays(), 0);
+
+  const std::string body = HttpGet(port);
+  EXPECT_NE(body.find("engram_hot_cache_hits_total{layer=\""), std::string::npos) << body;
+  EXPECT_NE(body.find("engram_hot_cache_hit_ratio{layer=\""), std::string::npos) << body;
+  EXPECT_NE(body.find("engram_rows_unique_total{layer=\""), std::string::npos) << body;
+  EXPECT_NE(body.find("engram_cuda_graph_replays_total 0"), std::string::npos) << body;
+}
+
 }  // namespace
 }  // namespace engram::testing
