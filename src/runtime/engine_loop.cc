@@ -127,7 +127,11 @@ Result<std::shared_ptr<RequestState>> EngineLoop::Submit(
     }
   }
   // Hashed the moment the prompt arrives, off the engine thread (HashPrompt is thread-safe).
-  PromptRows rows = engine_->HashPrompt(p.prompt);
+  // Longer prompts are hashed in their steps instead: their rows (H x layers x 8 bytes a token)
+  // would sit in memory for as long as the request waits.
+  constexpr size_t kMaxPromptTokensHashedAhead = 8192;
+  PromptRows rows;
+  if (p.prompt.size() <= kMaxPromptTokensHashedAhead) rows = engine_->HashPrompt(p.prompt);
   std::lock_guard<std::mutex> lock(mu_);
   ++stats_.requests_received;
   if (draining_ || stop_) {
