@@ -77,6 +77,15 @@ Result<double> Args::GetDouble(const std::string& key, double fallback) const {
   return out;
 }
 
+Result<bool> Args::GetOnOff(const std::string& key, bool fallback) const {
+  auto v = Get(key);
+  if (!v) return fallback;
+  if (*v != "on" && *v != "off") {
+    return InvalidArgument("--{} \"{}\" (expected on or off)", key, *v);
+  }
+  return *v == "on";
+}
+
 Result<std::vector<long long>> Args::GetIntList(const std::string& key) const {
   ENGRAM_ASSIGN_OR_RETURN(std::string v, Require(key));
   std::vector<long long> out;

@@ -23,6 +23,8 @@ class Args {
   Result<std::string> Require(const std::string& key) const;
   Result<long long> GetInt(const std::string& key, long long fallback) const;
   Result<double> GetDouble(const std::string& key, double fallback) const;
+  // --key on|off; INVALID_ARGUMENT naming the value otherwise.
+  Result<bool> GetOnOff(const std::string& key, bool fallback) const;
   // "1,2,3" -> {1,2,3}; error names the option and the bad element.
   Result<std::vector<long long>> GetIntList(const std::string& key) const;
   const std::vector<std::string>& positional() const { return positional_; }

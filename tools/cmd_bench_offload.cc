@@ -150,11 +150,7 @@ Result<Options> ParseOptions(const Args& args) {
     return InvalidArgument("--backend \"{}\" (expected cpu or cuda)", o.backend);
   }
   ENGRAM_ASSIGN_OR_RETURN(o.device, IntIn(args, "device", 0, 0, 1023));
-  const std::string graphs = args.Get("cuda-graphs").value_or("off");
-  if (graphs != "on" && graphs != "off") {
-    return InvalidArgument("--cuda-graphs \"{}\" (expected on or off)", graphs);
-  }
-  o.cuda_graphs = graphs == "on";
+  ENGRAM_ASSIGN_OR_RETURN(o.cuda_graphs, args.GetOnOff("cuda-graphs", false));
   ENGRAM_ASSIGN_OR_RETURN(o.threads, IntIn(args, "threads", 0, 0, 4096));
   std::string modes = args.Get("modes").value_or("resident,dram,nvme,sync");
   std::stringstream ss(modes);

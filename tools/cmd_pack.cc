@@ -4,6 +4,8 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
+#include <set>
 #include <string>
 
 #include <fmt/format.h>
@@ -72,9 +74,19 @@ Result<int> ThreadsOption(const Args& args) {
   return static_cast<int>(*threads);
 }
 
-// engram pack checksum --model DIR [--threads N] [--chunk-bytes B]
-int RunPackChecksum(int argc, char** argv) {
-  auto args = Args::Parse(argc, argv, 3, {"model", "threads", "chunk-bytes"}, {"help"});
+// The options of `pack checksum` / `pack verify`: --model DIR, --threads N and `extra`.
+struct ModelCommand {
+  std::optional<Args> args;
+  std::string model;
+  int threads = 0;
+};
+
+// Fills `c`; returns the exit code when the command is already done (--help: 0, a usage
+// error: 2), nothing when it should run.
+std::optional<int> ParseModelCommand(int argc, char** argv, std::set<std::string> extra,
+                                     ModelCommand& c) {
+  extra.insert({"model", "threads"});
+  auto args = Args::Parse(argc, argv, 3, extra, {"help"});
   if (!args.ok()) return UsageError(args.status().message());
   if (args->Flag("help")) {
     PackUsage();
@@ -87,17 +99,27 @@ int RunPackChecksum(int argc, char** argv) {
   if (!model.ok()) return UsageError(model.status().message());
   auto threads = ThreadsOption(*args);
   if (!threads.ok()) return UsageError(threads.status().message());
-  auto chunk = args->GetInt("chunk-bytes", static_cast<long long>(kDefaultChecksumChunkBytes));
+  c.model = *model;
+  c.threads = *threads;
+  c.args = std::move(args).value();
+  return std::nullopt;
+}
+
+// engram pack checksum --model DIR [--threads N] [--chunk-bytes B]
+int RunPackChecksum(int argc, char** argv) {
+  ModelCommand c;
+  if (auto exit = ParseModelCommand(argc, argv, {"chunk-bytes"}, c)) return *exit;
+  auto chunk = c.args->GetInt("chunk-bytes", static_cast<long long>(kDefaultChecksumChunkBytes));
   if (!chunk.ok()) return UsageError(chunk.status().message());
   if (*chunk <= 0) return UsageError(fmt::format("--chunk-bytes {} must be positive", *chunk));
   ChecksumReport report;
-  Status st = WriteTableChecksums(*model, *threads, {}, static_cast<uint64_t>(*chunk), &report);
+  Status st = WriteTableChecksums(c.model, c.threads, {}, static_cast<uint64_t>(*chunk), &report);
   if (!st.ok()) {
     std::fprintf(stderr, "engram pack checksum: %s\n", st.ToString().c_str());
     return 1;
   }
   std::printf("wrote %s: %d tensors, %.3f GB hashed in %.2f s (%.2f GB/s)\n",
-              (fs::path(*model) / kTableChecksumsFile).string().c_str(), report.tensors,
+              (fs::path(c.model) / kTableChecksumsFile).string().c_str(), report.tensors,
               report.bytes / 1e9, report.seconds,
               report.seconds > 0 ? report.bytes / 1e9 / report.seconds : 0.0);
   return 0;
@@ -105,38 +127,27 @@ int RunPackChecksum(int argc, char** argv) {
 
 // engram pack verify --model DIR [--threads N]
 int RunPackVerify(int argc, char** argv) {
-  auto args = Args::Parse(argc, argv, 3, {"model", "threads"}, {"help"});
-  if (!args.ok()) return UsageError(args.status().message());
-  if (args->Flag("help")) {
-    PackUsage();
-    return 0;
-  }
-  if (!args->positional().empty()) {
-    return UsageError(fmt::format("unexpected argument \"{}\"", args->positional()[0]));
-  }
-  auto model = args->Require("model");
-  if (!model.ok()) return UsageError(model.status().message());
-  auto threads = ThreadsOption(*args);
-  if (!threads.ok()) return UsageError(threads.status().message());
+  ModelCommand c;
+  if (auto exit = ParseModelCommand(argc, argv, {}, c)) return *exit;
   // Only the safetensors headers are needed: no config validation, no tokenizer.
-  auto store = TensorStore::OpenDirectory(*model);
+  auto store = TensorStore::OpenDirectory(c.model);
   if (!store.ok()) {
     std::fprintf(stderr, "engram pack verify: %s\n", store.status().ToString().c_str());
     return 1;
   }
   ChecksumReport report;
-  Status st = VerifyTableChecksums(*store, *model, {}, *threads, &report);
+  Status st = VerifyTableChecksums(*store, c.model, {}, c.threads, &report);
   if (!st.ok()) {
     std::fprintf(stderr, "engram pack verify: %s\n", st.ToString().c_str());
     return 1;
   }
   if (!report.file_present) {
-    std::printf("OK: %s has no %s; nothing to verify\n", model->c_str(),
+    std::printf("OK: %s has no %s; nothing to verify\n", c.model.c_str(),
                 std::string(kTableChecksumsFile).c_str());
     return 0;
   }
   std::printf("OK: %d tensors match %s (%.3f GB in %.2f s, %.2f GB/s)\n", report.tensors,
-              (fs::path(*model) / kTableChecksumsFile).string().c_str(), report.bytes / 1e9,
+              (fs::path(c.model) / kTableChecksumsFile).string().c_str(), report.bytes / 1e9,
               report.seconds, report.seconds > 0 ? report.bytes / 1e9 / report.seconds : 0.0);
   return 0;
 }

@@ -12,11 +12,7 @@ Result<std::unique_ptr<Engine>> OpenEngine(const Args& args) {
   ENGRAM_ASSIGN_OR_RETURN(std::string spec, args.Require("model"));
   EngineOptions opt;
   opt.backend.kind = args.Get("backend").value_or("cpu");
-  const std::string graphs = args.Get("cuda-graphs").value_or("off");
-  if (graphs != "on" && graphs != "off") {
-    return InvalidArgument("--cuda-graphs \"{}\" (expected on or off)", graphs);
-  }
-  opt.backend.cuda_graphs = graphs == "on";
+  ENGRAM_ASSIGN_OR_RETURN(opt.backend.cuda_graphs, args.GetOnOff("cuda-graphs", false));
   ENGRAM_ASSIGN_OR_RETURN(long long threads, args.GetInt("threads", 0));
   ENGRAM_ASSIGN_OR_RETURN(long long kv, args.GetInt("kv-tokens", 32768));
   ENGRAM_ASSIGN_OR_RETURN(long long seqs, args.GetInt("max-seqs", 64));

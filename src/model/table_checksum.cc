@@ -348,7 +348,7 @@ Status WriteTableChecksums(const std::string& model_dir, int threads,
 
 Status VerifyTableChecksums(const TensorStore& store, const std::string& model_dir,
                             std::span<const std::string> tensor_names, int threads,
-                            ChecksumReport* report) {
+                            ChecksumReport* report, const std::map<std::string, Tensor>* copies) {
   ChecksumReport local;
   if (report == nullptr) report = &local;
   *report = ChecksumReport{};
@@ -386,14 +386,31 @@ Status VerifyTableChecksums(const TensorStore& store, const std::string& model_d
   }
   const auto start = std::chrono::steady_clock::now();
   for (const std::string& name : names) {
-    ENGRAM_ASSIGN_OR_RETURN(uint64_t found, ChecksumTensor(store, name, file.chunk_bytes, threads));
     const uint64_t expected = file.tensors.at(name);
     const TensorInfo& info = *store.Info(name);
+    const Tensor* copy = nullptr;
+    if (copies != nullptr) {
+      auto it = copies->find(name);
+      if (it != copies->end()) copy = &it->second;
+    }
+    const bool in_copy = copy != nullptr;
+    uint64_t found = 0;
+    if (in_copy) {
+      if (copy->nbytes() != info.nbytes) {
+        return Internal("table checksums: the copy of {} holds {} bytes, the tensor {}", name,
+                        copy->nbytes(), info.nbytes);
+      }
+      ENGRAM_ASSIGN_OR_RETURN(found,
+                              ChecksumBytes(copy->data, copy->nbytes(), file.chunk_bytes, threads));
+    } else {
+      ENGRAM_ASSIGN_OR_RETURN(found, ChecksumTensor(store, name, file.chunk_bytes, threads));
+    }
     if (found != expected) {
-      const std::string where = info.file.empty()
-                                    ? std::string("the in-memory tensor")
-                                    : fmt::format("{} (bytes [{}, {}))", info.file,
-                                                  info.file_offset, info.file_offset + info.nbytes);
+      std::string where = info.file.empty()
+                              ? std::string("the in-memory tensor")
+                              : fmt::format("{} (bytes [{}, {}))", info.file, info.file_offset,
+                                            info.file_offset + info.nbytes);
+      if (in_copy) where += ", as copied into host memory,";
       return DataLoss(
           "{}: checksum {} {} expected ({}) but the data in {} reads {}; the table is corrupt or "
           "was rewritten; regenerate the checksums with `engram pack checksum --model {}` if "
@@ -413,8 +430,8 @@ Status VerifyTableChecksums(const TensorStore& store, const std::string& model_d
 
 Status VerifyTableChecksums(const ModelFiles& files, const std::string& model_dir,
                             std::span<const std::string> tensor_names, int threads,
-                            ChecksumReport* report) {
-  return VerifyTableChecksums(files.store, model_dir, tensor_names, threads, report);
+                            ChecksumReport* report, const std::map<std::string, Tensor>* copies) {
+  return VerifyTableChecksums(files.store, model_dir, tensor_names, threads, report, copies);
 }
 
 }  // namespace engram

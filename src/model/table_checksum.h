@@ -92,13 +92,18 @@ Status WriteTableChecksums(const std::string& model_dir, int threads = 0,
 //   the file does not list is skipped with a warning (report->unlisted).
 // - The first mismatch is DATA_LOSS naming the tensor, the expected and found checksums and
 //   the safetensors file and byte range it was read from.
+// - `copies` (optional): host copies of some of the tensors (e.g. the dram tier's tables);
+//   those are hashed in memory instead of reading the files again, so the bytes that will be
+//   served are the ones checked. A copy whose size differs from the tensor is INTERNAL.
 // Logs the time and GB/s at info level; fills *report when given.
 Status VerifyTableChecksums(const TensorStore& store, const std::string& model_dir,
                             std::span<const std::string> tensor_names, int threads = 0,
-                            ChecksumReport* report = nullptr);
+                            ChecksumReport* report = nullptr,
+                            const std::map<std::string, Tensor>* copies = nullptr);
 // The same for an opened model (files.store).
 Status VerifyTableChecksums(const ModelFiles& files, const std::string& model_dir,
                             std::span<const std::string> tensor_names, int threads = 0,
-                            ChecksumReport* report = nullptr);
+                            ChecksumReport* report = nullptr,
+                            const std::map<std::string, Tensor>* copies = nullptr);
 
 }  // namespace engram

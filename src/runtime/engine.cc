@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <map>
 
 #include "common/logging.h"
 #include "model/table_checksum.h"
@@ -97,10 +98,12 @@ Result<std::unique_ptr<Engine>> Engine::Create(ModelFiles files, const EngineOpt
 
 Status Engine::CreateTier() {
   const TableOptions& t = options_.tables;
-  if (t.verify_checksums && !files_.dir.empty()) {
-    // Refuses a corrupt or rewritten table before any of it is served (no-op without the file).
-    std::vector<std::string> names;
-    for (int l : config().engram->layer_ids) names.push_back(EngramTableName(l));
+  // Refuses a corrupt or rewritten table before any of it is served (no-op without the file).
+  // The dram tier's copy is checked once made: the files are then read once, not twice.
+  std::vector<std::string> names;
+  for (int l : config().engram->layer_ids) names.push_back(EngramTableName(l));
+  const bool verify = t.verify_checksums && !files_.dir.empty();
+  if (verify && t.tier != "dram") {
     ENGRAM_RETURN_IF_ERROR(VerifyTableChecksums(files_, files_.dir, names));
   }
   std::vector<Tensor> tables;
@@ -148,6 +151,13 @@ Status Engine::CreateTier() {
       o.unregister_for_dma = [b](void* p, size_t n) { b->UnregisterHostMemory(p, n); };
     }
     ENGRAM_ASSIGN_OR_RETURN(table_tier_, CreateHostTier(tables, o));
+    if (verify) {
+      std::map<std::string, Tensor> copies;
+      for (size_t i = 0; i < names.size(); ++i) {
+        copies[names[i]] = table_tier_->HostTable(static_cast<int>(i));
+      }
+      ENGRAM_RETURN_IF_ERROR(VerifyTableChecksums(files_, files_.dir, names, 0, nullptr, &copies));
+    }
     // The tier holds its own copy: in-memory (synthetic) tables are freed rather than held
     // twice; file-backed ones are page cache the kernel may reclaim.
     tables.clear();

@@ -110,6 +110,30 @@ TEST(TableChecksum, Hex) {
   EXPECT_TRUE(Contains(bad.status(), "'g' is not a hex digit")) << bad.status().ToString();
 }
 
+// A host copy (the dram tier's) is what gets hashed when given: an intact copy verifies, a
+// changed copy fails even though the file is intact.
+TEST(TableChecksum, HostCopiesAreCheckedInsteadOfTheFile) {
+  TempDir dir;
+  ASSERT_TRUE(WriteSynthModel(Tiny(3), dir.path()).ok());
+  auto m = OpenModel(dir.path());
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  const std::vector<std::string> names = {kTable};
+  auto view = m->store.Get(kTable);
+  ASSERT_TRUE(view.ok());
+  Tensor copy = HostTensor(view->dtype, view->shape);
+  std::memcpy(copy.data, view->data, view->nbytes());
+  std::map<std::string, Tensor> copies = {{kTable, copy}};
+  EXPECT_TRUE(VerifyTableChecksums(*m, m->dir, names, 0, nullptr, &copies).ok());
+  copy.ptr<uint8_t>()[copy.nbytes() / 2] ^= 0x5a;
+  const Status st = VerifyTableChecksums(*m, m->dir, names, 0, nullptr, &copies);
+  EXPECT_EQ(st.code(), StatusCode::kDataLoss) << st.ToString();
+  EXPECT_NE(st.message().find("as copied into host memory"), std::string::npos) << st.message();
+  EXPECT_TRUE(VerifyTableChecksums(*m, m->dir, names).ok()) << "the file itself is intact";
+  std::map<std::string, Tensor> short_copy = {{kTable, copy.Rows(0, 1)}};
+  EXPECT_EQ(VerifyTableChecksums(*m, m->dir, names, 0, nullptr, &short_copy).code(),
+            StatusCode::kInternal);
+}
+
 TEST(TableChecksum, SynthWritesFileThatVerifies) {
   TempDir dir;
   ASSERT_TRUE(WriteSynthModel(Tiny(3), dir.path()).ok());
