@@ -50,7 +50,8 @@ constexpr const char* kUsage =
     "  --modes LIST           comma-separated, run in this order, among: backbone (Engram\n"
     "                         removed), resident, dram (transfer copy), zero_copy, hot (dram +\n"
     "                         device hot-row cache), nvme, sync (dram, prefetch off),\n"
-    "                         nvme_lru / hot_lru (their caches with plain LRU, not TinyLFU)\n"
+    "                         nvme_lru / hot_lru (their caches with plain LRU, not TinyLFU),\n"
+    "                         nvme_nomerge (one NVMe read per missed row)\n"
     "                         [resident,dram,nvme,sync]; loss is against resident, and against\n"
     "                         backbone too when it runs\n"
     "  --backend cpu|cuda     [cpu]    --device N  CUDA device [0]    --threads N  CPU [0: all]\n"
@@ -68,8 +69,9 @@ constexpr const char* kUsage =
     "                         of one engine); default: all engines alive, rounds interleaved\n"
     "  --verbose              a line per round on stderr    --json  machine-readable output\n";
 
-constexpr const char* kModeNames[] = {"backbone", "resident", "dram",     "zero_copy", "nvme",
-                                      "sync",     "hot",      "nvme_lru", "hot_lru"};
+constexpr const char* kModeNames[] = {"backbone", "resident",    "dram", "zero_copy",
+                                      "nvme",     "sync",        "hot",  "nvme_lru",
+                                      "hot_lru",  "nvme_nomerge"};
 
 // Every regular file under each comma-separated path (a directory's in name order, or the file
 // itself), concatenated.
@@ -397,6 +399,7 @@ struct ModeStats {
   double estimated_loss = 0;
   uint64_t hot_hits = 0, unique_rows = 0;
   double cache_hit_rate = 0;
+  uint64_t cache_misses = 0, io_reads = 0;
   bool has_cache = false;
 };
 
@@ -413,6 +416,8 @@ ModeStats Collect(const Engine& e, const Mode& m, double setup_s) {
     const TierStats ts = e.tier_stats();
     const double total = static_cast<double>(ts.cache_hits + ts.cache_misses);
     s.cache_hit_rate = total > 0 ? static_cast<double>(ts.cache_hits) / total : 0.0;
+    s.cache_misses = ts.cache_misses;
+    s.io_reads = ts.io_reads;
     s.has_cache = true;
   }
   return s;
@@ -468,7 +473,7 @@ Status BenchOffload(const Options& o) {
         m.tables.hot_cache_bytes = static_cast<uint64_t>(o.hot_fraction * table_bytes);
       }
       if (name == "hot_lru") m.tables.cache_policy = "lru";
-    } else if (name == "nvme" || name == "nvme_lru") {
+    } else if (name == "nvme" || name == "nvme_lru" || name == "nvme_nomerge") {
       if (!tables_in_files) {
         return FailedPrecondition(
             "mode nvme reads the tables from the model's files, and {} holds them in memory; "
@@ -479,6 +484,7 @@ Status BenchOffload(const Options& o) {
       m.tables.tier = "nvme";
       m.tables.cache_bytes = static_cast<uint64_t>(o.cache_fraction * table_bytes);
       if (name == "nvme_lru") m.tables.cache_policy = "lru";
+      if (name == "nvme_nomerge") m.tables.nvme_merge_bytes = 0;
     }
     modes.push_back(std::move(m));
   }
@@ -664,6 +670,8 @@ Status BenchOffload(const Options& o) {
     if (stats[i].has_cache) {
       mj["cache_hit_rate"] = stats[i].cache_hit_rate;
       mj["cache_bytes"] = m.tables.cache_bytes;
+      mj["cache_misses"] = stats[i].cache_misses;
+      mj["io_reads"] = stats[i].io_reads;
     }
   }
   if (o.json) {
@@ -692,7 +700,7 @@ Status BenchOffload(const Options& o) {
   std::printf("median of %d rounds after %d warm-up, modes %s\n", o.repeats, o.warmup,
               o.sequential ? "one after another (--sequential)" : "interleaved");
   auto pct = [](double x) { return fmt::format("{:.2f}%", 100 * x); };
-  std::printf("%-10s", "mode");
+  std::printf("%-12s", "mode");
   for (const std::string& c : cases) {
     std::printf(" %14s %8s", (o.paper ? std::string("tok/s") : "batch " + c).c_str(), "loss");
     if (backbone >= 0) std::printf(" %11s", "vs backbone");
@@ -700,7 +708,7 @@ Status BenchOffload(const Options& o) {
   if (o.paper) std::printf(" %16s", "decode tok/s");
   std::printf(" %10s\n", "stall loss");
   for (size_t i = 0; i < modes.size(); ++i) {
-    std::printf("%-10s", modes[i].name.c_str());
+    std::printf("%-12s", modes[i].name.c_str());
     for (size_t c = 0; c < cases.size(); ++c) {
       const bool has_loss = resident >= 0 && static_cast<int>(i) != resident;
       const bool has_bb = backbone >= 0 && static_cast<int>(i) != backbone;
@@ -716,14 +724,17 @@ Status BenchOffload(const Options& o) {
   for (size_t i = 0; i < modes.size(); ++i) {
     const Mode& m = modes[i];
     if (m.tables.hot_cache_bytes > 0) {
-      std::printf("%s: device hot-row cache %.1f MB (%.0f%% of the tables): hit rate %.1f%%\n",
+      std::printf("%s: device hot-row cache %.1f MB (%.3g%% of the tables): hit rate %.1f%%\n",
                   m.name.c_str(), m.tables.hot_cache_bytes / 1e6, 100 * o.hot_fraction,
                   100 * j["modes"][m.name]["hot_hit_rate"].get<double>());
     }
     if (stats[i].has_cache) {
-      std::printf("%s: row cache %.1f MB (%.0f%% of the tables): hit rate %.1f%%\n", m.name.c_str(),
-                  m.tables.cache_bytes / 1e6, 100 * o.cache_fraction,
-                  100 * stats[i].cache_hit_rate);
+      std::printf(
+          "%s: row cache %.1f MB (%.3g%% of the tables): hit rate %.1f%%; %llu missed rows in "
+          "%llu NVMe reads\n",
+          m.name.c_str(), m.tables.cache_bytes / 1e6, 100 * o.cache_fraction,
+          100 * stats[i].cache_hit_rate, static_cast<unsigned long long>(stats[i].cache_misses),
+          static_cast<unsigned long long>(stats[i].io_reads));
     }
   }
   return Status::Ok();

@@ -180,6 +180,7 @@ Status Engine::CreateTier() {
     NvmeTierOptions o;
     o.cache_bytes = t.cache_bytes;
     o.policy = t.cache_policy;
+    o.merge_bytes = t.nvme_merge_bytes;
     o.reader.fault_hook = t.nvme_fault_hook;
     if (infos.size() != tables.size()) {
       return Internal("the model store has no info for some Engram tables");

@@ -55,6 +55,9 @@ struct TableOptions {
   std::string cache_policy = "tinylfu";
   // dram/nvme: device hot-row cache (HBM on CUDA, an arena of its own on CPU); 0 = none.
   uint64_t hot_cache_bytes = 0;
+  // nvme: missed rows whose 4 KiB blocks overlap or touch are read with one request of up to
+  // this many bytes (nvme_tier.h); 0 = one read per row.
+  uint32_t nvme_merge_bytes = 128 << 10;
   // Verify the Engram tables against the model's engram_checksums.json at start (when the
   // file exists): a mismatch refuses to start, naming file and tensor.
   bool verify_checksums = true;

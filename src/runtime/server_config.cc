@@ -30,9 +30,10 @@ using Keys = std::span<const std::string_view>;
 
 constexpr std::string_view kTopKeys[] = {"model",  "tokenizer", "add_bos", "backend", "server",
                                          "limits", "tables",    "logging", "metrics"};
-constexpr std::string_view kTablesKeys[] = {
-    "tier", "prefetch",        "dram_budget_bytes", "cache_bytes", "cache_policy", "transfer",
-    "pin",  "hot_cache_bytes", "verify_checksums",  "numa",        "numa_node"};
+constexpr std::string_view kTablesKeys[] = {"tier",        "prefetch",        "dram_budget_bytes",
+                                            "cache_bytes", "cache_policy",    "transfer",
+                                            "pin",         "hot_cache_bytes", "verify_checksums",
+                                            "numa",        "numa_node",       "nvme_merge_bytes"};
 constexpr std::string_view kNumaModes[] = {"auto", "bind", "interleave", "none"};
 constexpr std::string_view kTransfers[] = {"copy", "zero_copy"};
 constexpr std::string_view kPins[] = {"auto", "on", "off"};
@@ -402,6 +403,7 @@ Status Parser::Parse(const YAML::Node& root, ServerConfig& c) {
   ENGRAM_RETURN_IF_ERROR(Enum(tables, "numa", kNumaModes, t.numa));
   ENGRAM_RETURN_IF_ERROR(Int(tables, "numa_node", -1, 1023, t.numa_node));
   ENGRAM_RETURN_IF_ERROR(Int(tables, "hot_cache_bytes", 0, int64_t{1} << 50, t.hot_cache_bytes));
+  ENGRAM_RETURN_IF_ERROR(Int(tables, "nvme_merge_bytes", 0, int64_t{1} << 20, t.nvme_merge_bytes));
   std::optional<bool> verify;
   ENGRAM_RETURN_IF_ERROR(Bool(tables, "verify_checksums", verify));
   if (verify) t.verify_checksums = *verify;
@@ -519,6 +521,7 @@ EngineOptions ServerConfig::ToEngineOptions() const {
   o.tables.numa = tables.numa;
   o.tables.numa_node = static_cast<int>(tables.numa_node);
   o.tables.hot_cache_bytes = static_cast<uint64_t>(tables.hot_cache_bytes);
+  o.tables.nvme_merge_bytes = static_cast<uint32_t>(tables.nvme_merge_bytes);
   o.tables.verify_checksums = tables.verify_checksums;
   return o;
 }
@@ -570,6 +573,7 @@ std::string ServerConfig::ToYaml() const {
   e << YAML::Key << "numa" << YAML::Value << tables.numa;
   e << YAML::Key << "numa_node" << YAML::Value << tables.numa_node;
   e << YAML::Key << "hot_cache_bytes" << YAML::Value << tables.hot_cache_bytes;
+  e << YAML::Key << "nvme_merge_bytes" << YAML::Value << tables.nvme_merge_bytes;
   e << YAML::Key << "verify_checksums" << YAML::Value << tables.verify_checksums;
   e << YAML::EndMap;
 

@@ -71,6 +71,7 @@ struct ServerConfig {
     std::string numa = "auto";             // dram: auto | bind | interleave | none
     int64_t numa_node = -1;                // dram, numa bind: the OS node (-1: as auto)
     int64_t hot_cache_bytes = 0;           // dram/nvme: device hot-row cache; 0 = none
+    int64_t nvme_merge_bytes = 128 << 10;  // nvme: largest read of neighbouring rows; 0 = off
     bool verify_checksums = true;          // check engram_checksums.json at start
     bool operator==(const TablesSection&) const = default;
   } tables;

@@ -22,12 +22,13 @@ struct Table {
 class NvmeTier final : public TableTier {
  public:
   NvmeTier(std::vector<std::unique_ptr<IoUringReader>> readers, std::vector<Table> tables,
-           std::unique_ptr<RowCache> cache, DType dtype, int64_t dh)
+           std::unique_ptr<RowCache> cache, DType dtype, int64_t dh, uint64_t merge_bytes)
       : readers_(std::move(readers)),
         tables_(std::move(tables)),
         cache_(std::move(cache)),
         dtype_(dtype),
-        dh_(dh) {}
+        dh_(dh),
+        merge_bytes_(merge_bytes) {}
   std::string_view name() const override { return "nvme"; }
   int num_layers() const override { return static_cast<int>(tables_.size()); }
   DType dtype() const override { return dtype_; }
@@ -42,15 +43,32 @@ class NvmeTier final : public TableTier {
                   std::span<uint8_t> failed) override;
 
  private:
+  // Neighbouring missed rows read as one request: miss_pos_[first, last) in file order, the
+  // file range [begin, end) they span, and where that range lands in merge_buf_.
+  struct Run {
+    size_t first = 0, last = 0;
+    uint64_t begin = 0, end = 0;
+    size_t buf_offset = 0;
+  };
+  // Reads the rows at miss_pos_ into out (+ i * row_bytes), offering each to the cache;
+  // failed rows are zeroed and flagged. Returns the first failure's status.
+  Status ReadMisses(int layer, std::span<const int64_t> rows, std::byte* out,
+                    std::span<uint8_t> failed);
+  void SetRowFailed(size_t i, std::byte* out, std::span<uint8_t> failed);
+
   std::vector<std::unique_ptr<IoUringReader>> readers_;
   std::vector<Table> tables_;
   std::unique_ptr<RowCache> cache_;
   DType dtype_;
   int64_t dh_;
+  uint64_t merge_bytes_;
   // Per-call scratch, reused.
   std::vector<ReadRequest> reqs_;
   std::vector<ReadRequest*> req_ptrs_;
   std::vector<size_t> miss_pos_;
+  std::vector<Run> runs_;
+  std::vector<std::byte> merge_buf_;
+  std::vector<size_t> split_;  // rows of failed merged reads, read again one by one
   mutable std::mutex stats_mu_;
   TierStats stats_;  // GUARDED_BY(stats_mu_)
 };
@@ -85,36 +103,11 @@ Status NvmeTier::ReadRows(int layer, std::span<const int64_t> rows, void* dst,
   Status status;
   uint64_t io_reads = 0, io_retries = 0;
   if (!miss_pos_.empty()) {
-    reqs_.assign(miss_pos_.size(), ReadRequest{});
-    req_ptrs_.resize(miss_pos_.size());
-    for (size_t k = 0; k < miss_pos_.size(); ++k) {
-      const size_t i = miss_pos_[k];
-      ReadRequest& req = reqs_[k];
-      req.offset = table.file_offset + static_cast<uint64_t>(rows[i]) * rb;
-      req.length = static_cast<uint32_t>(rb);
-      req.dest = out + i * rb;
-      req_ptrs_[k] = &req;
-    }
     const ReaderStats before = table.reader->stats();
-    status = table.reader->ReadBatch(req_ptrs_);
+    status = ReadMisses(layer, rows, out, failed);
     const ReaderStats& after = table.reader->stats();
     io_reads = after.reads_submitted - before.reads_submitted;
     io_retries = after.retries - before.retries;
-    uint64_t failures = 0;
-    for (size_t k = 0; k < miss_pos_.size(); ++k) {
-      const size_t i = miss_pos_[k];
-      if (reqs_[k].status.ok()) {
-        cache_->Offer(layer, rows[i], out + i * rb);
-      } else {
-        ++failures;
-        std::memset(out + i * rb, 0, rb);  // never hand out a partial row
-        if (!failed.empty()) failed[i] = 1;
-      }
-    }
-    if (failures > 0) {
-      spdlog::warn("nvme tier: layer {} table {}: {} of {} rows unreadable after retries: {}",
-                   layer, table.name, failures, rows.size(), status.message());
-    }
     if (!status.ok()) {
       status = status.WithContext(fmt::format("nvme tier: layer {} table {}", layer, table.name));
     }
@@ -129,6 +122,112 @@ Status NvmeTier::ReadRows(int layer, std::span<const int64_t> rows, void* dst,
   stats_.io_reads += io_reads;
   stats_.io_retries += io_retries;
   stats_.read_seconds += secs;
+  return status;
+}
+
+void NvmeTier::SetRowFailed(size_t i, std::byte* out, std::span<uint8_t> failed) {
+  std::memset(out + i * row_bytes(), 0, row_bytes());  // never hand out a partial row
+  if (!failed.empty()) failed[i] = 1;
+}
+
+Status NvmeTier::ReadMisses(int layer, std::span<const int64_t> rows, std::byte* out,
+                            std::span<uint8_t> failed) {
+  const Table& table = tables_[static_cast<size_t>(layer)];
+  const size_t rb = row_bytes();
+  const uint64_t align = table.reader->alignment();
+  auto row_offset = [&](size_t i) {
+    return table.file_offset + static_cast<uint64_t>(rows[i]) * rb;
+  };
+  // File order, then runs of rows whose aligned blocks overlap or touch.
+  std::sort(miss_pos_.begin(), miss_pos_.end(),
+            [&](size_t a, size_t b) { return rows[a] < rows[b]; });
+  runs_.clear();
+  size_t buf_bytes = 0;
+  for (size_t k = 0; k < miss_pos_.size(); ++k) {
+    const uint64_t begin = row_offset(miss_pos_[k]);
+    const uint64_t end = begin + rb;
+    if (!runs_.empty()) {
+      Run& run = runs_.back();
+      const bool touches = begin / align * align <= (run.end + align - 1) / align * align;
+      if (touches && end - run.begin <= merge_bytes_) {
+        run.end = std::max(run.end, end);
+        run.last = k + 1;
+        continue;
+      }
+    }
+    runs_.push_back({k, k + 1, begin, end, 0});
+  }
+  for (Run& run : runs_) {
+    if (run.last - run.first > 1) {
+      run.buf_offset = buf_bytes;
+      buf_bytes += run.end - run.begin;
+    }
+  }
+  if (merge_buf_.size() < buf_bytes) merge_buf_.resize(buf_bytes);
+
+  // One request per run: a lone row straight into dst, a merged run into merge_buf_.
+  reqs_.assign(runs_.size(), ReadRequest{});
+  req_ptrs_.resize(runs_.size());
+  for (size_t j = 0; j < runs_.size(); ++j) {
+    const Run& run = runs_[j];
+    ReadRequest& req = reqs_[j];
+    req.offset = run.begin;
+    req.length = static_cast<uint32_t>(run.end - run.begin);
+    req.dest = run.last - run.first > 1 ? static_cast<void*>(merge_buf_.data() + run.buf_offset)
+                                        : static_cast<void*>(out + miss_pos_[run.first] * rb);
+    req_ptrs_[j] = &req;
+  }
+  (void)table.reader->ReadBatch(req_ptrs_);  // each request says how it ended
+
+  Status status;  // the first row failure that stands
+  uint64_t failures = 0;
+  split_.clear();
+  for (size_t j = 0; j < runs_.size(); ++j) {
+    const Run& run = runs_[j];
+    const bool merged = run.last - run.first > 1;
+    if (!reqs_[j].status.ok()) {
+      if (merged) {
+        for (size_t k = run.first; k < run.last; ++k) split_.push_back(miss_pos_[k]);
+      } else {
+        if (status.ok()) status = reqs_[j].status;
+        ++failures;
+        SetRowFailed(miss_pos_[run.first], out, failed);
+      }
+      continue;
+    }
+    for (size_t k = run.first; k < run.last; ++k) {
+      const size_t i = miss_pos_[k];
+      if (merged) {
+        std::memcpy(out + i * rb, merge_buf_.data() + run.buf_offset + (row_offset(i) - run.begin),
+                    rb);
+      }
+      cache_->Offer(layer, rows[i], out + i * rb);
+    }
+  }
+  if (!split_.empty()) {  // a merged read failed: find the rows that really cannot be read
+    reqs_.assign(split_.size(), ReadRequest{});
+    req_ptrs_.resize(split_.size());
+    for (size_t k = 0; k < split_.size(); ++k) {
+      reqs_[k].offset = row_offset(split_[k]);
+      reqs_[k].length = static_cast<uint32_t>(rb);
+      reqs_[k].dest = out + split_[k] * rb;
+      req_ptrs_[k] = &reqs_[k];
+    }
+    (void)table.reader->ReadBatch(req_ptrs_);
+    for (size_t k = 0; k < split_.size(); ++k) {
+      if (reqs_[k].status.ok()) {
+        cache_->Offer(layer, rows[split_[k]], out + split_[k] * rb);
+      } else {
+        if (status.ok()) status = reqs_[k].status;
+        ++failures;
+        SetRowFailed(split_[k], out, failed);
+      }
+    }
+  }
+  if (failures > 0) {
+    spdlog::warn("nvme tier: layer {} table {}: {} of {} rows unreadable after retries: {}", layer,
+                 table.name, failures, rows.size(), status.message());
+  }
   return status;
 }
 
@@ -198,8 +297,10 @@ Result<std::unique_ptr<TableTier>> CreateNvmeTier(const std::vector<TensorInfo>&
       auto cache, RowCache::Create(rb, options.cache_bytes, options.policy, options.cache_page));
   spdlog::info("nvme tier: {} Engram tables in {} file(s), {} B rows, row cache {} slots ({})",
                tables.size(), readers.size(), rb, cache->capacity(), cache->policy().name());
-  return std::unique_ptr<TableTier>(std::make_unique<NvmeTier>(
-      std::move(readers), std::move(out), std::move(cache), first.dtype, first.shape[1]));
+  const uint64_t merge_bytes = std::min<uint64_t>(options.merge_bytes, ropts.max_request_bytes);
+  return std::unique_ptr<TableTier>(std::make_unique<NvmeTier>(std::move(readers), std::move(out),
+                                                               std::move(cache), first.dtype,
+                                                               first.shape[1], merge_bytes));
 }
 
 }  // namespace engram

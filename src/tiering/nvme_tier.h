@@ -2,7 +2,9 @@
 // O_DIRECT (one IoUringReader per distinct file), behind a DRAM RowCache. ReadRows copies
 // cached rows, reads every missed row of the call in one ReadBatch (row r of a table is at
 // file_offset + r * row_bytes), copies them to dst and offers them to the cache, whose policy
-// decides what stays.
+// decides what stays. Missed rows whose aligned blocks overlap or touch are read with one
+// request of up to merge_bytes (no block is read that a row does not need); when such a merged
+// read fails, its rows are read again one by one, so a bad block fails only the rows in it.
 //
 // Ownership: the tier owns its readers (fds, rings, bounce buffers) and the cache arena.
 // Thread safety: as TableTier (ReadRows from one thread at a time, stats() from any).
@@ -24,6 +26,9 @@ struct NvmeTierOptions {
   uint64_t cache_bytes = 0;        // DRAM row cache; 0 = no cache (every row is read)
   std::string policy = "tinylfu";  // row cache policy: "tinylfu" | "lru" (cache_policy.h)
   PageRequest cache_page = PageRequest::kTransparentHuge;
+  // Largest merged read of neighbouring rows; 0 = one read per row. Clamped to the reader's
+  // max_request_bytes.
+  uint32_t merge_bytes = 128 << 10;
   // Per-file reader options: queue_depth, max_retries, allow_buffered (filesystems without
   // O_DIRECT), fault_hook (tests). max_request_bytes is raised to a row when smaller.
   ReaderOptions reader;

@@ -88,7 +88,7 @@ TEST(ServerConfig, ToEngineOptions) {
 TEST(ServerConfig, TablesToEngineOptions) {
   auto c = ServerConfig::FromYaml(
       "model: synth:tiny\ntables: {tier: dram, transfer: zero_copy, pin: \"on\", "
-      "hot_cache_bytes: 4096, verify_checksums: false}\n",
+      "hot_cache_bytes: 4096, verify_checksums: false, nvme_merge_bytes: 0}\n",
       "model.yaml");
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   const EngineOptions o = c->ToEngineOptions();
@@ -97,11 +97,13 @@ TEST(ServerConfig, TablesToEngineOptions) {
   EXPECT_EQ(o.tables.pin, "on");
   EXPECT_EQ(o.tables.hot_cache_bytes, 4096u);
   EXPECT_FALSE(o.tables.verify_checksums);
+  EXPECT_EQ(o.tables.nvme_merge_bytes, 0u);
   const ServerConfig d = WithModel("synth:tiny");
   EXPECT_EQ(d.tables.transfer, "copy");
   EXPECT_EQ(d.tables.pin, "auto");
   EXPECT_EQ(d.tables.hot_cache_bytes, 0);
   EXPECT_TRUE(d.tables.verify_checksums);
+  EXPECT_EQ(d.ToEngineOptions().tables.nvme_merge_bytes, 128u << 10);
 }
 
 TEST(ServerConfig, RefusesBadTableTransferAndPin) {
@@ -115,6 +117,8 @@ TEST(ServerConfig, RefusesBadTableTransferAndPin) {
   EXPECT_EQ(
       ErrorMessage("model: synth:tiny\ntables: {hot_cache_bytes: -1}\n"),
       "model.yaml: tables.hot_cache_bytes: -1 is out of range (expected 0..1125899906842624)");
+  EXPECT_EQ(ErrorMessage("model: synth:tiny\ntables: {tier: nvme, nvme_merge_bytes: 2097152}\n"),
+            "model.yaml: tables.nvme_merge_bytes: 2097152 is out of range (expected 0..1048576)");
 }
 
 TEST(ServerConfig, RefusesOutOfRange) {

@@ -141,6 +141,7 @@ std::vector<int64_t> DistinctRows(size_t n, int64_t limit, uint64_t seed) {
 TEST_F(NvmeTierTest, RandomRowsEqualTheFile) {
   NvmeTierOptions o;
   o.cache_bytes = 0;  // every row from the file
+  o.merge_bytes = 0;  // one read per row
   auto tier = Make(o);
   ASSERT_NE(tier, nullptr);
   EXPECT_EQ(tier->name(), "nvme");
@@ -161,6 +162,79 @@ TEST_F(NvmeTierTest, RandomRowsEqualTheFile) {
   EXPECT_EQ(s.cache_misses, 602u);
   EXPECT_GE(s.io_reads, 602u);
   EXPECT_EQ(s.bytes_moved, 602u * kDh * 2);
+}
+
+TEST_F(NvmeTierTest, NeighbouringRowsAreReadTogether) {
+  // 48-byte rows: 85 per 4 KiB block. Rows 1000..1199 span three or four blocks: one read.
+  // Rows in blocks far apart stay separate reads; a row asked twice is served twice.
+  std::vector<int64_t> rows;
+  for (int64_t r = 1199; r >= 1000; --r) rows.push_back(r);  // any order
+  rows.push_back(30000);
+  rows.push_back(1050);
+  rows.push_back(kRows0 - 1);
+  NvmeTierOptions o;
+  o.cache_bytes = 0;
+  auto tier = Make(o);
+  ASSERT_NE(tier, nullptr);
+  std::vector<uint8_t> out(rows.size() * kDh * 2);
+  ASSERT_TRUE(tier->ReadRows(0, rows, out.data(), {}).ok());
+  ExpectRows(0, rows, out);
+  EXPECT_EQ(tier->stats().io_reads, 3u);
+
+  // A small cap splits the run: 2 KiB holds 42 rows of 48 bytes.
+  o.merge_bytes = 2048;
+  auto capped = Make(o);
+  ASSERT_NE(capped, nullptr);
+  std::fill(out.begin(), out.end(), 0);
+  ASSERT_TRUE(capped->ReadRows(0, rows, out.data(), {}).ok());
+  ExpectRows(0, rows, out);
+  EXPECT_EQ(capped->stats().io_reads, 2u + (200 + 41) / 42);
+
+  // Dense random rows (many share blocks) equal the file through every path.
+  const std::vector<int64_t> dense = DistinctRows(8000, kRows0, 21);
+  std::vector<uint8_t> dense_out(dense.size() * kDh * 2);
+  ASSERT_TRUE(tier->ReadRows(0, dense, dense_out.data(), {}).ok());
+  ExpectRows(0, dense, dense_out);
+  EXPECT_LT(tier->stats().io_reads, 3u + 8000 / 4);
+}
+
+TEST_F(NvmeTierTest, FailedMergedReadFailsOnlyTheRowsInTheBadBlock) {
+  // Rows 1000..1199 form one merged read; the block holding row 1100 is poisoned. The merged
+  // read fails, its rows are read again one by one, and only the rows in that block fail.
+  const uint64_t base = file_->tables[0].file_offset;
+  const uint64_t bad_block = (base + 1100 * kDh * 2) / 4096 * 4096;
+  NvmeTierOptions o;
+  o.cache_bytes = 1 << 20;
+  o.reader.max_retries = 1;
+  o.reader.alignment = 4096;
+  o.reader.fault_hook = [bad_block](uint64_t offset, uint32_t length, int) {
+    return offset <= bad_block && bad_block < offset + length ? -EIO : 0;
+  };
+  auto tier = Make(o);
+  ASSERT_NE(tier, nullptr);
+  std::vector<int64_t> rows;
+  for (int64_t r = 1000; r < 1200; ++r) rows.push_back(r);
+  std::vector<uint8_t> out(rows.size() * kDh * 2, 0xAB);
+  std::vector<uint8_t> failed(rows.size(), 0);
+  const Status s = tier->ReadRows(0, rows, out.data(), failed);
+  EXPECT_EQ(s.code(), StatusCode::kUnavailable) << s.ToString();
+  const size_t rb = kDh * 2;
+  int bad_rows = 0;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const uint64_t begin = base + static_cast<uint64_t>(rows[i]) * rb;
+    const bool in_bad =
+        begin / 4096 * 4096 == bad_block || (begin + rb - 1) / 4096 * 4096 == bad_block;
+    EXPECT_EQ(failed[i], in_bad ? 1 : 0) << "row " << rows[i];
+    if (in_bad) {
+      ++bad_rows;
+      for (size_t b = 0; b < rb; ++b) ASSERT_EQ(out[i * rb + b], 0) << "row " << rows[i];
+    } else {
+      ASSERT_EQ(std::memcmp(out.data() + i * rb, file_->data[0].data() + rows[i] * rb, rb), 0)
+          << "row " << rows[i];
+    }
+  }
+  EXPECT_GT(bad_rows, 80);
+  EXPECT_LT(bad_rows, 90);
 }
 
 TEST_F(NvmeTierTest, RepeatedReadsHitTheCache) {

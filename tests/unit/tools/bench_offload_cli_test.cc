@@ -141,9 +141,10 @@ TEST(BenchOffloadCli, UnknownModeNamesTheAcceptedModes) {
   // Options are checked before the model is opened: no tokenizer needed.
   CliRun r = RunBench("--model synth:tiny --modes resident,fast");
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_NE(r.err.find("unknown mode \"fast\" (expected a comma-separated list of: backbone, "
-                       "resident, dram, zero_copy, nvme, sync, hot, nvme_lru, hot_lru)"),
-            std::string::npos)
+  EXPECT_NE(
+      r.err.find("unknown mode \"fast\" (expected a comma-separated list of: backbone, "
+                 "resident, dram, zero_copy, nvme, sync, hot, nvme_lru, hot_lru, nvme_nomerge)"),
+      std::string::npos)
       << r.err;
   r = RunBench("--model synth:tiny --seqs 4");
   EXPECT_EQ(r.exit_code, 2);
