@@ -35,6 +35,10 @@ struct CopyEngine::Slot {
     Tensor staging_ids;    // host, pinned: I64 [cap * H], missed row ids (kZeroCopy)
     Tensor staging_slots;  // host, pinned: I64 [cap * H], hot slots of admitted rows
     Tensor index_dev, ids_dev, slots_dev;  // device I64 [cap * H]
+    // The fetch IssueLayer started and FinishLayer completes.
+    Clock::time_point started;
+    uint64_t unique = 0, hot_hits = 0, moved_rows = 0;
+    Status issued;  // how issuing went (the status compute saw, with prefetch)
   };
   std::vector<Layer> layers;
 
@@ -108,13 +112,18 @@ CopyEngine::~CopyEngine() {
 Status CopyEngine::Grow(int64_t tokens) {
   const int64_t cap = std::max({tokens, 2 * capacity_, int64_t{64}});
   const int64_t n = cap * heads_, dh = tier_.row_elems();
-  ENGRAM_ASSIGN_OR_RETURN(out_, backend_.Alloc(DType::kF32, {cap, heads_ * dh}));
+  // The old buffers go first (peak memory), and until every new one exists the engine holds
+  // none: a failed Grow (out of device memory) leaves capacity 0, so the next Begin grows
+  // again instead of using a partial arena, and the hot cache maps no row into freed memory.
+  capacity_ = 0;
+  out_ = Tensor();
   arena_.clear();
+  if (hot_) hot_->Clear();
+  ENGRAM_ASSIGN_OR_RETURN(out_, backend_.Alloc(DType::kF32, {cap, heads_ * dh}));
   for (int l = 0; l < tier_.num_layers(); ++l) {
     ENGRAM_ASSIGN_OR_RETURN(Tensor a, backend_.AllocZeros(tier_.dtype(), {hot_slots_ + 2 * n, dh}));
     arena_.push_back(std::move(a));
   }
-  if (hot_) hot_->Clear();  // the new arena holds no rows yet
   for (auto& s : slots_) {
     for (Slot::Layer& y : s->layers) {
       if (options_.transfer == TransferMode::kCopy && !host_device_) {
@@ -183,6 +192,11 @@ Status CopyEngine::Begin(std::vector<std::vector<int64_t>> rows, int64_t tokens)
 }
 
 Status CopyEngine::FetchLayer(Slot& s, int layer) {
+  IssueLayer(s, layer);
+  return FinishLayer(s, layer);
+}
+
+void CopyEngine::IssueLayer(Slot& s, int layer) {
   const auto t0 = Clock::now();
   const std::vector<int64_t>& rows = s.rows[layer];
   Slot::Layer& y = s.layers[layer];
@@ -297,7 +311,8 @@ Status CopyEngine::FetchLayer(Slot& s, int layer) {
     }
   }
   // With prefetch, compute may queue its wait for this layer now (the device waits for the
-  // mark); the copy thread waits for the rows to land only after handing the layer over.
+  // mark); the copy thread waits for the rows to land in FinishLayer, after the later layers
+  // are issued, so their host gathers overlap this layer's transfer.
   if (options_.prefetch) {
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -306,21 +321,28 @@ Status CopyEngine::FetchLayer(Slot& s, int layer) {
     }
     cv_.notify_all();
   }
-  const Status landed = channel_->WaitMark(mark);  // the transfer time is until rows landed
+  y.started = t0;
+  y.unique = U;
+  y.hot_hits = hits;
+  y.moved_rows = static_cast<uint64_t>(M);
+  y.issued = std::move(st);
+}
+
+Status CopyEngine::FinishLayer(Slot& s, int layer) {
+  Slot::Layer& y = s.layers[layer];
+  const Status landed = channel_->WaitMark(MarkOf(s.index, layer));  // transfer ends here
   const auto t1 = Clock::now();
-  const size_t rb = tier_.row_bytes();
   std::lock_guard<std::mutex> lock(mu_);
   if (!landed.ok() && s.late.ok()) s.late = landed;
-  if (st.ok()) st = landed;
   LayerOverlap& o = stats_.layers[layer];
   ++o.steps;
-  o.rows_requested += rows.size();
-  o.unique_rows += U;
-  o.hot_hits += hits;
-  o.bytes_moved += static_cast<uint64_t>(M) * rb;
-  o.transfer_s += Seconds(t0, t1);
+  o.rows_requested += s.rows[layer].size();
+  o.unique_rows += y.unique;
+  o.hot_hits += y.hot_hits;
+  o.bytes_moved += y.moved_rows * tier_.row_bytes();
+  o.transfer_s += Seconds(y.started, t1);
   o.AddLatency(Seconds(s.issued, t1));
-  return st;
+  return y.issued.ok() ? landed : y.issued;
 }
 
 void CopyEngine::CopyLoop() {
@@ -333,9 +355,10 @@ void CopyEngine::CopyLoop() {
       s = pending_;
       pending_ = nullptr;
     }
-    for (int layer = 0; layer < static_cast<int>(s->rows.size()); ++layer) {
-      (void)FetchLayer(*s, layer);  // hands each layer over (status, ready) itself
-    }
+    // Every layer is issued (and handed over) before any is waited for.
+    const int L = static_cast<int>(s->rows.size());
+    for (int layer = 0; layer < L; ++layer) IssueLayer(*s, layer);
+    for (int layer = 0; layer < L; ++layer) (void)FinishLayer(*s, layer);  // late: s->late
     {
       std::lock_guard<std::mutex> lock(mu_);
       s->done = true;

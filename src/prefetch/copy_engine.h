@@ -83,6 +83,11 @@ class CopyEngine final : public EngramRowSource {
   struct Slot;
   CopyEngine(TableTier& tier, Backend& backend, int heads, const CopyEngineOptions& options);
   void CopyLoop();
+  // IssueLayer starts layer's fetch and, with prefetch, hands it to compute (the device waits
+  // for its mark); FinishLayer waits for the rows to land and records the layer's stats.
+  // FetchLayer is both, for synchronous mode.
+  void IssueLayer(Slot& slot, int layer);
+  Status FinishLayer(Slot& slot, int layer);
   Status FetchLayer(Slot& slot, int layer);
   Status Grow(int64_t tokens);
   int MarkOf(int slot, int layer) const { return slot * tier_.num_layers() + layer; }
