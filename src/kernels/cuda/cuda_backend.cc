@@ -229,8 +229,8 @@ Result<Tensor> CudaBackend::PrepareWeight(const Tensor& host, WeightUse use) {
       }
       target = DType::kBF16;
       break;
-    case WeightUse::kEmbedding:  // BF16 stays BF16 (GatherRows/Embedding widen on read)
-      target = host.dtype == DType::kBF16 ? DType::kBF16 : DType::kF32;
+    case WeightUse::kEmbedding:  // BF16 and F16 stay (GatherRows/Embedding widen on read)
+      target = host.dtype == DType::kF32 ? DType::kF32 : host.dtype;
       break;
     case WeightUse::kVector:
       target = DType::kF32;

@@ -83,8 +83,8 @@ Status CudaBackend::Embedding(const Tensor& table, const Tensor& ids, Tensor& ou
   ENGRAM_RETURN_IF_ERROR(CheckDevice(ids, kOp, "ids"));
   ENGRAM_RETURN_IF_ERROR(CheckDevice(out, kOp, "out"));
   ENGRAM_RETURN_IF_ERROR(ExpectRank(table, 2, kOp, "table"));
-  if (table.dtype != DType::kF32 && table.dtype != DType::kBF16) {
-    return InvalidArgument("{}: table has dtype {}, expected F32 or BF16", kOp,
+  if (table.dtype != DType::kF32 && table.dtype != DType::kBF16 && table.dtype != DType::kF16) {
+    return InvalidArgument("{}: table has dtype {}, expected F32, F16 or BF16", kOp,
                            DTypeName(table.dtype));
   }
   ENGRAM_RETURN_IF_ERROR(ExpectDType(ids, DType::kI32, kOp, "ids"));
@@ -94,11 +94,13 @@ Status CudaBackend::Embedding(const Tensor& table, const Tensor& ids, Tensor& ou
   ENGRAM_RETURN_IF_ERROR(ExpectShape(out, {T, D}, kOp, "out"));
   ENGRAM_RETURN_IF_ERROR(Activate());
   // Ids live on the device: one outside [0, V) is reported by the next Synchronize.
-  return LaunchStatus(
-      LaunchEmbedding(table.data, table.dtype == DType::kBF16 ? Elem::kBF16 : Elem::kF32,
-                      table.dim(0), D, ids.ptr<int32_t>(), T, out.ptr<float>(), error_dev_,
-                      stream()),
-      kOp);
+  return LaunchStatus(LaunchEmbedding(table.data,
+                                      table.dtype == DType::kBF16  ? Elem::kBF16
+                                      : table.dtype == DType::kF16 ? Elem::kF16
+                                                                   : Elem::kF32,
+                                      table.dim(0), D, ids.ptr<int32_t>(), T, out.ptr<float>(),
+                                      error_dev_, stream()),
+                      kOp);
 }
 
 Status CudaBackend::RmsNorm(const Tensor& x, const Tensor& w, float eps, Tensor& out) {
@@ -281,8 +283,8 @@ Status CudaBackend::PagedAttention(const Tensor& qkv, Tensor& k_cache, Tensor& v
 Status CudaBackend::GatherRows(const Tensor& table, const Tensor& rows, Tensor& out) {
   constexpr const char* kOp = "GatherRows";
   ENGRAM_RETURN_IF_ERROR(ExpectRank(table, 2, kOp, "table"));
-  // F16 tables reach here from the dram/nvme tiers (the copy engine's arena keeps the tier's
-  // dtype); the resident tier's PrepareWeight has already widened them to F32.
+  // Tables keep their dtype on the device (the resident tier's PrepareWeight and the copy
+  // engine's arena alike); rows are widened to F32 here.
   if (table.dtype != DType::kF32 && table.dtype != DType::kBF16 && table.dtype != DType::kF16) {
     return InvalidArgument("{}: table has dtype {}, expected F32, BF16 or F16", kOp,
                            DTypeName(table.dtype));

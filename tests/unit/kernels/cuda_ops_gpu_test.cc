@@ -205,6 +205,19 @@ TEST_F(CudaOps, EmbeddingF32AndBf16Tables) {
     for (int64_t d = 0; d < D; ++d) ASSERT_EQ(got[t * D + d], Bf16ToF32(bf[ids[t] * D + d]));
   }
 
+  // F16 stays F16 on the device too (a resident F16 Engram table takes its own size in HBM).
+  std::vector<uint16_t> hf(table.size());
+  for (size_t i = 0; i < hf.size(); ++i) hf[i] = F32ToF16(table[i]);
+  auto th = be_->PrepareWeight(HostView(hf.data(), DType::kF16, {V, D}), WeightUse::kEmbedding);
+  ASSERT_TRUE(th.ok()) << th.status().ToString();
+  EXPECT_EQ(th->dtype, DType::kF16);
+  out = Poisoned({T, D});
+  ASSERT_OK(be_->Embedding(*th, dev_ids, out));
+  got = Download(out);
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t d = 0; d < D; ++d) ASSERT_EQ(got[t * D + d], F16ToF32(hf[ids[t] * D + d]));
+  }
+
   // An id outside [0, V) is found on the device and reported by the next wait.
   ids[3] = static_cast<int32_t>(V);
   Tensor bad = Upload(ids, DType::kI32, {T});
