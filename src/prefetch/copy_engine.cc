@@ -36,7 +36,7 @@ struct CopyEngine::Slot {
     Tensor staging_slots;  // host, pinned: I64 [cap * H], hot slots of admitted rows
     Tensor index_dev, ids_dev, slots_dev;  // device I64 [cap * H]
     // The fetch IssueLayer started and FinishLayer completes.
-    Clock::time_point started;
+    Clock::time_point started, issue_end;
     uint64_t unique = 0, hot_hits = 0, moved_rows = 0;
     Status issued;  // how issuing went (the status compute saw, with prefetch)
   };
@@ -322,6 +322,7 @@ void CopyEngine::IssueLayer(Slot& s, int layer) {
     cv_.notify_all();
   }
   y.started = t0;
+  y.issue_end = Clock::now();
   y.unique = U;
   y.hot_hits = hits;
   y.moved_rows = static_cast<uint64_t>(M);
@@ -330,8 +331,12 @@ void CopyEngine::IssueLayer(Slot& s, int layer) {
 
 Status CopyEngine::FinishLayer(Slot& s, int layer) {
   Slot::Layer& y = s.layers[layer];
-  const Status landed = channel_->WaitMark(MarkOf(s.index, layer));  // transfer ends here
+  // The layer's transfer time is its own issuing plus the wait for its rows to land, not the
+  // later layers' issuing in between (a lower bound when the rows landed during that).
+  const auto w0 = Clock::now();
+  const Status landed = channel_->WaitMark(MarkOf(s.index, layer));
   const auto t1 = Clock::now();
+  const double waited = Seconds(w0, t1);
   std::lock_guard<std::mutex> lock(mu_);
   if (!landed.ok() && s.late.ok()) s.late = landed;
   LayerOverlap& o = stats_.layers[layer];
@@ -340,8 +345,8 @@ Status CopyEngine::FinishLayer(Slot& s, int layer) {
   o.unique_rows += y.unique;
   o.hot_hits += y.hot_hits;
   o.bytes_moved += y.moved_rows * tier_.row_bytes();
-  o.transfer_s += Seconds(y.started, t1);
-  o.AddLatency(Seconds(s.issued, t1));
+  o.transfer_s += Seconds(y.started, y.issue_end) + waited;
+  o.AddLatency(Seconds(s.issued, y.issue_end) + waited);
   return y.issued.ok() ? landed : y.issued;
 }
 

@@ -6,9 +6,11 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstring>
 #include <limits>
 #include <random>
+#include <thread>
 
 #include "common/dtype.h"
 #include "tiering/host_tier.h"
@@ -96,6 +98,30 @@ class AllocLimitBackend final : public Backend {
 
  private:
   std::unique_ptr<Backend> b_;
+};
+
+// A tier whose reads of one layer take `delay` longer (a slow device), forwarding to another.
+class SlowLayerTier final : public TableTier {
+ public:
+  SlowLayerTier(TableTier& inner, int slow_layer, std::chrono::milliseconds delay)
+      : t_(inner), slow_layer_(slow_layer), delay_(delay) {}
+  std::string_view name() const override { return t_.name(); }
+  int num_layers() const override { return t_.num_layers(); }
+  DType dtype() const override { return t_.dtype(); }
+  int64_t row_elems() const override { return t_.row_elems(); }
+  int64_t rows(int layer) const override { return t_.rows(layer); }
+  Status ReadRows(int layer, std::span<const int64_t> rows, void* dst,
+                  std::span<uint8_t> failed) override {
+    if (layer == slow_layer_) std::this_thread::sleep_for(delay_);
+    return t_.ReadRows(layer, rows, dst, failed);
+  }
+  TierStats stats() const override { return t_.stats(); }
+  int64_t resident_bytes() const override { return t_.resident_bytes(); }
+
+ private:
+  TableTier& t_;
+  const int slow_layer_;
+  const std::chrono::milliseconds delay_;
 };
 
 class CopyEngineTest : public ::testing::Test {
@@ -215,6 +241,22 @@ TEST_F(CopyEngineTest, AStepWhoseBuffersCannotBeAllocatedFailsAlone) {
   for (const int64_t tokens : {10, 64, 3}) ASSERT_NO_FATAL_FAILURE(RunStep(*e, tokens));
   backend_->zeros_limit = std::numeric_limits<size_t>::max();
   ASSERT_NO_FATAL_FAILURE(RunStep(*e, 2000));
+}
+
+TEST_F(CopyEngineTest, ALayersTransferTimeIsItsOwn) {
+  // Layer 1's reads take 300 ms. The copy thread issues layer 1 before it waits for layer 0,
+  // but layer 0's transfer time must not include layer 1's read (nor its latency).
+  SlowLayerTier slow(*tier_, 1, std::chrono::milliseconds(300));
+  auto e = CopyEngine::Create(slow, *backend_, kHeads, {});
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  std::vector<std::vector<int64_t>> rows = StepRows(8);
+  ASSERT_TRUE((*e)->Begin(std::move(rows), 8).ok());
+  for (int l = 0; l < kLayers; ++l) ASSERT_TRUE((*e)->WaitRows(l).ok());
+  ASSERT_TRUE((*e)->End(1.0, nullptr).ok());
+  const OverlapStats s = (*e)->stats();
+  EXPECT_GE(s.layers[1].transfer_s, 0.3);
+  EXPECT_LT(s.layers[0].transfer_s, 0.15) << "layer 0 was charged layer 1's read";
+  EXPECT_LT(s.layers[0].latency_sum_s, 0.15);
 }
 
 }  // namespace
