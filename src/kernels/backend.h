@@ -122,7 +122,7 @@ class Backend {
                                 Tensor& out) = 0;
 
   // ---- Engram module ops
-  // out[t, h*Dh : (h+1)*Dh] = table[rows[t, h], :]. table [R, Dh] (F32/BF16, prepared with
+  // out[t, h*Dh : (h+1)*Dh] = table[rows[t, h], :]. table [R, Dh] (F32/F16/BF16, prepared with
   // kEmbedding or host memory the device can read); rows I64 [T, H] absolute row numbers;
   // out F32 [T, H * Dh].
   virtual Status GatherRows(const Tensor& table, const Tensor& rows, Tensor& out) = 0;

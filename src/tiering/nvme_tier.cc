@@ -22,13 +22,15 @@ struct Table {
 class NvmeTier final : public TableTier {
  public:
   NvmeTier(std::vector<std::unique_ptr<IoUringReader>> readers, std::vector<Table> tables,
-           std::unique_ptr<RowCache> cache, DType dtype, int64_t dh, uint64_t merge_bytes)
+           std::unique_ptr<RowCache> cache, DType dtype, int64_t dh, uint64_t merge_bytes,
+           uint64_t merge_buffer_bytes)
       : readers_(std::move(readers)),
         tables_(std::move(tables)),
         cache_(std::move(cache)),
         dtype_(dtype),
         dh_(dh),
-        merge_bytes_(merge_bytes) {}
+        merge_bytes_(merge_bytes),
+        merge_buffer_bytes_(merge_buffer_bytes) {}
   std::string_view name() const override { return "nvme"; }
   int num_layers() const override { return static_cast<int>(tables_.size()); }
   DType dtype() const override { return dtype_; }
@@ -62,13 +64,14 @@ class NvmeTier final : public TableTier {
   DType dtype_;
   int64_t dh_;
   uint64_t merge_bytes_;
+  uint64_t merge_buffer_bytes_;
   // Per-call scratch, reused.
   std::vector<ReadRequest> reqs_;
   std::vector<ReadRequest*> req_ptrs_;
   std::vector<size_t> miss_pos_;
   std::vector<Run> runs_;
-  std::vector<std::byte> merge_buf_;
-  std::vector<size_t> split_;  // rows of failed merged reads, read again one by one
+  std::vector<std::byte> merge_buf_;  // merged reads of one wave
+  std::vector<size_t> split_;         // rows of failed merged reads, read again one by one
   mutable std::mutex stats_mu_;
   TierStats stats_;  // GUARDED_BY(stats_mu_)
 };
@@ -142,7 +145,6 @@ Status NvmeTier::ReadMisses(int layer, std::span<const int64_t> rows, std::byte*
   std::sort(miss_pos_.begin(), miss_pos_.end(),
             [&](size_t a, size_t b) { return rows[a] < rows[b]; });
   runs_.clear();
-  size_t buf_bytes = 0;
   for (size_t k = 0; k < miss_pos_.size(); ++k) {
     const uint64_t begin = row_offset(miss_pos_[k]);
     const uint64_t end = begin + rb;
@@ -157,52 +159,59 @@ Status NvmeTier::ReadMisses(int layer, std::span<const int64_t> rows, std::byte*
     }
     runs_.push_back({k, k + 1, begin, end, 0});
   }
-  for (Run& run : runs_) {
-    if (run.last - run.first > 1) {
-      run.buf_offset = buf_bytes;
-      buf_bytes += run.end - run.begin;
-    }
-  }
-  if (merge_buf_.size() < buf_bytes) merge_buf_.resize(buf_bytes);
-
-  // One request per run: a lone row straight into dst, a merged run into merge_buf_.
-  reqs_.assign(runs_.size(), ReadRequest{});
-  req_ptrs_.resize(runs_.size());
-  for (size_t j = 0; j < runs_.size(); ++j) {
-    const Run& run = runs_[j];
-    ReadRequest& req = reqs_[j];
-    req.offset = run.begin;
-    req.length = static_cast<uint32_t>(run.end - run.begin);
-    req.dest = run.last - run.first > 1 ? static_cast<void*>(merge_buf_.data() + run.buf_offset)
-                                        : static_cast<void*>(out + miss_pos_[run.first] * rb);
-    req_ptrs_[j] = &req;
-  }
-  (void)table.reader->ReadBatch(req_ptrs_);  // each request says how it ended
 
   Status status;  // the first row failure that stands
   uint64_t failures = 0;
   split_.clear();
-  for (size_t j = 0; j < runs_.size(); ++j) {
-    const Run& run = runs_[j];
-    const bool merged = run.last - run.first > 1;
-    if (!reqs_[j].status.ok()) {
-      if (merged) {
-        for (size_t k = run.first; k < run.last; ++k) split_.push_back(miss_pos_[k]);
-      } else {
-        if (status.ok()) status = reqs_[j].status;
-        ++failures;
-        SetRowFailed(miss_pos_[run.first], out, failed);
-      }
-      continue;
+  // Waves of runs whose merged spans fit merge_buf_ (a merged span is at most merge_bytes_, so
+  // every wave takes at least one run); lone rows are read straight into dst.
+  const size_t buf_cap = std::max<size_t>(merge_buffer_bytes_, merge_bytes_);
+  for (size_t w = 0; w < runs_.size();) {
+    size_t buf_bytes = 0, w_end = w;
+    for (; w_end < runs_.size(); ++w_end) {
+      Run& run = runs_[w_end];
+      if (run.last - run.first == 1) continue;
+      const size_t span = run.end - run.begin;
+      if (buf_bytes + span > buf_cap) break;
+      run.buf_offset = buf_bytes;
+      buf_bytes += span;
     }
-    for (size_t k = run.first; k < run.last; ++k) {
-      const size_t i = miss_pos_[k];
-      if (merged) {
-        std::memcpy(out + i * rb, merge_buf_.data() + run.buf_offset + (row_offset(i) - run.begin),
-                    rb);
-      }
-      cache_->Offer(layer, rows[i], out + i * rb);
+    if (merge_buf_.size() < buf_bytes) merge_buf_.resize(buf_cap);
+    reqs_.assign(w_end - w, ReadRequest{});
+    req_ptrs_.resize(w_end - w);
+    for (size_t j = 0; j < w_end - w; ++j) {
+      const Run& run = runs_[w + j];
+      ReadRequest& req = reqs_[j];
+      req.offset = run.begin;
+      req.length = static_cast<uint32_t>(run.end - run.begin);
+      req.dest = run.last - run.first > 1 ? static_cast<void*>(merge_buf_.data() + run.buf_offset)
+                                          : static_cast<void*>(out + miss_pos_[run.first] * rb);
+      req_ptrs_[j] = &req;
     }
+    (void)table.reader->ReadBatch(req_ptrs_);  // each request says how it ended
+    for (size_t j = 0; j < w_end - w; ++j) {
+      const Run& run = runs_[w + j];
+      const bool merged = run.last - run.first > 1;
+      if (!reqs_[j].status.ok()) {
+        if (merged) {
+          for (size_t k = run.first; k < run.last; ++k) split_.push_back(miss_pos_[k]);
+        } else {
+          if (status.ok()) status = reqs_[j].status;
+          ++failures;
+          SetRowFailed(miss_pos_[run.first], out, failed);
+        }
+        continue;
+      }
+      for (size_t k = run.first; k < run.last; ++k) {
+        const size_t i = miss_pos_[k];
+        if (merged) {
+          std::memcpy(out + i * rb,
+                      merge_buf_.data() + run.buf_offset + (row_offset(i) - run.begin), rb);
+        }
+        cache_->Offer(layer, rows[i], out + i * rb);
+      }
+    }
+    w = w_end;
   }
   if (!split_.empty()) {  // a merged read failed: find the rows that really cannot be read
     reqs_.assign(split_.size(), ReadRequest{});
@@ -298,9 +307,9 @@ Result<std::unique_ptr<TableTier>> CreateNvmeTier(const std::vector<TensorInfo>&
   spdlog::info("nvme tier: {} Engram tables in {} file(s), {} B rows, row cache {} slots ({})",
                tables.size(), readers.size(), rb, cache->capacity(), cache->policy().name());
   const uint64_t merge_bytes = std::min<uint64_t>(options.merge_bytes, ropts.max_request_bytes);
-  return std::unique_ptr<TableTier>(std::make_unique<NvmeTier>(std::move(readers), std::move(out),
-                                                               std::move(cache), first.dtype,
-                                                               first.shape[1], merge_bytes));
+  return std::unique_ptr<TableTier>(
+      std::make_unique<NvmeTier>(std::move(readers), std::move(out), std::move(cache), first.dtype,
+                                 first.shape[1], merge_bytes, options.merge_buffer_bytes));
 }
 
 }  // namespace engram

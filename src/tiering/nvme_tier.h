@@ -1,10 +1,11 @@
 // NvmeTier: Engram tables read in place from their safetensors files with io_uring and
 // O_DIRECT (one IoUringReader per distinct file), behind a DRAM RowCache. ReadRows copies
-// cached rows, reads every missed row of the call in one ReadBatch (row r of a table is at
+// cached rows, reads the call's missed rows with the file's reader (row r of a table is at
 // file_offset + r * row_bytes), copies them to dst and offers them to the cache, whose policy
 // decides what stays. Missed rows whose aligned blocks overlap or touch are read with one
-// request of up to merge_bytes (no block is read that a row does not need); when such a merged
-// read fails, its rows are read again one by one, so a bad block fails only the rows in it.
+// request of up to merge_bytes (no block is read that a row does not need; merged reads go
+// through a buffer of merge_buffer_bytes, in waves); when such a merged read fails, its rows are
+// read again one by one, so a bad block fails only the rows in it.
 //
 // Ownership: the tier owns its readers (fds, rings, bounce buffers) and the cache arena.
 // Thread safety: as TableTier (ReadRows from one thread at a time, stats() from any).
@@ -29,6 +30,9 @@ struct NvmeTierOptions {
   // Largest merged read of neighbouring rows; 0 = one read per row. Clamped to the reader's
   // max_request_bytes.
   uint32_t merge_bytes = 128 << 10;
+  // The buffer merged reads land in (at least merge_bytes); a call's merged reads are issued in
+  // waves that fit it. The default holds 32 merges of 128 KiB, the reader's queue depth.
+  uint64_t merge_buffer_bytes = 4 << 20;
   // Per-file reader options: queue_depth, max_retries, allow_buffered (filesystems without
   // O_DIRECT), fault_hook (tests). max_request_bytes is raised to a row when smaller.
   ReaderOptions reader;

@@ -177,7 +177,7 @@ TEST_F(CudaOps, UploadLayoutMirrorsArraysAcrossGrowingSteps) {
   }
 }
 
-TEST_F(CudaOps, EmbeddingF32AndBf16Tables) {
+TEST_F(CudaOps, EmbeddingF32Bf16AndF16Tables) {
   const int64_t V = 37, D = 67, T = 11;
   std::vector<float> table = Random(V * D);
   std::vector<int32_t> ids(T);

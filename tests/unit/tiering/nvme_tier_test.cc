@@ -196,6 +196,17 @@ TEST_F(NvmeTierTest, NeighbouringRowsAreReadTogether) {
   ASSERT_TRUE(tier->ReadRows(0, dense, dense_out.data(), {}).ok());
   ExpectRows(0, dense, dense_out);
   EXPECT_LT(tier->stats().io_reads, 3u + 8000 / 4);
+
+  // Every row of the table, through a buffer of 8 KiB: many waves of four 2 KiB merges.
+  o.merge_buffer_bytes = 8 << 10;
+  auto waves = Make(o);
+  ASSERT_NE(waves, nullptr);
+  std::vector<int64_t> all(kRows0);
+  for (int64_t r = 0; r < kRows0; ++r) all[static_cast<size_t>(r)] = kRows0 - 1 - r;
+  std::vector<uint8_t> all_out(all.size() * kDh * 2);
+  ASSERT_TRUE(waves->ReadRows(0, all, all_out.data(), {}).ok());
+  ExpectRows(0, all, all_out);
+  EXPECT_EQ(waves->stats().io_reads, static_cast<uint64_t>((kRows0 + 41) / 42));
 }
 
 TEST_F(NvmeTierTest, FailedMergedReadFailsOnlyTheRowsInTheBadBlock) {
@@ -235,6 +246,13 @@ TEST_F(NvmeTierTest, FailedMergedReadFailsOnlyTheRowsInTheBadBlock) {
   }
   EXPECT_GT(bad_rows, 80);
   EXPECT_LT(bad_rows, 90);
+  // The good rows were cached, the failed ones were not: they fail again, nothing else is read.
+  const uint64_t reads = tier->stats().io_reads;
+  std::vector<uint8_t> again(rows.size(), 0);
+  EXPECT_EQ(tier->ReadRows(0, rows, out.data(), again).code(), StatusCode::kUnavailable);
+  EXPECT_EQ(again, failed);
+  EXPECT_GT(tier->stats().io_reads, reads);
+  EXPECT_EQ(tier->stats().cache_hits, rows.size() - static_cast<size_t>(bad_rows));
 }
 
 TEST_F(NvmeTierTest, RepeatedReadsHitTheCache) {
