@@ -401,7 +401,7 @@ Status Engine::GatherResidentRows(int64_t T) {
   const int64_t D = config().engram->engram_dim();
   const int layers = hasher_->num_layers();
   if (T > rows_capacity_) {
-    ++rows_epoch_;  // first: a failure halfway leaves the old buffers freed already
+    ++rows_epoch_;       // first: a failure halfway leaves the old buffers freed already
     rows_capacity_ = 0;  // and no capacity, so the next step allocates them all again
     row_ids_dev_.clear();
     rows_dev_.clear();

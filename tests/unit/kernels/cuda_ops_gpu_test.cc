@@ -193,29 +193,24 @@ TEST_F(CudaOps, EmbeddingF32Bf16AndF16Tables) {
     for (int64_t d = 0; d < D; ++d) ASSERT_EQ(got[t * D + d], table[ids[t] * D + d]);
   }
 
-  std::vector<uint16_t> bf(table.size());
-  for (size_t i = 0; i < bf.size(); ++i) bf[i] = F32ToBf16(table[i]);
-  auto tb = be_->PrepareWeight(HostView(bf.data(), DType::kBF16, {V, D}), WeightUse::kEmbedding);
-  ASSERT_TRUE(tb.ok()) << tb.status().ToString();
-  EXPECT_EQ(tb->dtype, DType::kBF16);
-  out = Poisoned({T, D});
-  ASSERT_OK(be_->Embedding(*tb, dev_ids, out));
-  got = Download(out);
-  for (int64_t t = 0; t < T; ++t) {
-    for (int64_t d = 0; d < D; ++d) ASSERT_EQ(got[t * D + d], Bf16ToF32(bf[ids[t] * D + d]));
-  }
-
-  // F16 stays F16 on the device too (a resident F16 Engram table takes its own size in HBM).
-  std::vector<uint16_t> hf(table.size());
-  for (size_t i = 0; i < hf.size(); ++i) hf[i] = F32ToF16(table[i]);
-  auto th = be_->PrepareWeight(HostView(hf.data(), DType::kF16, {V, D}), WeightUse::kEmbedding);
-  ASSERT_TRUE(th.ok()) << th.status().ToString();
-  EXPECT_EQ(th->dtype, DType::kF16);
-  out = Poisoned({T, D});
-  ASSERT_OK(be_->Embedding(*th, dev_ids, out));
-  got = Download(out);
-  for (int64_t t = 0; t < T; ++t) {
-    for (int64_t d = 0; d < D; ++d) ASSERT_EQ(got[t * D + d], F16ToF32(hf[ids[t] * D + d]));
+  // BF16 and F16 tables stay 16-bit on the device (a resident F16 Engram table takes its own
+  // size in HBM) and are widened on read.
+  for (const DType dt : {DType::kBF16, DType::kF16}) {
+    const bool bf16 = dt == DType::kBF16;
+    std::vector<uint16_t> h(table.size());
+    for (size_t i = 0; i < h.size(); ++i) h[i] = bf16 ? F32ToBf16(table[i]) : F32ToF16(table[i]);
+    auto th = be_->PrepareWeight(HostView(h.data(), dt, {V, D}), WeightUse::kEmbedding);
+    ASSERT_TRUE(th.ok()) << th.status().ToString();
+    EXPECT_EQ(th->dtype, dt);
+    out = Poisoned({T, D});
+    ASSERT_OK(be_->Embedding(*th, dev_ids, out));
+    got = Download(out);
+    for (int64_t t = 0; t < T; ++t) {
+      for (int64_t d = 0; d < D; ++d) {
+        const uint16_t v = h[ids[t] * D + d];
+        ASSERT_EQ(got[t * D + d], bf16 ? Bf16ToF32(v) : F16ToF32(v)) << DTypeName(dt);
+      }
+    }
   }
 
   // An id outside [0, V) is found on the device and reported by the next wait.
