@@ -19,7 +19,6 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <map>
 #include <memory>
 #include <optional>
 #include <random>
@@ -113,7 +112,7 @@ struct Options {
   std::vector<std::string> modes;
   bool paper = false;
   // fixed
-  std::vector<long long> batches;
+  std::vector<long long> batches = {16, 64};
   int prompt_len = 128;
   // paper
   int seqs = 512;
@@ -122,7 +121,8 @@ struct Options {
   uint64_t seed = 0;
   int max_seqs = 64;
   int step_tokens = 8192;
-  int decode_max = 32;  // decode lengths uniform in [decode_steps, decode_max]
+  int decode_max =
+      0;  // decode lengths uniform in [decode_steps, decode_max] (default decode_steps)
   // both
   int decode_steps = 32;
   double cache_fraction = 0.10;
@@ -151,9 +151,9 @@ Result<Options> ParseOptions(const Args& args) {
   if (o.backend != "cpu" && o.backend != "cuda") {
     return InvalidArgument("--backend \"{}\" (expected cpu or cuda)", o.backend);
   }
-  ENGRAM_ASSIGN_OR_RETURN(o.device, IntIn(args, "device", 0, 0, 1023));
+  ENGRAM_ASSIGN_OR_RETURN(o.device, IntIn(args, "device", o.device, 0, 1023));
   ENGRAM_ASSIGN_OR_RETURN(o.cuda_graphs, args.GetOnOff("cuda-graphs", false));
-  ENGRAM_ASSIGN_OR_RETURN(o.threads, IntIn(args, "threads", 0, 0, 4096));
+  ENGRAM_ASSIGN_OR_RETURN(o.threads, IntIn(args, "threads", o.threads, 0, 4096));
   std::string modes = args.Get("modes").value_or("resident,dram,nvme,sync");
   std::stringstream ss(modes);
   for (std::string m; std::getline(ss, m, ',');) {
@@ -183,42 +183,41 @@ Result<Options> ParseOptions(const Args& args) {
        {"seqs", "prompt-min", "prompt-max", "seed", "max-seqs", "step-tokens", "decode-max"}) {
     if (!o.paper && args.Has(k)) return InvalidArgument("--{} applies to --workload paper", k);
   }
+  // Each option's default is its initial value in Options.
   if (args.Has("batches")) {
     ENGRAM_ASSIGN_OR_RETURN(o.batches, args.GetIntList("batches"));
-  } else {
-    o.batches = {16, 64};
   }
   for (long long b : o.batches) {
     if (b < 1 || b > 4096) return InvalidArgument("--batches: {} is out of range [1, 4096]", b);
   }
   if (o.batches.empty()) return InvalidArgument("--batches is empty");
-  ENGRAM_ASSIGN_OR_RETURN(o.prompt_len, IntIn(args, "prompt-len", 128, 1, 1 << 20));
-  ENGRAM_ASSIGN_OR_RETURN(o.seqs, IntIn(args, "seqs", 512, 1, 1 << 20));
-  ENGRAM_ASSIGN_OR_RETURN(o.prompt_min, IntIn(args, "prompt-min", 100, 1, 1 << 20));
-  ENGRAM_ASSIGN_OR_RETURN(o.prompt_max, IntIn(args, "prompt-max", 1024, 1, 1 << 20));
+  ENGRAM_ASSIGN_OR_RETURN(o.prompt_len, IntIn(args, "prompt-len", o.prompt_len, 1, 1 << 20));
+  ENGRAM_ASSIGN_OR_RETURN(o.seqs, IntIn(args, "seqs", o.seqs, 1, 1 << 20));
+  ENGRAM_ASSIGN_OR_RETURN(o.prompt_min, IntIn(args, "prompt-min", o.prompt_min, 1, 1 << 20));
+  ENGRAM_ASSIGN_OR_RETURN(o.prompt_max, IntIn(args, "prompt-max", o.prompt_max, 1, 1 << 20));
   if (o.prompt_min > o.prompt_max) {
     return InvalidArgument("--prompt-min {} is above --prompt-max {}", o.prompt_min, o.prompt_max);
   }
-  ENGRAM_ASSIGN_OR_RETURN(long long seed, args.GetInt("seed", 0));
+  ENGRAM_ASSIGN_OR_RETURN(long long seed, args.GetInt("seed", static_cast<long long>(o.seed)));
   o.seed = static_cast<uint64_t>(seed);
-  ENGRAM_ASSIGN_OR_RETURN(o.max_seqs, IntIn(args, "max-seqs", 64, 1, 4096));
-  ENGRAM_ASSIGN_OR_RETURN(o.step_tokens, IntIn(args, "step-tokens", 8192, 1, 1 << 20));
-  ENGRAM_ASSIGN_OR_RETURN(o.decode_steps, IntIn(args, "decode-steps", 32, 1, 1 << 20));
+  ENGRAM_ASSIGN_OR_RETURN(o.max_seqs, IntIn(args, "max-seqs", o.max_seqs, 1, 4096));
+  ENGRAM_ASSIGN_OR_RETURN(o.step_tokens, IntIn(args, "step-tokens", o.step_tokens, 1, 1 << 20));
+  ENGRAM_ASSIGN_OR_RETURN(o.decode_steps, IntIn(args, "decode-steps", o.decode_steps, 1, 1 << 20));
   ENGRAM_ASSIGN_OR_RETURN(o.decode_max, IntIn(args, "decode-max", o.decode_steps, 1, 1 << 20));
   if (o.decode_max < o.decode_steps) {
     return InvalidArgument("--decode-max {} is below --decode-steps {}", o.decode_max,
                            o.decode_steps);
   }
-  ENGRAM_ASSIGN_OR_RETURN(o.cache_fraction, args.GetDouble("cache-fraction", 0.10));
-  ENGRAM_ASSIGN_OR_RETURN(o.hot_fraction, args.GetDouble("hot-fraction", 0.05));
+  ENGRAM_ASSIGN_OR_RETURN(o.cache_fraction, args.GetDouble("cache-fraction", o.cache_fraction));
+  ENGRAM_ASSIGN_OR_RETURN(o.hot_fraction, args.GetDouble("hot-fraction", o.hot_fraction));
   if (!(o.cache_fraction >= 0 && o.cache_fraction <= 1)) {
     return InvalidArgument("--cache-fraction {} is out of range [0, 1]", o.cache_fraction);
   }
   if (!(o.hot_fraction > 0 && o.hot_fraction <= 1)) {
     return InvalidArgument("--hot-fraction {} is out of range (0, 1]", o.hot_fraction);
   }
-  ENGRAM_ASSIGN_OR_RETURN(o.repeats, IntIn(args, "repeats", 3, 1, 1000));
-  ENGRAM_ASSIGN_OR_RETURN(o.warmup, IntIn(args, "warmup", 1, 0, 1000));
+  ENGRAM_ASSIGN_OR_RETURN(o.repeats, IntIn(args, "repeats", o.repeats, 1, 1000));
+  ENGRAM_ASSIGN_OR_RETURN(o.warmup, IntIn(args, "warmup", o.warmup, 0, 1000));
   o.sequential = args.Flag("sequential");
   o.verbose = args.Flag("verbose");
   o.json = args.Flag("json");
@@ -397,7 +396,7 @@ struct Mode {
 struct ModeStats {
   double setup_s = 0;
   double estimated_loss = 0;
-  uint64_t hot_hits = 0, unique_rows = 0;
+  double hot_hit_rate = 0;  // over all Engram layers
   double cache_hit_rate = 0;
   uint64_t cache_misses = 0, io_reads = 0;
   bool has_cache = false;
@@ -408,14 +407,15 @@ ModeStats Collect(const Engine& e, const Mode& m, double setup_s) {
   s.setup_s = setup_s;
   const OverlapStats o = e.overlap_stats();
   s.estimated_loss = o.estimated_loss();
+  LayerOverlap all;
   for (const LayerOverlap& l : o.layers) {
-    s.hot_hits += l.hot_hits;
-    s.unique_rows += l.unique_rows;
+    all.hot_hits += l.hot_hits;
+    all.unique_rows += l.unique_rows;
   }
+  s.hot_hit_rate = all.hot_hit_rate();
   if (m.tables.tier == "nvme") {
     const TierStats ts = e.tier_stats();
-    const double total = static_cast<double>(ts.cache_hits + ts.cache_misses);
-    s.cache_hit_rate = total > 0 ? static_cast<double>(ts.cache_hits) / total : 0.0;
+    s.cache_hit_rate = ts.cache_hit_rate();
     s.cache_misses = ts.cache_misses;
     s.io_reads = ts.io_reads;
     s.has_cache = true;
@@ -525,13 +525,13 @@ Status BenchOffload(const Options& o) {
   } else {
     for (long long b : o.batches) cases.push_back(std::to_string(b));
   }
-  std::map<std::string, RunStats> workload_of;  // per case, from the first pass
+  RunStats paper_workload;  // the paper workload's token and step counts (the same every pass)
   auto run = [&](Engine& e, size_t c) -> Result<RunStats> {
     ENGRAM_ASSIGN_OR_RETURN(RunStats rs, o.paper
                                              ? RunPaper(e, stream, paper_seqs, o)
                                              : RunFixed(e, stream, static_cast<int>(o.batches[c]),
                                                         o.prompt_len, o.decode_steps));
-    workload_of.emplace(cases[c], rs);
+    if (o.paper) paper_workload = rs;
     return rs;
   };
   const int rounds = o.warmup + o.repeats;
@@ -618,7 +618,7 @@ Status BenchOffload(const Options& o) {
   j["kv_tokens"] = eo.kv_tokens;
   nlohmann::ordered_json& wj = j["workload"];
   if (o.paper) {
-    const RunStats& w = workload_of["paper"];
+    const RunStats& w = paper_workload;
     wj = {{"name", "paper"},
           {"seqs", o.seqs},
           {"prompt_min", o.prompt_min},
@@ -638,6 +638,8 @@ Status BenchOffload(const Options& o) {
           {"prompt_len", o.prompt_len},
           {"decode_steps", o.decode_steps}};
   }
+  // Loss of mode i against mode `base` at case c (medians of the same run).
+  auto loss = [&](size_t i, size_t c, int base) { return 1.0 - med[i][c] / med[base][c]; };
   for (size_t i = 0; i < modes.size(); ++i) {
     const Mode& m = modes[i];
     nlohmann::ordered_json& mj = j["modes"][m.name];
@@ -646,10 +648,10 @@ Status BenchOffload(const Options& o) {
         nlohmann::ordered_json& bj = mj["batch"][cases[c]];
         bj["tok_s"] = med[i][c];
         if (resident >= 0 && static_cast<int>(i) != resident) {
-          bj["loss"] = 1.0 - med[i][c] / med[resident][c];
+          bj["loss"] = loss(i, c, resident);
         }
         if (backbone >= 0 && static_cast<int>(i) != backbone) {
-          bj["loss_vs_backbone"] = 1.0 - med[i][c] / med[backbone][c];
+          bj["loss_vs_backbone"] = loss(i, c, backbone);
         }
       }
     }
@@ -663,9 +665,7 @@ Status BenchOffload(const Options& o) {
     mj["setup_s"] = stats[i].setup_s;
     if (m.tables.hot_cache_bytes > 0) {
       mj["hot_cache_bytes"] = m.tables.hot_cache_bytes;
-      mj["hot_hit_rate"] = stats[i].unique_rows > 0 ? static_cast<double>(stats[i].hot_hits) /
-                                                          static_cast<double>(stats[i].unique_rows)
-                                                    : 0.0;
+      mj["hot_hit_rate"] = stats[i].hot_hit_rate;
     }
     if (stats[i].has_cache) {
       mj["cache_hit_rate"] = stats[i].cache_hit_rate;
@@ -712,10 +712,9 @@ Status BenchOffload(const Options& o) {
     for (size_t c = 0; c < cases.size(); ++c) {
       const bool has_loss = resident >= 0 && static_cast<int>(i) != resident;
       const bool has_bb = backbone >= 0 && static_cast<int>(i) != backbone;
-      std::printf(" %10.1f t/s %8s", med[i][c],
-                  has_loss ? pct(1 - med[i][c] / med[resident][c]).c_str() : "-");
+      std::printf(" %10.1f t/s %8s", med[i][c], has_loss ? pct(loss(i, c, resident)).c_str() : "-");
       if (backbone >= 0) {
-        std::printf(" %11s", has_bb ? pct(1 - med[i][c] / med[backbone][c]).c_str() : "-");
+        std::printf(" %11s", has_bb ? pct(loss(i, c, backbone)).c_str() : "-");
       }
     }
     if (o.paper) std::printf(" %12.1f t/s", decode_med[i]);
@@ -726,7 +725,7 @@ Status BenchOffload(const Options& o) {
     if (m.tables.hot_cache_bytes > 0) {
       std::printf("%s: device hot-row cache %.1f MB (%.3g%% of the tables): hit rate %.1f%%\n",
                   m.name.c_str(), m.tables.hot_cache_bytes / 1e6, 100 * o.hot_fraction,
-                  100 * j["modes"][m.name]["hot_hit_rate"].get<double>());
+                  100 * stats[i].hot_hit_rate);
     }
     if (stats[i].has_cache) {
       std::printf(

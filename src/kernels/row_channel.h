@@ -63,14 +63,18 @@ class RowChannel {
   virtual Result<double> StallSeconds(int mark) = 0;
 };
 
-// Operand checks shared by the implementations (device checks are their own); each returns
-// INVALID_ARGUMENT with a message that starts "RowChannel::<op>: <name>".
+// Operand checks shared by the implementations, after each has checked where the operands live
+// (host or device). Each returns INVALID_ARGUMENT with a message that starts
+// "RowChannel::<op>: <name>".
 namespace row_channel {
-Status CheckRowMatrix(const char* op, const char* name, const Tensor& t);  // [rows, Dh]
-Status CheckI64(const char* op, const char* name, const Tensor& t);        // an index tensor
-// a and b are both [*, Dh] of one dtype.
-Status CheckSameRows(const char* op, const Tensor& a, const char* an, const Tensor& b,
-                     const char* bn);
+// Upload: src and dst hold the same number of bytes.
+Status CheckUpload(const Tensor& src, const Tensor& dst);
+// Gather: table [R, Dh], rows I64, dst [>= rows.numel(), Dh] of the table's dtype.
+Status CheckGather(const Tensor& table, const Tensor& rows, const Tensor& dst);
+// Scatter: src [>= slots.numel(), Dh], slots I64, dst [*, Dh] of src's dtype.
+Status CheckScatter(const Tensor& src, const Tensor& slots, const Tensor& dst);
+// mark in [0, num_marks).
+Status CheckMark(const char* op, int mark, size_t num_marks);
 }  // namespace row_channel
 
 }  // namespace engram

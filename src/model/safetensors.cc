@@ -83,17 +83,13 @@ struct ParsedTensor {
   uint64_t end = 0;
 };
 
-std::string ShapeStr(const std::vector<int64_t>& shape) {
-  return fmt::format("[{}]", fmt::join(shape, ", "));
-}
-
 // Element count of `shape`, or an error on negative dims / overflow.
 Result<uint64_t> CountElements(const std::vector<int64_t>& shape) {
   uint64_t n = 1;
   for (int64_t d : shape) {
     if (d < 0) return InvalidArgument("negative dimension {}", d);
     if (d != 0 && n > std::numeric_limits<uint64_t>::max() / static_cast<uint64_t>(d)) {
-      return InvalidArgument("shape {} overflows", ShapeStr(shape));
+      return InvalidArgument("shape {} overflows", shape);
     }
     n *= static_cast<uint64_t>(d);
   }
@@ -138,13 +134,13 @@ Result<ParsedTensor> ParseEntry(const std::string& path, const std::string& name
   if (!count.ok()) return bad(count.status().message());
   const uint64_t esize = DTypeSize(t.info.dtype);
   if (*count > std::numeric_limits<uint64_t>::max() / esize) {
-    return bad(fmt::format("shape {} overflows", ShapeStr(t.info.shape)));
+    return bad(fmt::format("shape {} overflows", t.info.shape));
   }
   const uint64_t need = *count * esize;
   if (t.end - t.begin != need) {
     return bad(fmt::format("data_offsets [{}, {}] hold {} bytes, but shape {} x {} needs {} bytes",
-                           t.begin, t.end, t.end - t.begin, ShapeStr(t.info.shape),
-                           DTypeName(t.info.dtype), need));
+                           t.begin, t.end, t.end - t.begin, t.info.shape, DTypeName(t.info.dtype),
+                           need));
   }
   t.info.nbytes = need;
   return t;
@@ -371,9 +367,10 @@ Result<Tensor> TensorStore::Get(const std::string& name) const {
     return NotFound("{}: no tensor \"{}\"", source_.empty() ? "<empty store>" : source_, name);
   }
   if (it->second.view.empty() && it->second.info.nbytes > 0) {
-    return FailedPrecondition("{}: tensor \"{}\" was released from memory (its data now lives "
-                              "in the Engram table tier)",
-                              source_, name);
+    return FailedPrecondition(
+        "{}: tensor \"{}\" was released from memory (its data now lives "
+        "in the Engram table tier)",
+        source_, name);
   }
   return it->second.view;
 }
@@ -384,7 +381,7 @@ Result<Tensor> TensorStore::GetChecked(const std::string& name,
   if (t.shape != shape) {
     const std::string& file = entries_.at(name).info.file;
     return InvalidArgument("{}: tensor {} has shape {}, expected {}", file.empty() ? source_ : file,
-                           name, ShapeStr(t.shape), ShapeStr(shape));
+                           name, t.shape, shape);
   }
   return t;
 }

@@ -3,7 +3,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cctype>
 #include <chrono>
 #include <cmath>
@@ -21,6 +20,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "common/parallel.h"
 #include "model/engram_geometry.h"
 #include "model/table_checksum.h"
 #include "model/weights.h"
@@ -110,17 +110,10 @@ struct FillJob {
 
 // Runs the jobs on `threads` threads (the caller's thread included).
 void RunJobs(const std::vector<FillJob>& jobs, DType dtype, int threads) {
-  std::atomic<size_t> next{0};
-  auto work = [&] {
-    for (size_t j = next.fetch_add(1); j < jobs.size(); j = next.fetch_add(1)) {
-      Fill(*jobs[j].tensor, jobs[j].first, jobs[j].count, dtype, jobs[j].out);
-    }
-  };
-  const int n = std::max(1, std::min<int>(threads, static_cast<int>(jobs.size())));
-  std::vector<std::thread> pool;
-  for (int i = 1; i < n; ++i) pool.emplace_back(work);
-  work();
-  for (auto& t : pool) t.join();
+  (void)ParallelFor(jobs.size(), threads, [&](size_t j) {
+    Fill(*jobs[j].tensor, jobs[j].first, jobs[j].count, dtype, jobs[j].out);
+    return Status::Ok();
+  });
 }
 
 // Splits elements [first, first + count) of t (destination out) into chunk jobs.

@@ -5,22 +5,20 @@
 #include <xxhash.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <new>
 #include <sstream>
-#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "common/logging.h"
+#include "common/parallel.h"
 #include "model/config.h"
 #include "model/weights.h"
 
@@ -31,55 +29,16 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 
 constexpr size_t kReadPiece = size_t{4} << 20;  // pread size inside a chunk
-constexpr int kMaxDefaultThreads = 8;
 
-int EffectiveThreads(int threads, size_t work_items) {
-  int t = threads;
-  if (t <= 0) {
-    t = std::min(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())),
-                 kMaxDefaultThreads);
-  }
-  return static_cast<int>(
-      std::max<size_t>(1, std::min<size_t>(static_cast<size_t>(t), work_items)));
-}
-
-// Runs fn(i) for every i in [0, n) on up to `threads` threads, the caller's included (if a
-// thread cannot be started, the others do its share). The first error stops the rest and
-// is returned.
-Status ParallelFor(size_t n, int threads, const std::function<Status(size_t)>& fn) {
-  std::atomic<size_t> next{0};
-  std::atomic<bool> failed{false};
-  std::mutex mu;
-  Status first;
-  auto worker = [&] {
-    while (!failed.load(std::memory_order_relaxed)) {
-      const size_t i = next.fetch_add(1, std::memory_order_relaxed);
-      if (i >= n) return;
-      Status st;
-      try {
-        st = fn(i);
-      } catch (const std::bad_alloc&) {
-        st = ResourceExhausted("out of memory while hashing");
-      }
-      if (!st.ok()) {
-        std::lock_guard<std::mutex> lock(mu);
-        if (first.ok()) first = std::move(st);
-        failed.store(true, std::memory_order_relaxed);
-        return;
-      }
+// ParallelFor over the chunks of a file; an allocation failure in a chunk is RESOURCE_EXHAUSTED.
+Status HashChunks(size_t n, int threads, const std::function<Status(size_t)>& fn) {
+  return ParallelFor(n, threads, [&](size_t i) -> Status {
+    try {
+      return fn(i);
+    } catch (const std::bad_alloc&) {
+      return ResourceExhausted("out of memory while hashing");
     }
-  };
-  std::vector<std::thread> pool;
-  try {
-    const int t = EffectiveThreads(threads, n);
-    pool.reserve(static_cast<size_t>(t));
-    for (int k = 1; k < t; ++k) pool.emplace_back(worker);
-  } catch (const std::exception&) {
-    // Fewer threads: the ones running (and this one) take the remaining chunks.
-  }
-  worker();
-  for (std::thread& t : pool) t.join();
-  return first;
+  });
 }
 
 // XXH3-64 over the chunk digests, each as 8 little-endian bytes.
@@ -118,9 +77,11 @@ Result<uint64_t> ChecksumFileRange(const std::string& path, uint64_t offset, uin
                         POSIX_FADV_SEQUENTIAL);
   std::vector<uint64_t> digests(ChunkCount(nbytes, chunk_bytes));
   const uint64_t end = offset + nbytes;
-  Status st = ParallelFor(digests.size(), threads, [&](size_t i) -> Status {
+  Status st = HashChunks(digests.size(), threads, [&](size_t i) -> Status {
     std::unique_ptr<XXH3_state_t, StateDeleter> state(XXH3_createState());
-    if (!state || XXH3_64bits_reset(state.get()) != XXH_OK) throw std::bad_alloc();
+    if (!state || XXH3_64bits_reset(state.get()) != XXH_OK) {
+      return ResourceExhausted("out of memory while hashing");
+    }
     const uint64_t begin = offset + i * chunk_bytes;
     const uint64_t stop = std::min(begin + chunk_bytes, end);
     std::vector<char> buf(static_cast<size_t>(std::min<uint64_t>(kReadPiece, stop - begin)));
@@ -428,10 +389,10 @@ Status VerifyTableChecksums(const TensorStore& store, const std::string& model_d
   return Status::Ok();
 }
 
-Status VerifyTableChecksums(const ModelFiles& files, const std::string& model_dir,
-                            std::span<const std::string> tensor_names, int threads,
-                            ChecksumReport* report, const std::map<std::string, Tensor>* copies) {
-  return VerifyTableChecksums(files.store, model_dir, tensor_names, threads, report, copies);
+Status VerifyTableChecksums(const ModelFiles& files, std::span<const std::string> tensor_names,
+                            int threads, ChecksumReport* report,
+                            const std::map<std::string, Tensor>* copies) {
+  return VerifyTableChecksums(files.store, files.dir, tensor_names, threads, report, copies);
 }
 
 }  // namespace engram

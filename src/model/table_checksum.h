@@ -100,10 +100,9 @@ Status VerifyTableChecksums(const TensorStore& store, const std::string& model_d
                             std::span<const std::string> tensor_names, int threads = 0,
                             ChecksumReport* report = nullptr,
                             const std::map<std::string, Tensor>* copies = nullptr);
-// The same for an opened model (files.store).
-Status VerifyTableChecksums(const ModelFiles& files, const std::string& model_dir,
-                            std::span<const std::string> tensor_names, int threads = 0,
-                            ChecksumReport* report = nullptr,
+// The same for an opened model: files.store against files.dir.
+Status VerifyTableChecksums(const ModelFiles& files, std::span<const std::string> tensor_names,
+                            int threads = 0, ChecksumReport* report = nullptr,
                             const std::map<std::string, Tensor>* copies = nullptr);
 
 }  // namespace engram

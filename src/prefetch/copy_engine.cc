@@ -126,15 +126,24 @@ Status CopyEngine::Grow(int64_t tokens) {
   }
   for (auto& s : slots_) {
     for (Slot::Layer& y : s->layers) {
+      // Only what this engine's mode uses: rows staged for copy on a device, the index staged
+      // on a device (a host device writes index_dev itself), miss ids for zero_copy, hot slots
+      // with a hot cache.
       if (options_.transfer == TransferMode::kCopy && !host_device_) {
         ENGRAM_ASSIGN_OR_RETURN(y.staging_rows, backend_.AllocHostStaging(tier_.dtype(), {n, dh}));
       }
-      ENGRAM_ASSIGN_OR_RETURN(y.staging_index, backend_.AllocHostStaging(DType::kI64, {n}));
-      ENGRAM_ASSIGN_OR_RETURN(y.staging_ids, backend_.AllocHostStaging(DType::kI64, {n}));
-      ENGRAM_ASSIGN_OR_RETURN(y.staging_slots, backend_.AllocHostStaging(DType::kI64, {n}));
+      if (!host_device_) {
+        ENGRAM_ASSIGN_OR_RETURN(y.staging_index, backend_.AllocHostStaging(DType::kI64, {n}));
+      }
       ENGRAM_ASSIGN_OR_RETURN(y.index_dev, backend_.Alloc(DType::kI64, {n}));
-      ENGRAM_ASSIGN_OR_RETURN(y.ids_dev, backend_.Alloc(DType::kI64, {n}));
-      ENGRAM_ASSIGN_OR_RETURN(y.slots_dev, backend_.Alloc(DType::kI64, {n}));
+      if (options_.transfer == TransferMode::kZeroCopy) {
+        ENGRAM_ASSIGN_OR_RETURN(y.staging_ids, backend_.AllocHostStaging(DType::kI64, {n}));
+        ENGRAM_ASSIGN_OR_RETURN(y.ids_dev, backend_.Alloc(DType::kI64, {n}));
+      }
+      if (hot_) {
+        ENGRAM_ASSIGN_OR_RETURN(y.staging_slots, backend_.AllocHostStaging(DType::kI64, {n}));
+        ENGRAM_ASSIGN_OR_RETURN(y.slots_dev, backend_.Alloc(DType::kI64, {n}));
+      }
     }
   }
   capacity_ = cap;

@@ -29,6 +29,10 @@ struct LayerOverlap {
     return unique_rows > 0 ? static_cast<double>(hot_hits) / static_cast<double>(unique_rows) : 0;
   }
   double overlap() const { return transfer_s > 0 ? 1.0 - stall_s / transfer_s : 1.0; }
+  // One latency is added per step.
+  double latency_mean_s() const {
+    return steps > 0 ? latency_sum_s / static_cast<double>(steps) : 0;
+  }
   void AddLatency(double seconds) {
     latency_sum_s += seconds;
     for (size_t i = 0; i < kBucketsUs.size(); ++i) {

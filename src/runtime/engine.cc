@@ -1,11 +1,10 @@
 #include "runtime/engine.h"
 
-#include <sched.h>
-
 #include <algorithm>
 #include <chrono>
 #include <map>
 
+#include "common/cpu_affinity.h"
 #include "common/logging.h"
 #include "model/table_checksum.h"
 #include "model/weights.h"
@@ -100,18 +99,18 @@ Status Engine::CreateTier() {
   const TableOptions& t = options_.tables;
   // Refuses a corrupt or rewritten table before any of it is served (no-op without the file).
   // The dram tier's copy is checked once made: the files are then read once, not twice.
+  const std::vector<int>& layer_ids = config().engram->layer_ids;
   std::vector<std::string> names;
-  for (int l : config().engram->layer_ids) names.push_back(EngramTableName(l));
-  const bool verify = t.verify_checksums && !files_.dir.empty();
-  if (verify && t.tier != "dram") {
-    ENGRAM_RETURN_IF_ERROR(VerifyTableChecksums(files_, files_.dir, names));
-  }
   std::vector<Tensor> tables;
   std::vector<TensorInfo> infos;
-  for (int l : config().engram->layer_ids) {
+  for (int l : layer_ids) {
+    names.push_back(EngramTableName(l));
     tables.push_back(host_weights_.layers[static_cast<size_t>(l)].engram->table);
-    const std::string name = EngramTableName(l);
-    if (const TensorInfo* info = files_.store.Info(name)) infos.push_back(*info);
+    if (const TensorInfo* info = files_.store.Info(names.back())) infos.push_back(*info);
+  }
+  const bool verify = t.verify_checksums && !files_.dir.empty();
+  if (verify && t.tier != "dram") {
+    ENGRAM_RETURN_IF_ERROR(VerifyTableChecksums(files_, names));
   }
   if (t.tier == "resident") {
     ENGRAM_ASSIGN_OR_RETURN(ResidentTier tier, ResidentTier::Create(*backend_, tables));
@@ -156,14 +155,14 @@ Status Engine::CreateTier() {
       for (size_t i = 0; i < names.size(); ++i) {
         copies[names[i]] = table_tier_->HostTable(static_cast<int>(i));
       }
-      ENGRAM_RETURN_IF_ERROR(VerifyTableChecksums(files_, files_.dir, names, 0, nullptr, &copies));
+      ENGRAM_RETURN_IF_ERROR(VerifyTableChecksums(files_, names, 0, nullptr, &copies));
     }
     // The tier holds its own copy: in-memory (synthetic) tables are freed rather than held
     // twice; file-backed ones are page cache the kernel may reclaim.
     tables.clear();
-    for (int l : config().engram->layer_ids) {
-      host_weights_.layers[static_cast<size_t>(l)].engram->table = Tensor();
-      files_.store.ReleaseInMemory(EngramTableName(l));
+    for (size_t i = 0; i < layer_ids.size(); ++i) {
+      host_weights_.layers[static_cast<size_t>(layer_ids[i])].engram->table = Tensor();
+      files_.store.ReleaseInMemory(names[i]);
     }
     if (pin && !table_tier_->pinned()) {
       spdlog::warn("dram tier: the Engram tables could not all be pinned; they stay pageable");
@@ -193,22 +192,6 @@ Status Engine::CreateTier() {
                table_tier_->name(), t.transfer, t.prefetch ? "on" : "off", t.hot_cache_bytes);
   return Status::Ok();
 }
-
-namespace {
-
-// The CPUs this process may run on (the CPU backend's threads run there).
-std::vector<int> AllowedCpus() {
-  std::vector<int> cpus;
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  if (sched_getaffinity(0, sizeof(set), &set) != 0) return cpus;
-  for (int c = 0; c < CPU_SETSIZE; ++c) {
-    if (CPU_ISSET(c, &set)) cpus.push_back(c);
-  }
-  return cpus;
-}
-
-}  // namespace
 
 Status Engine::PlaceTables(HostTierOptions& o) const {
   const TableOptions& t = options_.tables;

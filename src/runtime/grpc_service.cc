@@ -304,7 +304,7 @@ grpc::Status EngramService::GetStats(grpc::ServerContext*, const v1::GetStatsReq
                                          : std::numeric_limits<double>::infinity());
       m->add_latency_bucket_counts(static_cast<int64_t>(l.latency_buckets[b]));
     }
-    m->set_latency_mean_s(l.steps ? l.latency_sum_s / static_cast<double>(l.steps) : 0.0);
+    m->set_latency_mean_s(l.latency_mean_s());
     m->set_hot_hits(static_cast<int64_t>(l.hot_hits));
     m->set_hot_hit_rate(l.hot_hit_rate());
   }

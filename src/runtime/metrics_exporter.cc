@@ -137,12 +137,12 @@ class MetricsExporter::Collector {
               [](const LayerOverlap& l) { return l.overlap(); });
     out.push_back(Family("engram_prefetch_latency_seconds",
                          "Issue-to-ready latency of a layer's rows.", MetricType::Histogram));
+    std::vector<double> bounds;  // seconds; the last bucket (+inf) is implied
+    for (size_t b = 0; b + 1 < LayerOverlap::kBucketsUs.size(); ++b) {
+      bounds.push_back(LayerOverlap::kBucketsUs[b] * 1e-6);
+    }
     for (size_t i = 0; i < o.layers.size(); ++i) {
       const LayerOverlap& l = o.layers[i];
-      std::vector<double> bounds;
-      for (size_t b = 0; b + 1 < LayerOverlap::kBucketsUs.size(); ++b) {
-        bounds.push_back(LayerOverlap::kBucketsUs[b] * 1e-6);
-      }
       std::vector<uint64_t> counts(l.latency_buckets.begin(), l.latency_buckets.end());
       AddHistogram(out.back(), bounds, counts, l.latency_sum_s, l.steps,
                    {{"layer", std::to_string(o.layers[i].layer_id)}, {"tier", tier}});

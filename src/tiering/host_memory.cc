@@ -13,11 +13,10 @@
 #include <cstring>
 #include <fstream>
 #include <memory>
-#include <system_error>
-#include <thread>
 #include <utility>
 
 #include "common/logging.h"
+#include "common/parallel.h"
 
 #ifndef MAP_HUGE_SHIFT
 #define MAP_HUGE_SHIFT 26
@@ -36,11 +35,6 @@ size_t RoundUp(size_t value, size_t align) { return (value + align - 1) / align 
 size_t SmallPageBytes() {
   long page = sysconf(_SC_PAGESIZE);
   return page > 0 ? static_cast<size_t>(page) : 4096;
-}
-
-uint64_t PhysicalMemoryBytes() {
-  long pages = sysconf(_SC_PHYS_PAGES);
-  return pages > 0 ? static_cast<uint64_t>(pages) * SmallPageBytes() : 0;
 }
 
 std::string ReadFirstLine(const char* path) {
@@ -160,29 +154,21 @@ Status ApplyPolicy(void* addr, size_t len, const HostAllocOptions& options, Host
 // Writes one byte per page so every page is faulted in (placed by the policy) now.
 void Populate(char* base, size_t len, size_t step, int threads) {
   const size_t pages = len / step;
-  if (threads <= 0) {
-    threads = static_cast<int>(std::min(8u, std::max(1u, std::thread::hardware_concurrency())));
-  }
-  const size_t workers =
-      std::clamp<size_t>(static_cast<size_t>(threads), 1, std::max<size_t>(pages, 1));
-  const size_t per = (pages + workers - 1) / workers;
-  auto touch = [base, step, pages](size_t first, size_t last) {
+  const size_t slices = std::min<size_t>(DefaultThreads(threads), std::max<size_t>(pages, 1));
+  const size_t per = (pages + slices - 1) / slices;
+  (void)ParallelFor(slices, static_cast<int>(slices), [=](size_t s) {
     volatile char* p = base;
-    for (size_t i = first; i < last && i < pages; ++i) p[i * step] = 0;
-  };
-  std::vector<std::thread> pool;
-  for (size_t w = 1; w < workers; ++w) {
-    try {
-      pool.emplace_back(touch, w * per, (w + 1) * per);
-    } catch (const std::system_error&) {
-      touch(w * per, (w + 1) * per);  // no thread available: do this share here
-    }
-  }
-  touch(0, per);
-  for (std::thread& t : pool) t.join();
+    for (size_t i = s * per; i < (s + 1) * per && i < pages; ++i) p[i * step] = 0;
+    return Status::Ok();
+  });
 }
 
 }  // namespace
+
+uint64_t PhysicalMemoryBytes() {
+  long pages = sysconf(_SC_PHYS_PAGES);
+  return pages > 0 ? static_cast<uint64_t>(pages) * SmallPageBytes() : 0;
+}
 
 const char* PageKindName(PageKind kind) {
   switch (kind) {

@@ -29,6 +29,9 @@ const char* NumaPolicyName(NumaPolicy policy);  // "none", "bind", "interleave"
 
 inline constexpr size_t kHugePageBytes = size_t{2} << 20;
 
+// The machine's physical memory (sysconf); 0 when unknown.
+uint64_t PhysicalMemoryBytes();
+
 struct HostAllocOptions {
   size_t bytes = 0;  // > 0
   PageRequest page = PageRequest::kHugetlb2M;

@@ -6,9 +6,11 @@
 #include <cstring>
 #include <mutex>
 #include <string>
-#include <thread>
+
+#include <fmt/ranges.h>
 
 #include "common/logging.h"
+#include "common/parallel.h"
 
 namespace engram {
 namespace {
@@ -95,12 +97,6 @@ std::string TableName(const HostTierOptions& options, size_t i) {
   return "engram table layer " + std::to_string(i);
 }
 
-std::string ShapeStr(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
-
 Status CheckTables(const std::vector<Tensor>& tables, const HostTierOptions& options) {
   if (tables.empty()) return InvalidArgument("dram tier: no Engram tables");
   if (!options.infos.empty() && options.infos.size() != tables.size()) {
@@ -130,7 +126,7 @@ Status CheckTables(const std::vector<Tensor>& tables, const HostTierOptions& opt
       if (info.dtype != t.dtype || info.shape != t.shape) {
         return InvalidArgument(
             "dram tier: {}tensor {} is recorded as {} {}, but the table is {} {}", where, name,
-            DTypeName(info.dtype), ShapeStr(info.shape), DTypeName(t.dtype), t.ShapeString());
+            DTypeName(info.dtype), info.shape, DTypeName(t.dtype), t.ShapeString());
       }
       if (info.nbytes != t.nbytes()) {
         return InvalidArgument(
@@ -159,30 +155,23 @@ void CopyTables(const std::vector<Tensor>& tables, std::vector<HostAllocation>& 
     }
     total += n;
   }
-  std::atomic<size_t> next{0};
   std::atomic<uint64_t> done{0};
   const bool log = total >= kProgressLogBytes;
   const auto start = std::chrono::steady_clock::now();
-  auto worker = [&] {
-    for (size_t c = next++; c < chunks.size(); c = next++) {
-      const Chunk& ch = chunks[c];
-      std::memcpy(static_cast<std::byte*>(allocs[ch.table].data()) + ch.offset,
-                  static_cast<const std::byte*>(tables[ch.table].data) + ch.offset, ch.bytes);
-      const uint64_t before = done.fetch_add(ch.bytes);
-      const uint64_t after = before + ch.bytes;
-      if (log && before * 10 / total != after * 10 / total) {
-        const double secs =
-            std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-        spdlog::info("dram tier: copied {:.1f} of {:.1f} GiB of Engram tables ({}%, {:.1f}s)",
-                     after / double(1 << 30), total / double(1 << 30), after * 100 / total, secs);
-      }
+  (void)ParallelFor(chunks.size(), threads, [&](size_t c) {
+    const Chunk& ch = chunks[c];
+    std::memcpy(static_cast<std::byte*>(allocs[ch.table].data()) + ch.offset,
+                static_cast<const std::byte*>(tables[ch.table].data) + ch.offset, ch.bytes);
+    const uint64_t before = done.fetch_add(ch.bytes);
+    const uint64_t after = before + ch.bytes;
+    if (log && before * 10 / total != after * 10 / total) {
+      const double secs =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      spdlog::info("dram tier: copied {:.1f} of {:.1f} GiB of Engram tables ({}%, {:.1f}s)",
+                   after / double(1 << 30), total / double(1 << 30), after * 100 / total, secs);
     }
-  };
-  threads = std::max(1, std::min<int>(threads, static_cast<int>(chunks.size())));
-  std::vector<std::thread> pool;
-  for (int t = 1; t < threads; ++t) pool.emplace_back(worker);
-  worker();
-  for (auto& th : pool) th.join();
+    return Status::Ok();
+  });
 }
 
 }  // namespace
@@ -215,14 +204,10 @@ Result<std::unique_ptr<TableTier>> CreateHostTier(const std::vector<Tensor>& tab
     a.label = TableName(options, i);
     auto alloc = AllocateHost(a);
     if (!alloc.ok()) return alloc.status().WithContext("dram tier: table " + a.label);
-    spdlog::debug("dram tier: {}: {}", a.label, alloc->info().Summary());
     allocs.push_back(std::move(alloc).value());
     rows.push_back(tables[i].shape[0]);
   }
-  int threads = options.copy_threads;
-  if (threads <= 0) {
-    threads = static_cast<int>(std::min(8u, std::max(1u, std::thread::hardware_concurrency())));
-  }
+  const int threads = DefaultThreads(options.copy_threads);
   const auto start = std::chrono::steady_clock::now();
   CopyTables(tables, allocs, threads);
   const double secs =

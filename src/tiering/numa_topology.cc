@@ -2,7 +2,6 @@
 
 #include <hwloc.h>
 #include <sched.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -11,6 +10,7 @@
 #include <set>
 
 #include "common/logging.h"
+#include "tiering/host_memory.h"
 
 namespace engram {
 namespace {
@@ -35,12 +35,6 @@ std::string CpuListString(const std::vector<int>& cpus) {
 
 void SetReason(std::string* reason, std::string text) {
   if (reason != nullptr) *reason = std::move(text);
-}
-
-uint64_t PhysicalMemoryBytes() {
-  long pages = sysconf(_SC_PHYS_PAGES);
-  long page_size = sysconf(_SC_PAGESIZE);
-  return pages > 0 && page_size > 0 ? static_cast<uint64_t>(pages) * page_size : 0;
 }
 
 }  // namespace

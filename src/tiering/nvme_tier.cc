@@ -6,6 +6,8 @@
 #include <map>
 #include <mutex>
 
+#include <fmt/ranges.h>
+
 #include "common/logging.h"
 #include "tiering/row_cache.h"
 
@@ -240,12 +242,6 @@ Status NvmeTier::ReadMisses(int layer, std::span<const int64_t> rows, std::byte*
   return status;
 }
 
-std::string ShapeStr(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
-
 }  // namespace
 
 Result<std::unique_ptr<TableTier>> CreateNvmeTier(const std::vector<TensorInfo>& tables,
@@ -261,20 +257,20 @@ Result<std::unique_ptr<TableTier>> CreateNvmeTier(const std::vector<TensorInfo>&
     }
     if (t.shape.size() != 2 || t.shape[0] <= 0 || t.shape[1] <= 0) {
       return InvalidArgument("nvme tier: {}: table {} has shape {}, expected [rows > 0, Dh > 0]",
-                             t.file, t.name, ShapeStr(t.shape));
+                             t.file, t.name, t.shape);
     }
     const uint64_t expected =
         static_cast<uint64_t>(t.shape[0]) * static_cast<uint64_t>(t.shape[1]) * DTypeSize(t.dtype);
     if (t.nbytes != expected) {
       return InvalidArgument("nvme tier: {}: table {} holds {} bytes, expected {} ({} {})", t.file,
-                             t.name, t.nbytes, expected, DTypeName(t.dtype), ShapeStr(t.shape));
+                             t.name, t.nbytes, expected, DTypeName(t.dtype), t.shape);
     }
     if (t.dtype != first.dtype || t.shape[1] != first.shape[1]) {
       return InvalidArgument(
           "nvme tier: {}: table {} is {} {}, but {} is {} {}; all Engram tables must share "
           "dtype and Dh",
-          t.file, t.name, DTypeName(t.dtype), ShapeStr(t.shape), first.name, DTypeName(first.dtype),
-          ShapeStr(first.shape));
+          t.file, t.name, DTypeName(t.dtype), t.shape, first.name, DTypeName(first.dtype),
+          first.shape);
     }
   }
   const size_t rb = static_cast<size_t>(first.shape[1]) * DTypeSize(first.dtype);

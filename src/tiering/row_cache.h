@@ -51,7 +51,6 @@ class RowCache {
   size_t resident_bytes() const { return arena_.empty() ? 0 : arena_.info().mapped_bytes; }
   const CachePolicy& policy() const { return *policy_; }
   const RowCacheStats& stats() const { return stats_; }
-  const HostAllocInfo* arena_info() const { return arena_.empty() ? nullptr : &arena_.info(); }
 
   // (layer, row) -> key: layer in the top 16 bits, row in the low 48.
   static uint64_t Key(int layer, int64_t row) {

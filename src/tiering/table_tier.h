@@ -19,6 +19,10 @@ struct TierStats {  // cumulative; read with stats()
   uint64_t cache_hits = 0, cache_misses = 0;  // DRAM row cache (NVMe tier); 0 for others
   uint64_t io_reads = 0, io_retries = 0;      // NVMe reads
   double read_seconds = 0;                    // time spent inside ReadRows
+  double cache_hit_rate() const {             // of the DRAM row cache's lookups; 0 without any
+    const uint64_t lookups = cache_hits + cache_misses;
+    return lookups > 0 ? static_cast<double>(cache_hits) / static_cast<double>(lookups) : 0.0;
+  }
 };
 
 // Where one model's Engram tables live. ReadRows is called from one copy thread at a time

@@ -15,17 +15,18 @@ Status CheckHostRows(const char* op, const char* name, const Tensor& t) {
   return Status::Ok();
 }
 
-Status CheckRowMatrix(const char* op, const char* name, const Tensor& t) {
-  ENGRAM_RETURN_IF_ERROR(CheckHostRows(op, name, t));
-  return row_channel::CheckRowMatrix(op, name, t);
+// Every id in [0, bound) (the CUDA kernels check on the device instead).
+Status CheckIds(const char* op, const char* name, const Tensor& ids, int64_t bound,
+                const char* what) {
+  const int64_t* id = ids.ptr<int64_t>();
+  for (int64_t i = 0; i < ids.numel(); ++i) {
+    if (id[i] < 0 || id[i] >= bound) {
+      return InvalidArgument("RowChannel::{}: {}[{}] = {} outside {} [0, {})", op, name, i, id[i],
+                             what, bound);
+    }
+  }
+  return Status::Ok();
 }
-
-Status CheckIndex(const char* op, const char* name, const Tensor& t) {
-  ENGRAM_RETURN_IF_ERROR(CheckHostRows(op, name, t));
-  return row_channel::CheckI64(op, name, t);
-}
-
-using row_channel::CheckSameRows;
 
 }  // namespace
 
@@ -34,69 +35,44 @@ CpuRowChannel::CpuRowChannel(int num_marks)
       stall_s_(static_cast<size_t>(std::max(num_marks, 0)), 0.0) {}
 
 Status CpuRowChannel::CheckMark(const char* op, int mark) const {
-  if (mark < 0 || static_cast<size_t>(mark) >= begin_.size()) {
-    return InvalidArgument("RowChannel::{}: mark {} outside [0, {})", op, mark, begin_.size());
-  }
-  return Status::Ok();
+  return row_channel::CheckMark(op, mark, begin_.size());
 }
 
 Status CpuRowChannel::Upload(const Tensor& src, Tensor& dst) {
   ENGRAM_RETURN_IF_ERROR(CheckHostRows("Upload", "src", src));
   ENGRAM_RETURN_IF_ERROR(CheckHostRows("Upload", "dst", dst));
-  if (src.nbytes() != dst.nbytes()) {
-    return InvalidArgument("RowChannel::Upload: src holds {} bytes ({} {}), dst {} ({} {})",
-                           src.nbytes(), DTypeName(src.dtype), src.ShapeString(), dst.nbytes(),
-                           DTypeName(dst.dtype), dst.ShapeString());
-  }
+  ENGRAM_RETURN_IF_ERROR(row_channel::CheckUpload(src, dst));
   if (src.nbytes() != 0 && src.data != dst.data) std::memmove(dst.data, src.data, src.nbytes());
   return Status::Ok();
 }
 
 Status CpuRowChannel::Gather(const Tensor& table, const Tensor& rows, Tensor& dst) {
-  ENGRAM_RETURN_IF_ERROR(CheckRowMatrix("Gather", "table", table));
-  ENGRAM_RETURN_IF_ERROR(CheckIndex("Gather", "rows", rows));
-  ENGRAM_RETURN_IF_ERROR(CheckRowMatrix("Gather", "dst", dst));
-  ENGRAM_RETURN_IF_ERROR(CheckSameRows("Gather", table, "table", dst, "dst"));
-  const int64_t n = rows.numel(), R = table.dim(0);
-  if (dst.dim(0) < n) {
-    return InvalidArgument("RowChannel::Gather: dst has {} rows for {} row ids", dst.dim(0), n);
-  }
+  ENGRAM_RETURN_IF_ERROR(CheckHostRows("Gather", "table", table));
+  ENGRAM_RETURN_IF_ERROR(CheckHostRows("Gather", "rows", rows));
+  ENGRAM_RETURN_IF_ERROR(CheckHostRows("Gather", "dst", dst));
+  ENGRAM_RETURN_IF_ERROR(row_channel::CheckGather(table, rows, dst));
+  ENGRAM_RETURN_IF_ERROR(CheckIds("Gather", "rows", rows, table.dim(0), "the table"));
   const size_t rb = static_cast<size_t>(table.dim(1)) * DTypeSize(table.dtype);
   const int64_t* id = rows.ptr<int64_t>();
-  for (int64_t i = 0; i < n; ++i) {
-    if (id[i] < 0 || id[i] >= R) {
-      return InvalidArgument("RowChannel::Gather: rows[{}] = {} outside the table [0, {})", i,
-                             id[i], R);
-    }
-  }
   const auto* src = static_cast<const char*>(table.data);
   auto* out = static_cast<char*>(dst.data);
-  for (int64_t i = 0; i < n; ++i) {
+  for (int64_t i = 0; i < rows.numel(); ++i) {
     std::memcpy(out + static_cast<size_t>(i) * rb, src + static_cast<size_t>(id[i]) * rb, rb);
   }
   return Status::Ok();
 }
 
 Status CpuRowChannel::Scatter(const Tensor& src, const Tensor& slots, Tensor& dst) {
-  ENGRAM_RETURN_IF_ERROR(CheckRowMatrix("Scatter", "src", src));
-  ENGRAM_RETURN_IF_ERROR(CheckIndex("Scatter", "slots", slots));
-  ENGRAM_RETURN_IF_ERROR(CheckRowMatrix("Scatter", "dst", dst));
-  ENGRAM_RETURN_IF_ERROR(CheckSameRows("Scatter", src, "src", dst, "dst"));
-  const int64_t n = slots.numel(), R = dst.dim(0);
-  if (src.dim(0) < n) {
-    return InvalidArgument("RowChannel::Scatter: src has {} rows for {} slots", src.dim(0), n);
-  }
+  ENGRAM_RETURN_IF_ERROR(CheckHostRows("Scatter", "src", src));
+  ENGRAM_RETURN_IF_ERROR(CheckHostRows("Scatter", "slots", slots));
+  ENGRAM_RETURN_IF_ERROR(CheckHostRows("Scatter", "dst", dst));
+  ENGRAM_RETURN_IF_ERROR(row_channel::CheckScatter(src, slots, dst));
+  ENGRAM_RETURN_IF_ERROR(CheckIds("Scatter", "slots", slots, dst.dim(0), "dst"));
   const size_t rb = static_cast<size_t>(src.dim(1)) * DTypeSize(src.dtype);
   const int64_t* slot = slots.ptr<int64_t>();
-  for (int64_t i = 0; i < n; ++i) {
-    if (slot[i] < 0 || slot[i] >= R) {
-      return InvalidArgument("RowChannel::Scatter: slots[{}] = {} outside dst [0, {})", i, slot[i],
-                             R);
-    }
-  }
   const auto* in = static_cast<const char*>(src.data);
   auto* out = static_cast<char*>(dst.data);
-  for (int64_t i = 0; i < n; ++i) {
+  for (int64_t i = 0; i < slots.numel(); ++i) {
     std::memcpy(out + static_cast<size_t>(slot[i]) * rb, in + static_cast<size_t>(i) * rb, rb);
   }
   return Status::Ok();

@@ -7,7 +7,6 @@
 #pragma once
 
 #include <chrono>
-#include <memory>
 #include <vector>
 
 #include "kernels/row_channel.h"

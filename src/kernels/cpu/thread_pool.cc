@@ -1,12 +1,12 @@
 #include "kernels/cpu/thread_pool.h"
 
-#include <sched.h>
-
 #include <chrono>
 #include <fstream>
 #include <set>
 #include <string>
 #include <utility>
+
+#include "common/cpu_affinity.h"
 
 namespace engram {
 namespace {
@@ -109,17 +109,14 @@ void ThreadPool::WorkerLoop(int thread) {
 }
 
 int PhysicalCoreCount() {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  if (sched_getaffinity(0, sizeof(set), &set) != 0) {
+  const std::vector<int> cpus = AllowedCpus();
+  if (cpus.empty()) {
     const unsigned n = std::thread::hardware_concurrency();
     return n == 0 ? 1 : static_cast<int>(n);
   }
   std::set<std::pair<std::string, std::string>> cores;
-  int logical = 0;
-  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
-    if (!CPU_ISSET(cpu, &set)) continue;
-    ++logical;
+  const int logical = static_cast<int>(cpus.size());
+  for (const int cpu : cpus) {
     const std::string base = "/sys/devices/system/cpu/cpu" + std::to_string(cpu) + "/topology/";
     std::ifstream pkg(base + "physical_package_id"), core(base + "core_id");
     std::string p, c;

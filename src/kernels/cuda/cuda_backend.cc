@@ -22,20 +22,6 @@ constexpr size_t kConvertChunkElems = size_t{16} << 20;     // PrepareWeight con
 
 size_t RoundUp(size_t n, size_t to) { return (n + to - 1) / to * to; }
 
-Result<Elem> ToElem(DType t, const char* op, const char* name) {
-  switch (t) {
-    case DType::kF32:
-      return Elem::kF32;
-    case DType::kF16:
-      return Elem::kF16;
-    case DType::kBF16:
-      return Elem::kBF16;
-    default:
-      return InvalidArgument("{}: {} has dtype {}, expected F32, F16 or BF16", op, name,
-                             DTypeName(t));
-  }
-}
-
 std::string DescribeKernelErrors(uint32_t bits) {
   std::string s;
   auto add = [&](uint32_t bit, const char* what) {
@@ -69,6 +55,20 @@ class CudaCapturedGraph final : public CapturedGraph {
 };
 
 }  // namespace
+
+Result<Elem> ToElem(DType t, const char* op, const char* name) {
+  switch (t) {
+    case DType::kF32:
+      return Elem::kF32;
+    case DType::kF16:
+      return Elem::kF16;
+    case DType::kBF16:
+      return Elem::kBF16;
+    default:
+      return InvalidArgument("{}: {} has dtype {}, expected F32, F16 or BF16", op, name,
+                             DTypeName(t));
+  }
+}
 
 Result<std::unique_ptr<CudaBackend>> CudaBackend::Create(const BackendOptions& options) {
   int count = 0;
@@ -230,7 +230,7 @@ Result<Tensor> CudaBackend::PrepareWeight(const Tensor& host, WeightUse use) {
       target = DType::kBF16;
       break;
     case WeightUse::kEmbedding:  // BF16 and F16 stay (GatherRows/Embedding widen on read)
-      target = host.dtype == DType::kF32 ? DType::kF32 : host.dtype;
+      target = host.dtype;       // F32, F16 or BF16 (ToElem above)
       break;
     case WeightUse::kVector:
       target = DType::kF32;

@@ -25,6 +25,10 @@
 
 namespace engram::cuda {
 
+// The kernels' element type of a float dtype (F32, F16, BF16); INVALID_ARGUMENT naming op and
+// operand otherwise.
+Result<Elem> ToElem(DType t, const char* op, const char* name);
+
 class CudaBackend final : public Backend {
  public:
   static Result<std::unique_ptr<CudaBackend>> Create(const BackendOptions& options);

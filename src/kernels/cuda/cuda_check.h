@@ -8,6 +8,8 @@
 #include <cublas_api.h>
 #include <cuda_runtime_api.h>
 
+#include <source_location>
+
 #include "common/status.h"
 
 namespace engram::cuda {
@@ -16,6 +18,14 @@ namespace engram::cuda {
 // INTERNAL otherwise; the message holds the CUDA error name and text.
 Status CudaStatus(cudaError_t err, const char* what, const char* file, int line);
 Status CublasStatus(cublasStatus_t err, const char* what, const char* file, int line);
+
+// The status of a kernel launch (the cudaError_t a Launch* function returns), naming `op` and
+// the caller's file and line.
+inline Status LaunchStatus(cudaError_t err, const char* op,
+                           std::source_location at = std::source_location::current()) {
+  if (err == cudaSuccess) return Status::Ok();
+  return CudaStatus(err, op, at.file_name(), static_cast<int>(at.line()));
+}
 
 }  // namespace engram::cuda
 

@@ -41,7 +41,7 @@ Result<PinnedBuffer> AllocPinned(size_t bytes, unsigned flags) {
 }
 
 Result<void*> Scratch::Get(size_t bytes, cudaStream_t stream) {
-  if (bytes <= buf_.bytes() && buf_.data() != nullptr) return buf_.data();
+  if (Holds(bytes)) return buf_.data();
   size_t want = 1 << 20;
   while (want < bytes) want *= 2;
   ENGRAM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));

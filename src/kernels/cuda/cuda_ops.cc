@@ -70,11 +70,6 @@ Status ExpectUploaded(const BatchLayout& layout, int64_t tokens, const char* op)
   return Status::Ok();
 }
 
-Status LaunchStatus(cudaError_t e, const char* op) {
-  if (e == cudaSuccess) return Status::Ok();
-  return CudaStatus(e, op, __FILE__, __LINE__);
-}
-
 }  // namespace
 
 Status CudaBackend::Embedding(const Tensor& table, const Tensor& ids, Tensor& out) {
@@ -83,10 +78,7 @@ Status CudaBackend::Embedding(const Tensor& table, const Tensor& ids, Tensor& ou
   ENGRAM_RETURN_IF_ERROR(CheckDevice(ids, kOp, "ids"));
   ENGRAM_RETURN_IF_ERROR(CheckDevice(out, kOp, "out"));
   ENGRAM_RETURN_IF_ERROR(ExpectRank(table, 2, kOp, "table"));
-  if (table.dtype != DType::kF32 && table.dtype != DType::kBF16 && table.dtype != DType::kF16) {
-    return InvalidArgument("{}: table has dtype {}, expected F32, F16 or BF16", kOp,
-                           DTypeName(table.dtype));
-  }
+  ENGRAM_ASSIGN_OR_RETURN(const Elem table_type, ToElem(table.dtype, kOp, "table"));
   ENGRAM_RETURN_IF_ERROR(ExpectDType(ids, DType::kI32, kOp, "ids"));
   ENGRAM_RETURN_IF_ERROR(ExpectRank(ids, 1, kOp, "ids"));
   const int64_t T = ids.dim(0), D = table.dim(1);
@@ -94,12 +86,8 @@ Status CudaBackend::Embedding(const Tensor& table, const Tensor& ids, Tensor& ou
   ENGRAM_RETURN_IF_ERROR(ExpectShape(out, {T, D}, kOp, "out"));
   ENGRAM_RETURN_IF_ERROR(Activate());
   // Ids live on the device: one outside [0, V) is reported by the next Synchronize.
-  return LaunchStatus(LaunchEmbedding(table.data,
-                                      table.dtype == DType::kBF16  ? Elem::kBF16
-                                      : table.dtype == DType::kF16 ? Elem::kF16
-                                                                   : Elem::kF32,
-                                      table.dim(0), D, ids.ptr<int32_t>(), T, out.ptr<float>(),
-                                      error_dev_, stream()),
+  return LaunchStatus(LaunchEmbedding(table.data, table_type, table.dim(0), D, ids.ptr<int32_t>(),
+                                      T, out.ptr<float>(), error_dev_, stream()),
                       kOp);
 }
 
@@ -285,10 +273,7 @@ Status CudaBackend::GatherRows(const Tensor& table, const Tensor& rows, Tensor& 
   ENGRAM_RETURN_IF_ERROR(ExpectRank(table, 2, kOp, "table"));
   // Tables keep their dtype on the device (the resident tier's PrepareWeight and the copy
   // engine's arena alike); rows are widened to F32 here.
-  if (table.dtype != DType::kF32 && table.dtype != DType::kBF16 && table.dtype != DType::kF16) {
-    return InvalidArgument("{}: table has dtype {}, expected F32, BF16 or F16", kOp,
-                           DTypeName(table.dtype));
-  }
+  ENGRAM_ASSIGN_OR_RETURN(const Elem table_type, ToElem(table.dtype, kOp, "table"));
   ENGRAM_RETURN_IF_ERROR(CheckDevice(rows, kOp, "rows"));
   ENGRAM_RETURN_IF_ERROR(CheckDevice(out, kOp, "out"));
   ENGRAM_RETURN_IF_ERROR(ExpectDType(rows, DType::kI64, kOp, "rows"));
@@ -300,12 +285,8 @@ Status CudaBackend::GatherRows(const Tensor& table, const Tensor& rows, Tensor& 
   ENGRAM_RETURN_IF_ERROR(Activate());
   ENGRAM_ASSIGN_OR_RETURN(const void* src,
                           DeviceReadableAddress(table, device_, pageable_access_, kOp, "table"));
-  return LaunchStatus(LaunchGatherRows(src,
-                                       table.dtype == DType::kBF16  ? Elem::kBF16
-                                       : table.dtype == DType::kF16 ? Elem::kF16
-                                                                    : Elem::kF32,
-                                       table.dim(0), Dh, rows.ptr<int64_t>(), T * H,
-                                       out.ptr<float>(), error_dev_, stream()),
+  return LaunchStatus(LaunchGatherRows(src, table_type, table.dim(0), Dh, rows.ptr<int64_t>(),
+                                       T * H, out.ptr<float>(), error_dev_, stream()),
                       kOp);
 }
 

@@ -23,22 +23,6 @@ Status CheckOnDevice(const Tensor& t, const char* op, const char* name) {
   return Status::Ok();
 }
 
-Status CheckRowMatrix(const Tensor& t, const char* op, const char* name) {
-  return row_channel::CheckRowMatrix(op, name, t);
-}
-
-Status CheckIndex(const Tensor& t, const char* op, const char* name) {
-  ENGRAM_RETURN_IF_ERROR(CheckOnDevice(t, op, name));
-  return row_channel::CheckI64(op, name, t);
-}
-
-using row_channel::CheckSameRows;
-
-Status LaunchStatus(cudaError_t e, const char* what) {
-  if (e == cudaSuccess) return Status::Ok();
-  return CudaStatus(e, what, __FILE__, __LINE__);
-}
-
 }  // namespace
 
 Result<std::unique_ptr<CudaRowChannel>> CudaRowChannel::Create(const Options& options) {
@@ -87,10 +71,7 @@ Status CudaRowChannel::Activate() const {
 }
 
 Status CudaRowChannel::CheckMark(const char* op, int mark) const {
-  if (mark < 0 || static_cast<size_t>(mark) >= marks_.size()) {
-    return InvalidArgument("RowChannel::{}: mark {} outside [0, {})", op, mark, marks_.size());
-  }
-  return Status::Ok();
+  return row_channel::CheckMark(op, mark, marks_.size());
 }
 
 // ---- copy side
@@ -101,11 +82,7 @@ Status CudaRowChannel::Upload(const Tensor& src, Tensor& dst) {
     return InvalidArgument("RowChannel::Upload: src is not in host memory");
   }
   ENGRAM_RETURN_IF_ERROR(CheckOnDevice(dst, kOp, "dst"));
-  if (src.nbytes() != dst.nbytes()) {
-    return InvalidArgument("RowChannel::Upload: src holds {} bytes ({} {}), dst {} ({} {})",
-                           src.nbytes(), DTypeName(src.dtype), src.ShapeString(), dst.nbytes(),
-                           DTypeName(dst.dtype), dst.ShapeString());
-  }
+  ENGRAM_RETURN_IF_ERROR(row_channel::CheckUpload(src, dst));
   if (src.nbytes() == 0) return Status::Ok();
   if (src.data == nullptr) return InvalidArgument("RowChannel::Upload: src has no data");
   ENGRAM_RETURN_IF_ERROR(Activate());
@@ -118,15 +95,10 @@ Status CudaRowChannel::Upload(const Tensor& src, Tensor& dst) {
 
 Status CudaRowChannel::Gather(const Tensor& table, const Tensor& rows, Tensor& dst) {
   constexpr const char* kOp = "Gather";
-  ENGRAM_RETURN_IF_ERROR(CheckRowMatrix(table, kOp, "table"));
-  ENGRAM_RETURN_IF_ERROR(CheckIndex(rows, kOp, "rows"));
+  ENGRAM_RETURN_IF_ERROR(CheckOnDevice(rows, kOp, "rows"));  // the table may be host memory
   ENGRAM_RETURN_IF_ERROR(CheckOnDevice(dst, kOp, "dst"));
-  ENGRAM_RETURN_IF_ERROR(CheckRowMatrix(dst, kOp, "dst"));
-  ENGRAM_RETURN_IF_ERROR(CheckSameRows(kOp, table, "table", dst, "dst"));
+  ENGRAM_RETURN_IF_ERROR(row_channel::CheckGather(table, rows, dst));
   const int64_t n = rows.numel();
-  if (dst.dim(0) < n) {
-    return InvalidArgument("RowChannel::Gather: dst has {} rows for {} row ids", dst.dim(0), n);
-  }
   const int64_t row_bytes = table.dim(1) * static_cast<int64_t>(DTypeSize(table.dtype));
   if (n == 0 || row_bytes == 0) return Status::Ok();
   ENGRAM_RETURN_IF_ERROR(Activate());
@@ -142,15 +114,10 @@ Status CudaRowChannel::Gather(const Tensor& table, const Tensor& rows, Tensor& d
 Status CudaRowChannel::Scatter(const Tensor& src, const Tensor& slots, Tensor& dst) {
   constexpr const char* kOp = "Scatter";
   ENGRAM_RETURN_IF_ERROR(CheckOnDevice(src, kOp, "src"));
-  ENGRAM_RETURN_IF_ERROR(CheckRowMatrix(src, kOp, "src"));
-  ENGRAM_RETURN_IF_ERROR(CheckIndex(slots, kOp, "slots"));
+  ENGRAM_RETURN_IF_ERROR(CheckOnDevice(slots, kOp, "slots"));
   ENGRAM_RETURN_IF_ERROR(CheckOnDevice(dst, kOp, "dst"));
-  ENGRAM_RETURN_IF_ERROR(CheckRowMatrix(dst, kOp, "dst"));
-  ENGRAM_RETURN_IF_ERROR(CheckSameRows(kOp, src, "src", dst, "dst"));
+  ENGRAM_RETURN_IF_ERROR(row_channel::CheckScatter(src, slots, dst));
   const int64_t n = slots.numel();
-  if (src.dim(0) < n) {
-    return InvalidArgument("RowChannel::Scatter: src has {} rows for {} slots", src.dim(0), n);
-  }
   const int64_t row_bytes = src.dim(1) * static_cast<int64_t>(DTypeSize(src.dtype));
   if (n == 0 || row_bytes == 0) return Status::Ok();
   ENGRAM_RETURN_IF_ERROR(Activate());

@@ -64,8 +64,6 @@ class CudaRowChannel final : public RowChannel {
   Status EndWait(int mark) override;
   Result<double> StallSeconds(int mark) override;
 
-  cudaStream_t copy_stream() const { return copy_.get(); }
-
  private:
   struct MarkState {
     CudaEvent done;   // copy side: recorded on the copy stream by Mark

@@ -61,22 +61,21 @@ int VecBytes(int64_t row_bytes, const void* a, const void* b) {
   return 1;
 }
 
-template <typename V>
-cudaError_t GatherAs(const void* table, int64_t table_rows, int64_t row_bytes, const int64_t* rows,
-                     int64_t n, void* dst, uint32_t* err, cudaStream_t stream) {
-  const int64_t row_vecs = row_bytes / static_cast<int64_t>(sizeof(V));
-  GatherRowBytesKernel<V><<<GridFor(n * row_vecs, kThreads), kThreads, 0, stream>>>(
-      static_cast<const V*>(table), table_rows, row_vecs, rows, n, static_cast<V*>(dst), err);
-  return cudaGetLastError();
-}
-
-template <typename V>
-cudaError_t ScatterAs(const void* src, int64_t row_bytes, const int64_t* slots, int64_t n,
-                      void* dst, int64_t dst_rows, uint32_t* err, cudaStream_t stream) {
-  const int64_t row_vecs = row_bytes / static_cast<int64_t>(sizeof(V));
-  ScatterRowBytesKernel<V><<<GridFor(n * row_vecs, kThreads), kThreads, 0, stream>>>(
-      static_cast<const V*>(src), row_vecs, slots, n, static_cast<V*>(dst), dst_rows, err);
-  return cudaGetLastError();
+// Calls launch(V{}) with the widest word V that divides the row size and aligns both pointers.
+template <typename F>
+cudaError_t WithVecType(int64_t row_bytes, const void* a, const void* b, F launch) {
+  switch (VecBytes(row_bytes, a, b)) {
+    case 16:
+      return launch(uint4{});
+    case 8:
+      return launch(uint2{});
+    case 4:
+      return launch(uint32_t{});
+    case 2:
+      return launch(uint16_t{});
+    default:
+      return launch(uint8_t{});
+  }
 }
 
 }  // namespace
@@ -85,36 +84,26 @@ cudaError_t LaunchGatherRowBytes(const void* table, int64_t table_rows, int64_t 
                                  const int64_t* rows, int64_t n, void* dst, uint32_t* err,
                                  cudaStream_t stream) {
   if (n <= 0 || row_bytes <= 0) return cudaSuccess;
-  switch (VecBytes(row_bytes, table, dst)) {
-    case 16:
-      return GatherAs<uint4>(table, table_rows, row_bytes, rows, n, dst, err, stream);
-    case 8:
-      return GatherAs<uint2>(table, table_rows, row_bytes, rows, n, dst, err, stream);
-    case 4:
-      return GatherAs<uint32_t>(table, table_rows, row_bytes, rows, n, dst, err, stream);
-    case 2:
-      return GatherAs<uint16_t>(table, table_rows, row_bytes, rows, n, dst, err, stream);
-    default:
-      return GatherAs<uint8_t>(table, table_rows, row_bytes, rows, n, dst, err, stream);
-  }
+  return WithVecType(row_bytes, table, dst, [&](auto v) {
+    using V = decltype(v);
+    const int64_t row_vecs = row_bytes / static_cast<int64_t>(sizeof(V));
+    GatherRowBytesKernel<V><<<GridFor(n * row_vecs, kThreads), kThreads, 0, stream>>>(
+        static_cast<const V*>(table), table_rows, row_vecs, rows, n, static_cast<V*>(dst), err);
+    return cudaGetLastError();
+  });
 }
 
 cudaError_t LaunchScatterRowBytes(const void* src, int64_t row_bytes, const int64_t* slots,
                                   int64_t n, void* dst, int64_t dst_rows, uint32_t* err,
                                   cudaStream_t stream) {
   if (n <= 0 || row_bytes <= 0) return cudaSuccess;
-  switch (VecBytes(row_bytes, src, dst)) {
-    case 16:
-      return ScatterAs<uint4>(src, row_bytes, slots, n, dst, dst_rows, err, stream);
-    case 8:
-      return ScatterAs<uint2>(src, row_bytes, slots, n, dst, dst_rows, err, stream);
-    case 4:
-      return ScatterAs<uint32_t>(src, row_bytes, slots, n, dst, dst_rows, err, stream);
-    case 2:
-      return ScatterAs<uint16_t>(src, row_bytes, slots, n, dst, dst_rows, err, stream);
-    default:
-      return ScatterAs<uint8_t>(src, row_bytes, slots, n, dst, dst_rows, err, stream);
-  }
+  return WithVecType(row_bytes, src, dst, [&](auto v) {
+    using V = decltype(v);
+    const int64_t row_vecs = row_bytes / static_cast<int64_t>(sizeof(V));
+    ScatterRowBytesKernel<V><<<GridFor(n * row_vecs, kThreads), kThreads, 0, stream>>>(
+        static_cast<const V*>(src), row_vecs, slots, n, static_cast<V*>(dst), dst_rows, err);
+    return cudaGetLastError();
+  });
 }
 
 }  // namespace engram::cuda

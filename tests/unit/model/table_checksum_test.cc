@@ -123,15 +123,14 @@ TEST(TableChecksum, HostCopiesAreCheckedInsteadOfTheFile) {
   Tensor copy = HostTensor(view->dtype, view->shape);
   std::memcpy(copy.data, view->data, view->nbytes());
   std::map<std::string, Tensor> copies = {{kTable, copy}};
-  EXPECT_TRUE(VerifyTableChecksums(*m, m->dir, names, 0, nullptr, &copies).ok());
+  EXPECT_TRUE(VerifyTableChecksums(*m, names, 0, nullptr, &copies).ok());
   copy.ptr<uint8_t>()[copy.nbytes() / 2] ^= 0x5a;
-  const Status st = VerifyTableChecksums(*m, m->dir, names, 0, nullptr, &copies);
+  const Status st = VerifyTableChecksums(*m, names, 0, nullptr, &copies);
   EXPECT_EQ(st.code(), StatusCode::kDataLoss) << st.ToString();
   EXPECT_NE(st.message().find("as copied into host memory"), std::string::npos) << st.message();
-  EXPECT_TRUE(VerifyTableChecksums(*m, m->dir, names).ok()) << "the file itself is intact";
+  EXPECT_TRUE(VerifyTableChecksums(*m, names).ok()) << "the file itself is intact";
   std::map<std::string, Tensor> short_copy = {{kTable, copy.Rows(0, 1)}};
-  EXPECT_EQ(VerifyTableChecksums(*m, m->dir, names, 0, nullptr, &short_copy).code(),
-            StatusCode::kInternal);
+  EXPECT_EQ(VerifyTableChecksums(*m, names, 0, nullptr, &short_copy).code(), StatusCode::kInternal);
 }
 
 TEST(TableChecksum, SynthWritesFileThatVerifies) {
@@ -151,7 +150,7 @@ TEST(TableChecksum, SynthWritesFileThatVerifies) {
   EXPECT_EQ(m->dir, dir.path());
   const std::vector<std::string> names = {kTable};
   ChecksumReport report;
-  Status st = VerifyTableChecksums(*m, m->dir, names, 0, &report);
+  Status st = VerifyTableChecksums(*m, names, 0, &report);
   ASSERT_TRUE(st.ok()) << st.ToString();
   EXPECT_TRUE(report.file_present);
   EXPECT_EQ(report.tensors, 1);
@@ -165,7 +164,7 @@ TEST(TableChecksum, SynthWritesFileThatVerifies) {
   EXPECT_TRUE(VerifyTableChecksums(mem->store, dir.path(), names, 2).ok());
   EXPECT_EQ(ChecksumHex(*ChecksumTensor(mem->store, kTable, kDefaultChecksumChunkBytes, 1)), hex);
   // A synth: model has no directory: nothing to verify.
-  EXPECT_TRUE(VerifyTableChecksums(*mem, mem->dir, names).ok());
+  EXPECT_TRUE(VerifyTableChecksums(*mem, names).ok());
 }
 
 TEST(TableChecksum, FlippedByteIsDataLossNamingFileAndTensor) {
@@ -347,11 +346,11 @@ TEST(TableChecksum, TwoTablesEachVerified) {
   const std::vector<std::string> names = {EngramTableName(0), EngramTableName(1)};
   EXPECT_EQ(json::parse(ReadFile(dir / "engram_checksums.json"))["tensors"].size(), 2u);
   ChecksumReport report;
-  ASSERT_TRUE(VerifyTableChecksums(*m, m->dir, names, 0, &report).ok());
+  ASSERT_TRUE(VerifyTableChecksums(*m, names, 0, &report).ok());
   EXPECT_EQ(report.tensors, 2);
   const TensorInfo second = *m->store.Info(EngramTableName(1));
   FlipByte(second.file, second.file_offset + second.nbytes - 1);  // last byte
-  Status st = VerifyTableChecksums(*m, m->dir, names, 0);
+  Status st = VerifyTableChecksums(*m, names, 0);
   EXPECT_EQ(st.code(), StatusCode::kDataLoss);
   EXPECT_TRUE(Contains(st, EngramTableName(1) + ": checksum")) << st.ToString();
 }
