@@ -15,6 +15,11 @@ PKGS=(
   libyaml-cpp-dev nlohmann-json3-dev libicu-dev libpcre2-dev libxxhash-dev
   libgtest-dev libgmock-dev libbenchmark-dev libopenblas-dev
   prometheus-cpp-dev
+  # HTTP endpoints (metrics today, the OpenAI front door next): event-driven, with connection
+  # limits and timeouts, TLS through GnuTLS
+  libmicrohttpd-dev
+  # fuzzing (libFuzzer) and the sanitizer builds
+  clang
   # integration tests: Debian's Python with grpcio; npm for the tokenizer fixtures
   python3 python3-grpcio python3-grpc-tools python3-numpy
 )

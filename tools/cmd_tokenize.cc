@@ -9,6 +9,7 @@
 
 #include "client.h"
 #include "commands.h"
+#include "common/file_read.h"
 #include "engine_args.h"
 #include "model/tokenizer.h"
 
@@ -53,12 +54,7 @@ Result<Tokenizer> LoadTokenizer(const Args& args) {
 Result<std::string> ReadText(const Args& args) {
   if (args.Has("text")) return *args.Get("text");
   const std::string path = *args.Get("file");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return NotFound("--file {}: cannot open it", path);
-  std::stringstream buf;
-  buf << in.rdbuf();
-  if (in.bad()) return DataLoss("--file {}: read error", path);
-  return buf.str();
+  return ReadRegularFile(path, kMaxTokenizerFileBytes, "--file");
 }
 
 Status Tokenize(const Args& args) {

@@ -1,6 +1,7 @@
 #include "model/compression_map.h"
 
 #include <fstream>
+#include "common/file_read.h"
 
 #include <nlohmann/json.hpp>
 
@@ -29,10 +30,8 @@ Result<CompressionMap> CompressionMap::FromLookup(std::vector<int64_t> lookup,
 }
 
 Result<CompressionMap> CompressionMap::LoadJson(const std::string& path, int64_t expected_vocab) {
-  std::ifstream in(path);
-  if (!in) return NotFound("{}: cannot open compression map", path);
-  nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return InvalidArgument("{}: not valid JSON", path);
+  ENGRAM_ASSIGN_OR_RETURN(nlohmann::json j,
+                          ReadJsonFile(path, kMaxSidecarFileBytes, "compression map"));
   if (!j.is_object() || !j.contains("lookup") || !j["lookup"].is_array()) {
     return InvalidArgument("{}: expected an object with a \"lookup\" array", path);
   }

@@ -1,9 +1,12 @@
 #include "model/config.h"
 
 #include <algorithm>
+#include <cmath>
 #include <fstream>
+#include <limits>
 #include <set>
 #include <sstream>
+#include "common/file_read.h"
 
 namespace engram {
 namespace {
@@ -45,6 +48,10 @@ class FieldReader {
     if (!Has(key)) return required ? Missing(key) : Status::Ok();
     const json& v = obj_.at(key);
     if (!v.is_number_integer()) return WrongType(key, v, "an integer");
+    if (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t{INT64_MAX}) {
+      return InvalidArgument("{}: key \"{}\" = {} is out of range", source_, Key(key),
+                             v.get<uint64_t>());
+    }
     *out = v.get<int64_t>();
     return Status::Ok();
   }
@@ -94,7 +101,14 @@ class FieldReader {
       if (!v[i].is_number_integer()) {
         return WrongType(fmt::format("{}[{}]", key, i), v[i], "an integer");
       }
-      list.push_back(static_cast<T>(v[i].get<int64_t>()));
+      const bool too_big =
+          v[i].is_number_unsigned() && v[i].get<uint64_t>() > static_cast<uint64_t>(INT64_MAX);
+      const int64_t x = too_big ? 0 : v[i].get<int64_t>();
+      if (too_big || x < std::numeric_limits<T>::min() || x > std::numeric_limits<T>::max()) {
+        return InvalidArgument("{}: key \"{}[{}]\" = {} is out of range", source_, Key(key), i,
+                               v[i].dump());
+      }
+      list.push_back(static_cast<T>(x));
     }
     *out = std::move(list);
     return Status::Ok();
@@ -114,6 +128,15 @@ Status Positive(const std::string& source, const std::string& key, double value)
 Status PositiveInt(const std::string& source, const std::string& key, int64_t value) {
   if (value > 0) return Status::Ok();
   return InvalidArgument("{}: key \"{}\" = {} must be positive", source, key, value);
+}
+
+// value in [1, max]: sizes are bounded before anything is allocated from them. The bounds are
+// far above every released model's (config.h, "Limits").
+Status SizeInRange(const std::string& source, const std::string& key, int64_t value, int64_t max) {
+  ENGRAM_RETURN_IF_ERROR(PositiveInt(source, key, value));
+  if (value <= max) return Status::Ok();
+  return InvalidArgument("{}: key \"{}\" = {} is larger than engramd supports (at most {})", source,
+                         key, value, max);
 }
 
 Result<RopeScaling> ParseRopeScaling(const json& j, const std::string& source) {
@@ -203,14 +226,31 @@ Status ValidateEngram(const ModelConfig& c, const EngramConfig& e, const std::st
                              src, i, e.engram_vocab_size[i]);
     }
   }
-  ENGRAM_RETURN_IF_ERROR(PositiveInt(src, "engram.n_embed_per_ngram", e.n_embed_per_ngram));
-  ENGRAM_RETURN_IF_ERROR(PositiveInt(src, "engram.n_head_per_ngram", e.n_head_per_ngram));
+  if (e.max_ngram_size > ConfigLimits::kMaxNgramSize) {
+    return InvalidArgument(
+        "{}: key \"engram.max_ngram_size\" = {} is larger than engramd "
+        "supports (at most {})",
+        src, e.max_ngram_size, ConfigLimits::kMaxNgramSize);
+  }
+  for (size_t i = 0; i < e.engram_vocab_size.size(); ++i) {
+    if (e.engram_vocab_size[i] > ConfigLimits::kMaxEngramVocab) {
+      return InvalidArgument(
+          "{}: key \"engram.engram_vocab_size[{}]\" = {} is larger than engramd supports (at "
+          "most {})",
+          src, i, e.engram_vocab_size[i], ConfigLimits::kMaxEngramVocab);
+    }
+  }
+  ENGRAM_RETURN_IF_ERROR(SizeInRange(src, "engram.n_embed_per_ngram", e.n_embed_per_ngram,
+                                     ConfigLimits::kMaxEngramEmbed));
+  ENGRAM_RETURN_IF_ERROR(SizeInRange(src, "engram.n_head_per_ngram", e.n_head_per_ngram,
+                                     ConfigLimits::kMaxEngramHeads));
   if (e.n_embed_per_ngram % e.n_head_per_ngram != 0) {
     return InvalidArgument(
         "{}: key \"engram.n_embed_per_ngram\" = {} is not divisible by n_head_per_ngram = {}", src,
         e.n_embed_per_ngram, e.n_head_per_ngram);
   }
-  ENGRAM_RETURN_IF_ERROR(PositiveInt(src, "engram.kernel_size", e.kernel_size));
+  ENGRAM_RETURN_IF_ERROR(
+      SizeInRange(src, "engram.kernel_size", e.kernel_size, ConfigLimits::kMaxKernelSize));
   ENGRAM_RETURN_IF_ERROR(Positive(src, "engram.norm_eps", e.norm_eps));
   ENGRAM_RETURN_IF_ERROR(Positive(src, "engram.conv_norm_eps", e.conv_norm_eps));
   if (e.seed < 0) {
@@ -238,6 +278,15 @@ Status ValidateEngram(const ModelConfig& c, const EngramConfig& e, const std::st
     if (!seen.insert(l).second) {
       return InvalidArgument("{}: key \"engram.layer_ids[{}]\" = {} appears twice", src, i, l);
     }
+  }
+  // Each table head is a prime searched for at start: bound their number.
+  const int64_t heads = static_cast<int64_t>(e.layer_ids.size()) * e.num_heads();
+  if (heads > ConfigLimits::kMaxEngramTableHeads) {
+    return InvalidArgument(
+        "{}: engram has {} table heads (layer_ids {} x (max_ngram_size - 1) {} x "
+        "n_head_per_ngram {}); engramd supports at most {}",
+        src, heads, e.layer_ids.size(), e.max_ngram_size - 1, e.n_head_per_ngram,
+        ConfigLimits::kMaxEngramTableHeads);
   }
   return Status::Ok();
 }
@@ -304,16 +353,7 @@ Result<ModelConfig> ModelConfig::FromJson(const nlohmann::json& j, const std::st
 }
 
 Result<ModelConfig> ModelConfig::Load(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return NotFound("{}: cannot open the model config", path);
-  std::stringstream buf;
-  buf << in.rdbuf();
-  json j;
-  try {
-    j = json::parse(buf.str());
-  } catch (const json::parse_error& e) {
-    return InvalidArgument("{}: not valid JSON (byte {}): {}", path, e.byte, e.what());
-  }
+  ENGRAM_ASSIGN_OR_RETURN(json j, ReadJsonFile(path, kMaxConfigFileBytes, "model config"));
   return FromJson(j, path);
 }
 
@@ -368,16 +408,25 @@ nlohmann::json ModelConfig::ToJson() const {
 }
 
 Status ModelConfig::Validate(const std::string& src) const {
-  ENGRAM_RETURN_IF_ERROR(PositiveInt(src, "hidden_size", hidden_size));
-  ENGRAM_RETURN_IF_ERROR(PositiveInt(src, "intermediate_size", intermediate_size));
-  ENGRAM_RETURN_IF_ERROR(PositiveInt(src, "num_hidden_layers", num_hidden_layers));
-  ENGRAM_RETURN_IF_ERROR(PositiveInt(src, "num_attention_heads", num_attention_heads));
-  ENGRAM_RETURN_IF_ERROR(PositiveInt(src, "num_key_value_heads", num_key_value_heads));
-  ENGRAM_RETURN_IF_ERROR(PositiveInt(src, "head_dim", head_dim));
-  ENGRAM_RETURN_IF_ERROR(PositiveInt(src, "vocab_size", vocab_size));
-  ENGRAM_RETURN_IF_ERROR(PositiveInt(src, "max_position_embeddings", max_position_embeddings));
+  using L = ConfigLimits;
+  ENGRAM_RETURN_IF_ERROR(SizeInRange(src, "hidden_size", hidden_size, L::kMaxHidden));
+  ENGRAM_RETURN_IF_ERROR(
+      SizeInRange(src, "intermediate_size", intermediate_size, L::kMaxIntermediate));
+  ENGRAM_RETURN_IF_ERROR(SizeInRange(src, "num_hidden_layers", num_hidden_layers, L::kMaxLayers));
+  ENGRAM_RETURN_IF_ERROR(
+      SizeInRange(src, "num_attention_heads", num_attention_heads, L::kMaxAttentionHeads));
+  ENGRAM_RETURN_IF_ERROR(
+      SizeInRange(src, "num_key_value_heads", num_key_value_heads, L::kMaxAttentionHeads));
+  ENGRAM_RETURN_IF_ERROR(SizeInRange(src, "head_dim", head_dim, L::kMaxHeadDim));
+  ENGRAM_RETURN_IF_ERROR(SizeInRange(src, "vocab_size", vocab_size, L::kMaxVocab));
+  ENGRAM_RETURN_IF_ERROR(
+      SizeInRange(src, "max_position_embeddings", max_position_embeddings, L::kMaxPositions));
   ENGRAM_RETURN_IF_ERROR(Positive(src, "rms_norm_eps", rms_norm_eps));
   ENGRAM_RETURN_IF_ERROR(Positive(src, "rope_theta", rope_theta));
+  if (!std::isfinite(rms_norm_eps) || !std::isfinite(rope_theta)) {
+    return InvalidArgument("{}: rms_norm_eps = {} and rope_theta = {} must be finite", src,
+                           rms_norm_eps, rope_theta);
+  }
   if (model_type != "llama" && model_type != "qwen2") {
     return InvalidArgument("{}: model_type \"{}\" is not supported (expected llama or qwen2)", src,
                            model_type);

@@ -17,9 +17,30 @@ namespace engram {
 struct RopeScaling {
   std::string rope_type = "default";  // "default" | "llama3" | "linear"
   double factor = 1.0;
-  double low_freq_factor = 1.0;       // llama3
-  double high_freq_factor = 4.0;      // llama3
+  double low_freq_factor = 1.0;                     // llama3
+  double high_freq_factor = 4.0;                    // llama3
   int64_t original_max_position_embeddings = 8192;  // llama3
+};
+
+// Limits: config.json sizes above these are refused at parse time, before anything is
+// allocated or searched from them (a 2^31-layer or 2^31-token config would otherwise abort on
+// std::bad_alloc, a billion-head Engram spends hours in the prime search). Each is far above
+// every released model's value.
+struct ConfigLimits {
+  static constexpr int64_t kMaxHidden = 1 << 17;
+  static constexpr int64_t kMaxIntermediate = 1 << 20;
+  static constexpr int64_t kMaxLayers = 1024;
+  static constexpr int64_t kMaxAttentionHeads = 1024;
+  static constexpr int64_t kMaxHeadDim = 2048;
+  static constexpr int64_t kMaxVocab = 1 << 24;
+  static constexpr int64_t kMaxPositions = 1 << 24;
+  static constexpr int kMaxNgramSize = 16;
+  static constexpr int64_t kMaxEngramVocab = int64_t{1} << 48;  // prime-search start per order
+  static constexpr int64_t kMaxEngramEmbed = 1 << 16;           // n_embed_per_ngram
+  static constexpr int64_t kMaxEngramHeads = 256;               // n_head_per_ngram
+  static constexpr int64_t kMaxKernelSize = 64;
+  // layer_ids x (max_ngram_size - 1) x n_head_per_ngram: one prime search each.
+  static constexpr int64_t kMaxEngramTableHeads = 4096;
 };
 
 struct EngramConfig {
@@ -38,7 +59,7 @@ struct EngramConfig {
   bool short_conv = true;
 
   int num_heads() const { return (max_ngram_size - 1) * n_head_per_ngram; }  // H per layer
-  int head_dim() const { return n_embed_per_ngram / n_head_per_ngram; }       // Dh
+  int head_dim() const { return n_embed_per_ngram / n_head_per_ngram; }      // Dh
   int64_t engram_dim() const { return int64_t{max_ngram_size - 1} * n_embed_per_ngram; }
   bool IsEngramLayer(int layer) const;
   int LayerIndex(int layer) const;  // position of `layer` in layer_ids, -1 if absent

@@ -72,6 +72,22 @@ Result<std::vector<EngramLayerGeometry>> ComputeEngramGeometry(const EngramConfi
                              c.engram_vocab_size[i]);
     }
   }
+  for (size_t i = 0; i < c.engram_vocab_size.size(); ++i) {
+    if (c.engram_vocab_size[i] > ConfigLimits::kMaxEngramVocab) {
+      return InvalidArgument("engram.engram_vocab_size[{}] is {}, expected at most {}", i,
+                             c.engram_vocab_size[i], ConfigLimits::kMaxEngramVocab);
+    }
+  }
+  const int64_t searches = static_cast<int64_t>(c.layer_ids.size()) * (c.max_ngram_size - 1) *
+                           int64_t{c.n_head_per_ngram};
+  if (searches > ConfigLimits::kMaxEngramTableHeads) {
+    return InvalidArgument(
+        "engram: {} layers x {} orders x {} heads = {} table heads, expected at most {}",
+        c.layer_ids.size(), c.max_ngram_size - 1, c.n_head_per_ngram, searches,
+        ConfigLimits::kMaxEngramTableHeads);
+  }
+  // Below 2^64 no two consecutive primes are 1600 apart; a search this long means a bug.
+  constexpr int64_t kMaxPrimeGap = 1 << 20;
   std::set<int64_t> seen;
   std::vector<EngramLayerGeometry> out;
   for (int layer_id : c.layer_ids) {
@@ -82,7 +98,11 @@ Result<std::vector<EngramLayerGeometry>> ComputeEngramGeometry(const EngramConfi
       int64_t start = c.engram_vocab_size[n - 2] - 1;
       for (int j = 0; j < c.n_head_per_ngram; ++j) {
         int64_t cand = start + 1;
-        while (!IsPrime(static_cast<uint64_t>(cand)) || seen.count(cand)) ++cand;
+        while (!IsPrime(static_cast<uint64_t>(cand)) || seen.count(cand)) {
+          if (++cand - start > kMaxPrimeGap) {
+            return Internal("engram: no unused prime within {} of {}", kMaxPrimeGap, start);
+          }
+        }
         seen.insert(cand);
         heads.push_back(cand);
         start = cand;

@@ -2,6 +2,7 @@
 
 #include "model/compression_builder.h"
 #include "model/tokenizer.h"
+#include "model/weights.h"
 
 #include <charconv>
 #include <cstdlib>
@@ -125,6 +126,7 @@ Result<ModelFiles> OpenModel(const std::string& spec) {
   const fs::path dir(spec);
   ENGRAM_ASSIGN_OR_RETURN(m.config, ModelConfig::Load((dir / "config.json").string()));
   ENGRAM_ASSIGN_OR_RETURN(m.store, TensorStore::OpenDirectory(spec));
+  ENGRAM_RETURN_IF_ERROR(CheckExpectedTensors(m.config, m.store));
   const fs::path tokenizer = dir / "tokenizer.json";
   if (fs::exists(tokenizer, ec)) m.tokenizer_path = tokenizer.string();
   const fs::path compression = dir / "engram_compression.json";

@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include "common/file_read.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -183,8 +184,9 @@ Result<TensorStore> TensorStore::OpenFile(const std::string& path) {
     return InvalidArgument("{}: header length {} is implausibly large", path, header_len);
   }
   const char* hbegin = map->data() + 8;
-  json header = json::parse(hbegin, hbegin + header_len, nullptr, /*allow_exceptions=*/false);
-  if (header.is_discarded() || !header.is_object()) {
+  ENGRAM_ASSIGN_OR_RETURN(
+      json header, ParseJson(std::string_view(hbegin, header_len), path + ": safetensors header"));
+  if (!header.is_object()) {
     return InvalidArgument("{}: the safetensors header is not a valid JSON object", path);
   }
   const uint64_t data_start = 8 + header_len;
@@ -255,12 +257,9 @@ Result<TensorStore> TensorStore::OpenDirectory(const std::string& dir) {
 
   if (fs::exists(index_path, ec)) {
     const std::string ipath = index_path.string();
-    std::ifstream in(ipath, std::ios::binary);
-    if (!in) return Unavailable("{}: cannot open", ipath);
-    std::stringstream buf;
-    buf << in.rdbuf();
-    json index = json::parse(buf.str(), nullptr, /*allow_exceptions=*/false);
-    if (index.is_discarded() || !index.is_object()) {
+    ENGRAM_ASSIGN_OR_RETURN(json index,
+                            ReadJsonFile(ipath, kMaxSidecarFileBytes, "safetensors index"));
+    if (!index.is_object()) {
       return InvalidArgument("{}: not a valid JSON object", ipath);
     }
     auto wm = index.find("weight_map");

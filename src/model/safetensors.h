@@ -44,6 +44,7 @@ class TensorStore {
   bool Has(const std::string& name) const;
   const TensorInfo* Info(const std::string& name) const;
   std::vector<std::string> Names() const;
+  const std::string& source() const { return source_; }  // directory or file
   // The tensor as a host view. NOT_FOUND names the tensor and the directory.
   Result<Tensor> Get(const std::string& name) const;
   // As Get, and checks the shape: INVALID_ARGUMENT "file: tensor NAME has shape [..],

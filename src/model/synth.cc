@@ -1,6 +1,7 @@
 #include "model/synth.h"
 
 #include <unistd.h>
+#include "common/file_read.h"
 
 #include <algorithm>
 #include <cctype>
@@ -315,12 +316,8 @@ struct TokenizerFacts {
 };
 
 Result<TokenizerFacts> ReadTokenizer(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return NotFound("{}: cannot open the tokenizer", path);
-  std::stringstream buf;
-  buf << in.rdbuf();
-  json j = json::parse(buf.str(), nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object()) return InvalidArgument("{}: not a JSON object", path);
+  ENGRAM_ASSIGN_OR_RETURN(json j, ReadJsonFile(path, kMaxTokenizerFileBytes, "tokenizer"));
+  if (!j.is_object()) return InvalidArgument("{}: not a JSON object", path);
   int64_t max_id = -1;
   auto model = j.find("model");
   if (model != j.end() && model->is_object()) {

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 #include <xxhash.h>
+#include "common/file_read.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -183,12 +184,7 @@ Result<uint64_t> ParseChecksumHex(std::string_view hex) {
 }
 
 Result<TableChecksums> ParseTableChecksums(std::string_view text, const std::string& origin) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::parse_error& e) {
-    return InvalidArgument("{}: not valid JSON (byte {}): {}", origin, e.byte, e.what());
-  }
+  ENGRAM_ASSIGN_OR_RETURN(json j, ParseJson(text, origin));
   if (!j.is_object())
     return InvalidArgument("{}: expected a JSON object, found {}", origin, Describe(j));
   for (const auto& [key, value] : j.items()) {
@@ -237,14 +233,9 @@ Result<TableChecksums> ParseTableChecksums(std::string_view text, const std::str
 }
 
 Result<TableChecksums> LoadTableChecksums(const std::string& path) {
-  std::error_code ec;
-  if (!fs::exists(path, ec)) return NotFound("{}: no such file", path);
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return Unavailable("{}: cannot open", path);
-  std::stringstream buf;
-  buf << in.rdbuf();
-  if (in.bad()) return Unavailable("{}: cannot read", path);
-  return ParseTableChecksums(buf.str(), path);
+  ENGRAM_ASSIGN_OR_RETURN(std::string text,
+                          ReadRegularFile(path, kMaxSidecarFileBytes, "checksums file"));
+  return ParseTableChecksums(text, path);
 }
 
 std::string TableChecksumsJson(const TableChecksums& checksums) {

@@ -1,6 +1,7 @@
 #include "model/tokenizer.h"
 
 #include <nlohmann/json.hpp>
+#include "common/file_read.h"
 
 #include <algorithm>
 #include <deque>
@@ -187,20 +188,14 @@ Result<Tokenizer> Guarded(BuildFn build) {
 }  // namespace
 
 Result<Tokenizer> Tokenizer::Load(const std::string& path, const TokenizerOptions& options) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return NotFound("{}: cannot open the tokenizer", path);
-  std::stringstream ss;
-  ss << in.rdbuf();
+  ENGRAM_ASSIGN_OR_RETURN(Json root, ReadJsonFile(path, kMaxTokenizerFileBytes, "tokenizer"));
   Json config;
   const auto cfg_path = std::filesystem::path(path).parent_path() / "tokenizer_config.json";
   std::error_code ec;
   if (std::filesystem::exists(cfg_path, ec)) {
-    std::ifstream cin(cfg_path);
-    config = Json::parse(cin, nullptr, /*allow_exceptions=*/false);
-    if (config.is_discarded()) config = Json();
+    ENGRAM_ASSIGN_OR_RETURN(
+        config, ReadJsonFile(cfg_path.string(), kMaxSidecarFileBytes, "tokenizer config"));
   }
-  Json root = Json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
-  if (root.is_discarded()) return InvalidArgument("{}: not valid JSON", path);
   auto t = Guarded([&] { return Build(root, options, config); });
   if (!t.ok()) return t.status().WithContext(path);
   return t;
@@ -208,8 +203,7 @@ Result<Tokenizer> Tokenizer::Load(const std::string& path, const TokenizerOption
 
 Result<Tokenizer> Tokenizer::FromJson(std::string_view json, const TokenizerOptions& options,
                                       const std::string& source) {
-  Json root = Json::parse(json, nullptr, /*allow_exceptions=*/false);
-  if (root.is_discarded()) return InvalidArgument("{}: not valid JSON", source);
+  ENGRAM_ASSIGN_OR_RETURN(Json root, ParseJson(json, source));
   auto t = Guarded([&] { return Build(root, options, Json()); });
   if (!t.ok()) return t.status().WithContext(source);
   return t;

@@ -70,6 +70,27 @@ Result<std::vector<ExpectedTensor>> ExpectedTensors(const ModelConfig& c) {
   return out;
 }
 
+Status CheckExpectedTensors(const ModelConfig& config, const TensorStore& store) {
+  ENGRAM_ASSIGN_OR_RETURN(std::vector<ExpectedTensor> expected, ExpectedTensors(config));
+  for (const ExpectedTensor& e : expected) {
+    const TensorInfo* info = store.Info(e.name);
+    if (info == nullptr) {
+      return NotFound("{}: no tensor {} (config.json implies it: {} layers{})", store.source(),
+                      e.name, config.num_hidden_layers,
+                      config.engram ? ", Engram layers as engram.layer_ids" : "");
+    }
+    if (info->shape != e.shape) {
+      return InvalidArgument(
+          "{}: tensor {} has shape {}, but config.json implies {} (hidden_size {}, "
+          "intermediate_size {}, vocab_size {}, heads {}/{} x head_dim {})",
+          info->file.empty() ? store.source() : info->file, e.name, info->shape, e.shape,
+          config.hidden_size, config.intermediate_size, config.vocab_size,
+          config.num_attention_heads, config.num_key_value_heads, config.head_dim);
+    }
+  }
+  return Status::Ok();
+}
+
 Result<HostWeights> LoadHostWeights(const ModelConfig& config, const TensorStore& store) {
   if (config.mlp_bias) {
     return Unimplemented("mlp_bias = true is not supported (Llama/Qwen2 MLPs have no biases)");

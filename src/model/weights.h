@@ -73,6 +73,10 @@ std::string EngramTableName(int layer);
 // ComputeEngramGeometry's total_rows); errors name the file, tensor, expected and found.
 // Dtypes F32, F16 and BF16 are accepted, anything else is INVALID_ARGUMENT. mlp_bias models
 // are UNIMPLEMENTED. Tensors the config does not imply are ignored.
+// Every tensor of ExpectedTensors is in `store` with its expected shape (names and shapes
+// only: no data is touched). Run when a model is opened, before anything is sized from the
+// config, so that a config.json whose sizes disagree with its tensors is refused naming both.
+Status CheckExpectedTensors(const ModelConfig& config, const TensorStore& store);
 Result<HostWeights> LoadHostWeights(const ModelConfig& config, const TensorStore& store);
 
 }  // namespace engram

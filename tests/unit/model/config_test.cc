@@ -265,5 +265,70 @@ TEST(ModelConfig, LoadNamesTheFile) {
   EXPECT_EQ(c.status().message(), (dir / "config.json") + ": missing required key \"vocab_size\"");
 }
 
+// Sizes nothing real has are refused at parse time, before anything is allocated from them.
+TEST(ModelConfig, RefusesSizesBeyondTheLimitsNamingTheKey) {
+  struct Case {
+    const char* key;
+    json value;
+    const char* needle;
+  };
+  const Case cases[] = {
+      {"num_hidden_layers", 2147483648LL, "\"num_hidden_layers\" = 2147483648 is larger"},
+      {"vocab_size", 2147483647, "\"vocab_size\" = 2147483647 is larger"},
+      {"hidden_size", int64_t{1} << 40, "\"hidden_size\""},
+      {"max_position_embeddings", int64_t{1} << 40, "\"max_position_embeddings\""},
+      {"num_hidden_layers", 18446744073709551615ULL,
+       "\"num_hidden_layers\" = "
+       "18446744073709551615 is out of range"},
+  };
+  for (const Case& c : cases) {
+    json j = MinimalJson();
+    j[c.key] = c.value;
+    const std::string e = Error(j);
+    EXPECT_NE(e.find(c.needle), std::string::npos) << e;
+    EXPECT_EQ(e.rfind("cfg.json: ", 0), 0u) << e;
+  }
+}
+
+TEST(ModelConfig, RefusesEngramGeometryThatWouldSearchPrimesForever) {
+  json j = MinimalJson();
+  j["engram"] = EngramJson();
+  j["engram"]["n_embed_per_ngram"] = 2000000000;
+  j["engram"]["n_head_per_ngram"] = 1000000000;
+  std::string e = Error(j);
+  EXPECT_NE(e.find("engram.n_embed_per_ngram\" = 2000000000 is larger"), std::string::npos) << e;
+  j["engram"]["n_embed_per_ngram"] = 512;
+  j["engram"]["n_head_per_ngram"] = 256;
+  j["engram"]["max_ngram_size"] = 16;
+  j["engram"]["engram_vocab_size"] = std::vector<int64_t>(15, 1000);
+  j["num_hidden_layers"] = 3;
+  j["engram"]["layer_ids"] = {0, 1, 2};
+  e = Error(j);  // 3 x 15 x 256 = 11520 prime searches
+  EXPECT_NE(e.find("11520 table heads"), std::string::npos) << e;
+  j["engram"] = EngramJson();
+  j["engram"]["engram_vocab_size"] = {int64_t{1} << 62, 1000};
+  e = Error(j);
+  EXPECT_NE(e.find("engram_vocab_size[0]"), std::string::npos) << e;
+}
+
+TEST(ModelConfig, LoadRefusesNumberOverflowAndHostileFiles) {
+  testutil::TempDir dir;
+  json j = MinimalJson();
+  std::string text = j.dump();
+  text.insert(1, "\"rope_theta\": 1e400, ");
+  testutil::WriteFile(dir / "config.json", text);
+  auto c = ModelConfig::Load(dir / "config.json");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("number overflow"), std::string::npos)
+      << c.status().message();
+  EXPECT_NE(c.status().message().find(dir / "config.json"), std::string::npos);
+  for (const char* dev : {"/dev/zero", "/dev/urandom"}) {
+    auto d = ModelConfig::Load(dev);
+    ASSERT_FALSE(d.ok());
+    EXPECT_NE(d.status().message().find("expected a regular file"), std::string::npos)
+        << d.status().message();
+  }
+}
+
 }  // namespace
 }  // namespace engram

@@ -117,5 +117,32 @@ TEST(OpenModel, CompressionMapExtendedToModelVocab) {
   EXPECT_NE(m.status().message().find("more than the model's vocab_size = 512"), std::string::npos);
 }
 
+// A config.json whose sizes disagree with the tensors is refused when the model is opened,
+// naming the tensor and both shapes, before anything is sized from the config.
+TEST(OpenModel, ConfigSizesAreCheckedAgainstTheTensors) {
+  TempDir dir;
+  ASSERT_TRUE(WriteTiny(dir.path()).ok());
+  const std::string cfg_path = dir / "config.json";
+  json cfg = json::parse(testutil::ReadFile(cfg_path));
+  struct Case {
+    const char* key;
+    int64_t value;
+    const char* needle;
+  };
+  const Case cases[] = {
+      {"vocab_size", 1 << 20, "model.embed_tokens.weight has shape [512, "},
+      {"num_hidden_layers", 1000, "no tensor model.layers."},
+      {"intermediate_size", 4096, "mlp.gate_proj.weight has shape"},
+  };
+  for (const Case& c : cases) {
+    json j = cfg;
+    j[c.key] = c.value;
+    WriteFile(cfg_path, j.dump());
+    auto m = OpenModel(dir.path());
+    ASSERT_FALSE(m.ok()) << c.key;
+    EXPECT_NE(m.status().message().find(c.needle), std::string::npos) << m.status().message();
+  }
+}
+
 }  // namespace
 }  // namespace engram

@@ -1,6 +1,7 @@
 #include "model/tokenizer.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <atomic>
@@ -12,6 +13,7 @@
 #include <thread>
 
 #include "model/utf8.h"
+#include "temp_dir.h"
 #include "tokenizer_fixture.h"
 
 namespace engram {
@@ -318,6 +320,40 @@ TEST(TokenizerLoad, MalformedFilesGiveClearErrors) {
     EXPECT_NE(t.status().message().find("my/tokenizer.json"), std::string::npos)
         << t.status().ToString();
   }
+}
+
+// 300k nested Sequence normalizers used to overflow the stack while the tokenizer was built.
+TEST(TokenizerLoad, DeeplyNestedSequencesAreRefused) {
+  for (const char* field : {"normalizer", "pre_tokenizer"}) {
+    std::string nested;
+    for (int i = 0; i < 300000; ++i) {
+      nested += std::string("{\"type\": \"Sequence\", \"") +
+                (field[0] == 'n' ? "normalizers" : "pretokenizers") + "\": [";
+    }
+    nested += "null";
+    for (int i = 0; i < 300000; ++i) nested += "]}";
+    const std::string json = std::string("{\"") + field + "\": " + nested +
+                             R"(, "model": {"type": "BPE", "vocab": {}, "merges": []}})";
+    auto t = Tokenizer::FromJson(json, {}, "deep/tokenizer.json");
+    ASSERT_FALSE(t.ok());
+    EXPECT_EQ(t.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(t.status().message().find("deep/tokenizer.json: JSON nested deeper than"),
+              std::string::npos)
+        << t.status().message();
+  }
+}
+
+TEST(TokenizerLoad, DevicesAndFifosAreRefusedAtOnce) {
+  auto z = Tokenizer::Load("/dev/zero");
+  ASSERT_FALSE(z.ok());
+  EXPECT_NE(z.status().message().find("expected a regular file"), std::string::npos)
+      << z.status().message();
+  testutil::TempDir dir;
+  const std::string fifo = dir / "tokenizer.json";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  auto f = Tokenizer::Load(fifo);
+  ASSERT_FALSE(f.ok());
+  EXPECT_NE(f.status().message().find("a FIFO"), std::string::npos) << f.status().message();
 }
 
 }  // namespace
