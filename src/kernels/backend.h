@@ -145,9 +145,9 @@ class Backend {
   // ---- sampling
   // Greedy sampling on the device: ids[r] = the index of the largest value of logits row r, the
   // lowest index among equal values (-0 equals +0). logits F32 [R, V] with V >= 1; ids I32 [R];
-  // R may be 0. NaN never wins: NaNs are skipped, except that a row whose first value is NaN
-  // gives 0. That is exactly std::max_element with operator< (engram::Argmax in
-  // model/sampler.h, the CPU sampler's temperature-0 path), so the two agree on every row.
+  // R may be 0. A row holding a NaN, or whose largest value is +inf or -inf, gives -1 (the
+  // engine ends that request: overflowed weights or activations). That is exactly
+  // engram::GreedyToken in model/sampler.h, so the two agree on every row.
   virtual Status ArgmaxRows(const Tensor& logits, Tensor& ids) = 0;
 
   // ---- captured work (CUDA graphs); optional: the defaults answer UNIMPLEMENTED (CPU).

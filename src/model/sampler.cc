@@ -43,6 +43,21 @@ int32_t Argmax(std::span<const float> logits) {
   return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
 }
 
+bool LogitsUsable(std::span<const float> logits) {
+  if (logits.empty()) return false;
+  bool nan = false;
+  float mx = -std::numeric_limits<float>::infinity();
+  for (const float x : logits) {
+    nan |= x != x;
+    mx = x > mx ? x : mx;
+  }
+  return !nan && std::isfinite(mx);
+}
+
+int32_t GreedyToken(std::span<const float> logits) {
+  return LogitsUsable(logits) ? Argmax(logits) : kNoGreedyToken;
+}
+
 Sampler::Seen& Sampler::Slot(int32_t token) {
   auto [it, inserted] = slot_of_.try_emplace(token, static_cast<uint32_t>(seen_.size()));
   if (inserted) seen_.push_back({token, false, 0});

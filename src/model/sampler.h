@@ -113,4 +113,14 @@ class Sampler {
 // Index of the largest logit (the lowest index among ties).
 int32_t Argmax(std::span<const float> logits);
 
+// Whether a row of logits can be sampled from: it holds no NaN and its largest value is finite
+// (no +inf, not all -inf). A row that fails this comes from overflowed weights or activations;
+// the engine ends its request with INTERNAL instead of sampling garbage.
+bool LogitsUsable(std::span<const float> logits);
+
+// The greedy token of a row as Backend::ArgmaxRows gives it: Argmax when LogitsUsable, else
+// kNoGreedyToken.
+inline constexpr int32_t kNoGreedyToken = -1;
+int32_t GreedyToken(std::span<const float> logits);
+
 }  // namespace engram

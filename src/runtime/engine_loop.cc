@@ -369,6 +369,17 @@ void EngineLoop::Run() {
         auto f_it = std::find_if(failed.begin(), failed.end(),
                                  [&](const Engine::SeqFailure& f) { return f.seq == a.seq; });
         if (f_it != failed.end()) continue;
+        // Overflowed weights or activations: the request ends rather than stream garbage.
+        if (on_device ? token == kNoGreedyToken : !LogitsUsable(lg)) {
+          ++stats_.nonfinite_logits;
+          const Status st = Internal(
+              "request {}: the model's logits hold NaN or Inf after {} generated tokens (the "
+              "weights or activations overflowed); nothing was sampled from them",
+              a.req->id(), a.output.size());
+          spdlog::error("{}", st.message());
+          FinishLocked(keys[i], FinishReason::kError, st);
+          continue;
+        }
         StreamEvent ev;
         if (on_device) {
           a.sampler.Accept(token);  // what Sample records (no penalty counts to keep)

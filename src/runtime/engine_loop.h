@@ -41,6 +41,9 @@ struct ServingStats {
   int64_t prompt_tokens = 0, generation_tokens = 0, steps = 0;
   double mean_step_s = 0, mean_batch_tokens = 0;
   int kv_blocks_total = 0, kv_blocks_free = 0, seq_slots_total = 0, seq_slots_free = 0;
+  // Requests ended with INTERNAL because their logits held NaN or Inf (model/sampler.h
+  // LogitsUsable): overflowed weights or activations, never sampled from.
+  int64_t nonfinite_logits = 0;
   // Latency histograms in seconds, with vLLM's bucket bounds.
   Histogram time_to_first_token{
       {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0}};

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 namespace engram {
@@ -13,35 +14,33 @@ constexpr int64_t kSegment = 32768;
 constexpr int64_t kSerialValues = 65536;
 
 struct Best {
-  float value = 0.f;
-  int64_t index = -1;  // -1: the range held only NaNs
+  float value = -std::numeric_limits<float>::infinity();
+  int64_t index = -1;  // -1: the range held no value above -inf
+  bool nan = false;    // the range held a NaN
 };
 
-// The largest non-NaN value of x[begin, end) and its lowest index.
+// The largest value of x[begin, end) and its lowest index, and whether a NaN was seen.
 Best ArgmaxRange(const float* x, int64_t begin, int64_t end) {
   Best b;
-  int64_t i = begin;
-  for (; i < end; ++i) {
-    if (!std::isnan(x[i])) {
-      b = {x[i], i};
-      ++i;
-      break;
-    }
+  bool nan = false;
+  for (int64_t i = begin; i < end; ++i) {
+    nan |= x[i] != x[i];
+    if (x[i] > b.value) b = {x[i], i, false};  // strictly greater: a later equal never wins
   }
-  for (; i < end; ++i) {
-    if (x[i] > b.value) b = {x[i], i};  // strictly greater: an equal later value never wins
-  }
+  b.nan = nan;
   return b;
 }
 
-// Combines the segments of one row (in index order) under the row's NaN rule.
-int32_t Finish(const float* row, const Best* seg, int64_t segments) {
-  if (std::isnan(row[0])) return 0;  // std::max_element never moves past a leading NaN
+// Combines the segments of one row (in index order): -1 for a row with a NaN or no finite max.
+int32_t Finish(const Best* seg, int64_t segments) {
   Best b = seg[0];
+  bool nan = seg[0].nan;
   for (int64_t s = 1; s < segments; ++s) {
+    nan |= seg[s].nan;
     if (seg[s].index >= 0 && (b.index < 0 || seg[s].value > b.value)) b = seg[s];
   }
-  return static_cast<int32_t>(b.index);  // >= 0: row[0] is a candidate
+  if (nan || b.index < 0 || !std::isfinite(b.value)) return -1;
+  return static_cast<int32_t>(b.index);
 }
 
 }  // namespace
@@ -61,7 +60,7 @@ void ArgmaxRowsF32(ThreadPool& pool, const float* x, int64_t rows, int64_t v, in
     pool.ParallelFor(rows * segments, task);
   }
   for (int64_t r = 0; r < rows; ++r) {
-    ids[r] = Finish(x + r * v, seg.data() + r * segments, segments);
+    ids[r] = Finish(seg.data() + r * segments, segments);
   }
 }
 

@@ -6,8 +6,9 @@
 // pairs with warp shuffles and one pair per warp through shared memory. A pair beats another
 // when its value is larger, or equal with a lower index; NaN is never larger nor equal, so it
 // never enters, and the order is total: the result does not depend on the reduction order and
-// is the lowest index of the row's largest non-NaN value. A row starting with NaN gives 0
-// (std::max_element never moves past a leading NaN; model/sampler.h Argmax).
+// is the lowest index of the row's largest value. A row holding a NaN (each thread notes one,
+// the block ORs the notes) or whose largest value is +-inf gives -1 (model/sampler.h
+// GreedyToken): the engine ends that request instead of sampling from overflowed logits.
 #include <climits>
 
 #include "kernels/cuda/device_utils.cuh"
@@ -23,19 +24,21 @@ int ArgmaxThreads(int64_t vocab) {
   return 64;
 }
 
-// (v, i) replaces (best, at) when it is larger, or equal with a lower index.
-__device__ __forceinline__ void Take(float& best, int32_t& at, float v, int32_t i) {
+// (v, i) replaces (best, at) when it is larger, or equal with a lower index; a NaN is noted.
+__device__ __forceinline__ void Take(float& best, int32_t& at, bool& nan, float v, int32_t i) {
+  nan |= v != v;
   if (v > best || (v == best && i < at)) {
     best = v;
     at = i;
   }
 }
 
-__device__ __forceinline__ void Take4(float& best, int32_t& at, const float4& a, int32_t i) {
-  Take(best, at, a.x, i);
-  Take(best, at, a.y, i + 1);
-  Take(best, at, a.z, i + 2);
-  Take(best, at, a.w, i + 3);
+__device__ __forceinline__ void Take4(float& best, int32_t& at, bool& nan, const float4& a,
+                                      int32_t i) {
+  Take(best, at, nan, a.x, i);
+  Take(best, at, nan, a.y, i + 1);
+  Take(best, at, nan, a.z, i + 2);
+  Take(best, at, nan, a.w, i + 3);
 }
 
 __device__ __forceinline__ void WarpArgmax(float& best, int32_t& at) {
@@ -43,7 +46,10 @@ __device__ __forceinline__ void WarpArgmax(float& best, int32_t& at) {
   for (int o = 16; o > 0; o >>= 1) {
     const float v = __shfl_xor_sync(kFullMask, best, o);
     const int32_t i = __shfl_xor_sync(kFullMask, at, o);
-    Take(best, at, v, i);
+    if (v > best || (v == best && i < at)) {
+      best = v;
+      at = i;
+    }
   }
 }
 
@@ -53,10 +59,11 @@ __global__ void ArgmaxRowsKernel(const float* logits, int64_t vocab, int32_t* id
   const int tid = threadIdx.x, stride = blockDim.x;
   float best = -INFINITY;
   int32_t at = INT_MAX;  // none yet: any non-NaN value (-inf too) replaces it
+  bool nan = false;
   // Scalar head up to the first 16-byte boundary (rows start 4-byte aligned), then float4s.
   const int64_t mis = static_cast<int64_t>((reinterpret_cast<uintptr_t>(row) >> 2) & 3u);
   const int64_t head = mis == 0 ? 0 : (vocab < 4 - mis ? vocab : 4 - mis);
-  if (tid < head) Take(best, at, row[tid], tid);
+  if (tid < head) Take(best, at, nan, row[tid], tid);
   const float4* body = reinterpret_cast<const float4*>(row + head);
   const int64_t n4 = (vocab - head) / 4;
   int64_t j = tid;
@@ -66,13 +73,14 @@ __global__ void ArgmaxRowsKernel(const float* logits, int64_t vocab, int32_t* id
     for (int u = 0; u < kUnroll; ++u) a[u] = body[j + u * stride];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
-      Take4(best, at, a[u], static_cast<int32_t>(head + 4 * (j + u * stride)));
+      Take4(best, at, nan, a[u], static_cast<int32_t>(head + 4 * (j + u * stride)));
     }
   }
-  for (; j < n4; j += stride) Take4(best, at, body[j], static_cast<int32_t>(head + 4 * j));
+  for (; j < n4; j += stride) Take4(best, at, nan, body[j], static_cast<int32_t>(head + 4 * j));
   for (int64_t i = head + 4 * n4 + tid; i < vocab; i += stride) {
-    Take(best, at, row[i], static_cast<int32_t>(i));
+    Take(best, at, nan, row[i], static_cast<int32_t>(i));
   }
+  const bool row_nan = __syncthreads_or(nan) != 0;
 
   __shared__ float warp_best[32];
   __shared__ int32_t warp_at[32];
@@ -88,7 +96,7 @@ __global__ void ArgmaxRowsKernel(const float* logits, int64_t vocab, int32_t* id
     best = lane < warps ? warp_best[lane] : -INFINITY;
     at = lane < warps ? warp_at[lane] : INT_MAX;
     WarpArgmax(best, at);
-    if (lane == 0) ids[blockIdx.x] = isnan(row[0]) ? 0 : at;
+    if (lane == 0) ids[blockIdx.x] = row_nan || !isfinite(best) ? -1 : at;
   }
 }
 

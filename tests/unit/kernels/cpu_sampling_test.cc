@@ -1,5 +1,5 @@
-// Backend::ArgmaxRows on the CPU backend: the lowest index among ties, NaN treated exactly as
-// the CPU sampler's Argmax (std::max_element) treats it, rows split over threads, bad operands.
+// Backend::ArgmaxRows on the CPU backend: the lowest index among ties, -1 for rows holding a NaN
+// or with no finite maximum (engram::GreedyToken), rows split over threads, bad operands.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -31,12 +31,12 @@ std::vector<int32_t> ArgmaxOn(Backend& b, const std::vector<float>& x, int64_t r
   return std::vector<int32_t>(ids.ptr<int32_t>(), ids.ptr<int32_t>() + rows);
 }
 
-// The CPU sampler's greedy pick of each row: what ArgmaxRows must equal.
+// The host's greedy pick of each row: what ArgmaxRows must equal.
 std::vector<int32_t> Reference(const std::vector<float>& x, int64_t rows) {
   std::vector<int32_t> ids;
   const size_t v = x.size() / static_cast<size_t>(rows);
   for (int64_t r = 0; r < rows; ++r) {
-    ids.push_back(Argmax(std::span<const float>(x.data() + r * v, v)));
+    ids.push_back(GreedyToken(std::span<const float>(x.data() + r * v, v)));
   }
   return ids;
 }
@@ -51,16 +51,16 @@ TEST(CpuArgmaxRows, SmallRowsTiesNegativesAndInfinities) {
       {{3.f}, 0},
       {{1.f, 5.f, 5.f, 2.f}, 1},                 // tie: the lowest index
       {{-4.f, -1.5f, -2.f, -1.5f, -9.f}, 1},     // all negative, tied
-      {{-kInf, -kInf, -kInf}, 0},                // nothing above -inf: the first
+      {{-kInf, -kInf, -kInf}, -1},               // nothing above -inf: unusable
       {{-kInf, -3.f, -kInf}, 1},                 // any finite value beats -inf
-      {{2.f, kInf, 7.f, kInf}, 1},               // +inf wins, lowest index
+      {{2.f, kInf, 7.f, kInf}, -1},              // +inf: overflowed, unusable
       {{-0.f, 0.f, -0.f}, 0},                    // -0 equals +0
       {{-1.f, 0.f, -0.f}, 1},                    //
-      {{1.f, kNaN, 2.f, kNaN}, 2},               // NaN is skipped
-      {{-kInf, kNaN, -kInf}, 0},                 //
-      {{kNaN, 1.f, 9.f}, 0},                     // a leading NaN wins (std::max_element)
-      {{kNaN, kNaN}, 0},                         // all NaN
-      {{kNaN}, 0},                               //
+      {{1.f, kNaN, 2.f, kNaN}, -1},              // any NaN: unusable
+      {{-kInf, kNaN, -kInf}, -1},                //
+      {{kNaN, 1.f, 9.f}, -1},                    //
+      {{kNaN, kNaN}, -1},                        // all NaN
+      {{kNaN}, -1},                              //
       {{0.5f, 0.25f, 1.f, 0.75f, 1.f, 1.f}, 2},  // V = 6, not a multiple of 4 or 8
   };
   for (size_t c = 0; c < cases.size(); ++c) {
@@ -81,6 +81,7 @@ TEST(CpuArgmaxRows, ManyRowsOfOddWidthsEqualTheSamplersArgmax) {
       x[static_cast<size_t>(2 * v + v / 2)] = kNaN;
       x[static_cast<size_t>(3 * v)] = kNaN;  // a leading NaN
       x[static_cast<size_t>(5 * v + v - 1)] = -kInf;
+      x[static_cast<size_t>(6 * v + v / 3)] = kInf;
       EXPECT_EQ(ArgmaxOn(*b, x, rows), Reference(x, rows)) << "threads " << threads << ", V " << v;
     }
   }
@@ -100,11 +101,11 @@ TEST(CpuArgmaxRows, LongRowsSplitOverThreads) {
   at(2, 128255) = 50.f;
   at(3, 0) = kNaN;  // a leading NaN, with a larger value later
   at(3, 77777) = 99.f;
-  for (int64_t i = 0; i < 32768; ++i) at(4, i) = kNaN;  // a first segment of NaNs after index 0
-  at(4, 0) = -20.f;
+  at(4, 128000) = kNaN;  // one NaN in the last segment only
   at(4, 90000) = 60.f;
-  for (int64_t i = 1; i < v; ++i) at(5, i) = kNaN;  // only index 0 is a number
-  const std::vector<int32_t> want = {100000, 32767, 65536, 0, 90000, 0};
+  for (int64_t i = 0; i < v; ++i) at(5, i) = -kInf;  // all -inf across every segment
+  at(5, 100) = -kInf;
+  const std::vector<int32_t> want = {100000, 32767, 65536, -1, -1, -1};
   ASSERT_EQ(Reference(x, rows), want);
   EXPECT_EQ(ArgmaxOn(*b, x, rows), want);
 }

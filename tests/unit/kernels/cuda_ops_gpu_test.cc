@@ -653,7 +653,7 @@ TEST_F(CudaOps, EngramShortConvChunkedEqualsWhole) {
   }
 }
 
-// ArgmaxRows on the GPU equals the CPU backend's (and so the CPU sampler's Argmax) on every row:
+// ArgmaxRows on the GPU equals the CPU backend's (and so engram::GreedyToken) on every row:
 // random logits of odd widths (rows start at every 4-byte offset mod 16, so the scalar head,
 // the float4 body and the tail all run), a Llama-3-like width of 128256 with planted ties,
 // -inf and NaN rows, rows of one repeated value, and views of a tensor's later rows.

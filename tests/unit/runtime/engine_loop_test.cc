@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <limits>
 #include <memory>
 #include <span>
 #include <string>
@@ -149,6 +150,48 @@ TEST(EngineLoop, GreedyOnTheDeviceEqualsGreedyOnTheHost) {
   const ServingStats s = loop.Stats();
   EXPECT_EQ(s.requests_finished, 8);
   EXPECT_EQ(s.generation_tokens, 7 * kTokens + static_cast<int64_t>(st.tokens.size()));
+}
+
+// Weights that overflow (here: a final norm of NaN) make every logit NaN. Neither sampling path
+// samples from them: each request ends with INTERNAL naming the cause, the count shows in the
+// stats, and the loop keeps serving.
+TEST(EngineLoop, NonFiniteLogitsEndTheRequestsWithInternal) {
+  auto files = OpenModel("synth:tiny");
+  ASSERT_TRUE(files.ok()) << files.status().ToString();
+  const TensorInfo* norm = files->store.Info("model.norm.weight");
+  ASSERT_NE(norm, nullptr);
+  Tensor nan = HostTensor(DType::kF32, norm->shape);
+  for (int64_t i = 0; i < nan.numel(); ++i) {
+    nan.ptr<float>()[i] = std::numeric_limits<float>::quiet_NaN();
+  }
+  files->store.AddInMemory("model.norm.weight", nan);
+  EngineOptions opt;
+  opt.max_seqs = 4;
+  opt.kv_tokens = 1024;
+  opt.backend.threads = 2;
+  auto engine = Engine::Create(std::move(files).value(), opt);
+  ASSERT_TRUE(engine.ok()) << engine.status().ToString();
+  const int64_t vocab = (*engine)->config().vocab_size;
+  EngineLoop loop(std::move(engine).value(), nullptr, ServingOptions{});
+  for (const bool greedy : {true, false, true}) {
+    GenerationParams p;
+    p.prompt = Prompt(greedy ? 1 : 2, 5, vocab);
+    p.max_tokens = 4;
+    if (!greedy) p.sampling.temperature = 0.8f;  // sampled on the host from logits rows
+    auto r = loop.Submit(greedy ? "nan-greedy" : "nan-sampled", std::move(p), std::nullopt);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    const Outcome o = Drain(**r);
+    EXPECT_EQ(o.finish, FinishReason::kError);
+    EXPECT_EQ(o.status.code(), StatusCode::kInternal) << o.status.ToString();
+    EXPECT_NE(o.status.message().find("logits hold NaN or Inf"), std::string::npos)
+        << o.status.message();
+    EXPECT_TRUE(o.tokens.empty());
+  }
+  const ServingStats s = loop.Stats();
+  EXPECT_EQ(s.nonfinite_logits, 3);
+  EXPECT_EQ(s.finished_by_reason.at("error"), 3);
+  EXPECT_EQ(loop.InFlight(), 0);
+  EXPECT_EQ(s.kv_blocks_free, s.kv_blocks_total);
 }
 
 }  // namespace
