@@ -7,6 +7,7 @@
 #include "model/engram_geometry.h"
 #include "model/stop_matcher.h"
 #include "model/stream_decoder.h"
+#include "model/utf8.h"
 #include "model/weights.h"
 
 namespace engram {
@@ -35,6 +36,19 @@ std::optional<Clock::time_point> DeadlineOf(const grpc::ServerContext& ctx) {
   const auto left = d - std::chrono::system_clock::now();
   if (left > std::chrono::hours(24 * 365)) return std::nullopt;
   return Clock::now() + std::chrono::duration_cast<Clock::duration>(left);
+}
+
+// request_id: echoed in responses (a proto string there) and logs, so UTF-8 and short.
+Status CheckRequestId(const std::string& id) {
+  constexpr size_t kMaxRequestIdBytes = 256;
+  if (id.size() > kMaxRequestIdBytes) {
+    return InvalidArgument("request_id is {} bytes, expected at most {}", id.size(),
+                           kMaxRequestIdBytes);
+  }
+  if (const size_t bad = utf8::FirstInvalid(id); bad != utf8::kValid) {
+    return InvalidArgument("request_id: byte {} is not valid UTF-8 (expected UTF-8 text)", bad);
+  }
+  return Status::Ok();
 }
 
 }  // namespace
@@ -146,6 +160,11 @@ Result<GenerationParams> EngramService::ToParams(const v1::GenerateRequest& req)
   }
   p.logprobs = req.logprobs();
   p.sampling.logprobs = p.logprobs;
+  for (int i = 0; i < req.stop_size(); ++i) {
+    if (const size_t bad = utf8::FirstInvalid(req.stop(i)); bad != utf8::kValid) {
+      return InvalidArgument("stop[{}]: byte {} is not valid UTF-8 (expected UTF-8 text)", i, bad);
+    }
+  }
   p.stop.assign(req.stop().begin(), req.stop().end());
   ENGRAM_RETURN_IF_ERROR(StopMatcher::Validate(p.stop));
   p.stop_token_ids.assign(req.stop_token_ids().begin(), req.stop_token_ids().end());
@@ -158,6 +177,10 @@ grpc::Status EngramService::Generate(grpc::ServerContext* ctx, const v1::Generat
                                      grpc::ServerWriter<v1::GenerateResponse>* writer) {
   EngineLoop* loop = loop_.load(std::memory_order_acquire);
   if (!loop) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the model is still loading");
+  if (Status st = CheckRequestId(req->request_id()); !st.ok()) {
+    loop->CountRejected();
+    return ToGrpc(st);
+  }
   const std::string id =
       req->request_id().empty() ? fmt::format("req-{}", next_id_.fetch_add(1)) : req->request_id();
   auto params = ToParams(*req);
@@ -276,6 +299,7 @@ grpc::Status EngramService::GetStats(grpc::ServerContext*, const v1::GetStatsReq
   resp->set_mean_batch_tokens(s.mean_batch_tokens);
   resp->set_kv_blocks_total(s.kv_blocks_total);
   resp->set_kv_blocks_free(s.kv_blocks_free);
+  resp->set_requests_nonfinite_logits(s.nonfinite_logits);
   resp->set_sequence_slots_total(s.seq_slots_total);
   resp->set_sequence_slots_free(s.seq_slots_free);
   const Engine& engine = loop->engine();

@@ -33,6 +33,30 @@ v1::GenerateRequest WithSampling(const std::function<void(v1::SamplingParams*)>&
 }
 
 const BadCase kCases[] = {
+    // stop and request_id are bytes on the wire, so invalid UTF-8 reaches the service (as a
+    // proto3 string it failed inside gRPC: INTERNAL with an empty message).
+    {"InvalidUtf8Stop",
+     [] {
+       v1::GenerateRequest r = IdsRequest({1, 2, 3}, 4);
+       r.add_stop("ok");
+       r.add_stop(std::string("a\xc3(", 3));
+       return r;
+     },
+     grpc::StatusCode::INVALID_ARGUMENT, "stop[1]: byte 1 is not valid UTF-8"},
+    {"InvalidUtf8RequestId",
+     [] {
+       v1::GenerateRequest r = IdsRequest({1, 2, 3}, 4);
+       r.set_request_id(std::string("id-\xff", 4));
+       return r;
+     },
+     grpc::StatusCode::INVALID_ARGUMENT, "request_id: byte 3 is not valid UTF-8"},
+    {"LongRequestId",
+     [] {
+       v1::GenerateRequest r = IdsRequest({1, 2, 3}, 4);
+       r.set_request_id(std::string(300, 'x'));
+       return r;
+     },
+     grpc::StatusCode::INVALID_ARGUMENT, "request_id is 300 bytes"},
     {"NoPrompt", [] { return v1::GenerateRequest(); }, grpc::StatusCode::INVALID_ARGUMENT,
      "prompt"},
     {"EmptyText", [] { return TextRequest("", 4); }, grpc::StatusCode::INVALID_ARGUMENT,
