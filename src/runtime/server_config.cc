@@ -1,5 +1,10 @@
 #include "runtime/server_config.h"
 
+#include "common/file_read.h"
+#include "common/host_port.h"
+#include "kernels/backend.h"
+#include "tiering/numa_topology.h"
+
 #include <yaml-cpp/yaml.h>
 
 #include <cctype>
@@ -448,23 +453,8 @@ Result<ServerConfig> Parse(const std::string& text, const std::string& source,
 }  // namespace
 
 Result<ServerConfig> ServerConfig::LoadFile(const std::string& path) {
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) {
-    const int err = errno;
-    return ErrnoStatus(err == ENOENT   ? StatusCode::kNotFound
-                       : err == EACCES ? StatusCode::kPermissionDenied
-                                       : StatusCode::kInvalidArgument,
-                       path + ": cannot open the config file", err);
-  }
-  std::string text;
-  char buf[16384];
-  size_t n = 0;
-  while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0) text.append(buf, n);
-  const int err = std::ferror(f) ? errno : 0;
-  std::fclose(f);
-  if (err != 0) {
-    return ErrnoStatus(StatusCode::kInvalidArgument, path + ": cannot read the config file", err);
-  }
+  ENGRAM_ASSIGN_OR_RETURN(std::string text,
+                          ReadRegularFile(path, kMaxConfigFileBytes, "config file"));
   std::error_code ec;
   fs::path base = fs::absolute(fs::path(path), ec).parent_path();
   if (ec) base = fs::path(path).parent_path();
@@ -490,6 +480,31 @@ Result<ModelFiles> ServerConfig::OpenModelFiles() const {
     files.tokenizer_path = tokenizer;
   }
   return files;
+}
+
+Status ServerConfig::CheckEnvironment() const {
+  ENGRAM_RETURN_IF_ERROR(ResolveListenAddress(server.listen, "server.listen").status());
+  if (!metrics.listen.empty()) {
+    ENGRAM_RETURN_IF_ERROR(ResolveListenAddress(metrics.listen, "metrics.listen").status());
+  }
+  if (tables.tier == "dram" && tables.numa_node >= 0) {
+    ENGRAM_ASSIGN_OR_RETURN(NumaTopology topo, NumaTopology::Load());
+    bool found = false;
+    std::string nodes;
+    for (const NumaNode& n : topo.nodes()) {
+      found = found || n.os_index == tables.numa_node;
+      nodes += (nodes.empty() ? "" : ", ") + std::to_string(n.os_index);
+    }
+    if (!found) {
+      return InvalidArgument("tables.numa_node: {} is not a NUMA node of this machine (nodes: {})",
+                             tables.numa_node, nodes);
+    }
+  }
+  if (backend.kind == "cuda") {
+    auto b = CreateBackend(ToEngineOptions().backend);
+    if (!b.ok()) return b.status().WithContext("backend");
+  }
+  return Status::Ok();
 }
 
 ServingOptions ServerConfig::ToServingOptions() const {

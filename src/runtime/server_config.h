@@ -97,6 +97,10 @@ struct ServerConfig {
   std::string ModelSpec() const;
   // OpenModel(ModelSpec()), with `tokenizer` replacing a model directory's tokenizer.json.
   Result<ModelFiles> OpenModelFiles() const;
+  // What the start would find that the file alone cannot show (engramd --check-config):
+  // both listen addresses resolve, tables.numa_node is a node of this machine, and a cuda
+  // backend's device exists and is usable. Opens nothing of the model.
+  Status CheckEnvironment() const;
   EngineOptions ToEngineOptions() const;
   // The scheduler limits and request defaults of `limits`.
   ServingOptions ToServingOptions() const;

@@ -35,8 +35,8 @@ std::string Yaml(const DaemonOptions& o) {
   y += fmt::format("model: \"{}\"\n", o.model);
   if (!o.tokenizer.empty()) y += fmt::format("tokenizer: \"{}\"\n", o.tokenizer);
   y += fmt::format("backend:\n  kind: cpu\n  threads: {}\n", o.backend_threads);
-  y += fmt::format("server:\n  listen: 127.0.0.1:0\n  max_message_bytes: {}\n  drain_grace_s: {}\n",
-                   o.max_message_bytes, o.drain_grace_s);
+  y += fmt::format("server:\n  listen: \"{}\"\n  max_message_bytes: {}\n  drain_grace_s: {}\n",
+                   o.listen, o.max_message_bytes, o.drain_grace_s);
   y += fmt::format(
       "limits:\n  max_running_seqs: {}\n  max_waiting: {}\n  max_tokens_default: {}\n"
       "  kv_tokens: {}\n",
@@ -140,6 +140,14 @@ std::optional<std::string> DaemonProcess::Line(const std::string& prefix) const 
   std::lock_guard<std::mutex> lock(mu_);
   for (const std::string& l : lines_) {
     if (l.rfind(prefix, 0) == 0) return l;
+  }
+  return std::nullopt;
+}
+
+std::optional<std::string> DaemonProcess::LineContaining(const std::string& text) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const std::string& l : lines_) {
+    if (l.find(text) != std::string::npos) return l;
   }
   return std::nullopt;
 }

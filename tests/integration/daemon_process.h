@@ -30,6 +30,7 @@ struct DaemonOptions {
   std::string model = "synth:tiny";
   std::string tokenizer = FixtureTokenizer();
   int backend_threads = 1;
+  std::string listen = "127.0.0.1:0";  // server.listen
   int max_message_bytes = 1 << 20;
   double drain_grace_s = 10;
   int max_running_seqs = 16;
@@ -63,6 +64,8 @@ class DaemonProcess {
   Status WaitReady(double timeout_s) { return WaitForLine("engramd: ready", timeout_s); }
   // The first stdout line starting with `prefix`, if printed yet.
   std::optional<std::string> Line(const std::string& prefix) const;
+  // The first stdout line (the log included) containing `text`, if printed yet.
+  std::optional<std::string> LineContaining(const std::string& text) const;
 
   Status Signal(int sig);
   // Waits up to `timeout_s` for the process to exit; its wait status (nullopt: still running).

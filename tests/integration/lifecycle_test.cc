@@ -6,6 +6,10 @@
 #include <sys/wait.h>
 
 #include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <future>
 #include <thread>
 
@@ -138,6 +142,109 @@ TEST(Drain, GraceEndEndsLongStreamsWithUnavailable) {
   ASSERT_TRUE(ws.has_value()) << "engramd did not exit after the drain";
   EXPECT_TRUE(WIFEXITED(*ws) && WEXITSTATUS(*ws) == 0) << ExitDescription(ws) << "\n"
                                                        << (*d)->StderrLog();
+}
+
+// gRPC's SO_REUSEPORT default let a second engramd start on the same port and silently take
+// half of the connections; it is now refused at start, naming the address.
+TEST(Start, ASecondDaemonOnTheSamePortIsRefused) {
+  auto first = DaemonProcess::Start(DaemonOptions{});
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  DaemonOptions o;
+  o.listen = (*first)->address();
+  o.start_timeout_s = 30;
+  auto second = DaemonProcess::Start(o);
+  ASSERT_FALSE(second.ok()) << "a second engramd started on " << o.listen;
+  EXPECT_NE(second.status().message().find(o.listen + " is already in use"), std::string::npos)
+      << second.status().message();
+  auto stub = v1::Engram::NewStub(Connect((*first)->address()));
+  for (int i = 0; i < 6; ++i) {  // every request reaches the first daemon
+    EXPECT_TRUE(Generate(*stub, IdsRequest({1, 2, 3}, 2), 30).status.ok());
+  }
+  EXPECT_EQ((*first)->Stop(), 0);
+}
+
+TEST(Signals, SighupIsIgnoredAndLogged) {
+  auto d = DaemonProcess::Start(DaemonOptions{});
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  ASSERT_TRUE((*d)->Signal(SIGHUP).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_FALSE((*d)->WaitExit(0.1).has_value()) << "SIGHUP ended engramd";
+  auto stub = v1::Engram::NewStub(Connect((*d)->address()));
+  EXPECT_TRUE(Generate(*stub, IdsRequest({1, 2, 3}, 2), 30).status.ok());
+  EXPECT_TRUE((*d)->LineContaining("SIGHUP ignored").has_value());
+  EXPECT_EQ((*d)->Stop(), 0);
+}
+
+TEST(Drain, ASecondSigtermEndsTheDrainAtOnce) {
+  DaemonOptions o = SlowModel(0.2);
+  o.drain_grace_s = 120;
+  auto d = DaemonProcess::Start(o);
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  BackgroundStream stream((*d)->address(), IdsRequest({7, 8, 9, 10}, 4000), 180);
+  ASSERT_TRUE(stream.WaitStarted(30)) << (*d)->StderrLog();
+  ASSERT_TRUE((*d)->Signal(SIGTERM).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE((*d)->Signal(SIGTERM).ok());
+  ASSERT_EQ(stream.result.wait_for(std::chrono::seconds(60)), std::future_status::ready);
+  const StreamResult r = stream.result.get();
+  const double ended_after_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::UNAVAILABLE) << r.status.error_message();
+  EXPECT_NE(r.status.error_message().find("second stop signal"), std::string::npos)
+      << r.status.error_message();
+  EXPECT_LT(ended_after_s, 30) << "the second SIGTERM should end a 120 s drain";
+  const auto ws = (*d)->WaitExit(30);
+  ASSERT_TRUE(ws.has_value()) << "engramd did not exit";
+  EXPECT_TRUE(WIFEXITED(*ws) && WEXITSTATUS(*ws) == 0) << ExitDescription(ws);
+}
+
+// `engramd --check-config FILE`: exit code and stderr.
+std::pair<int, std::string> CheckConfig(const std::string& yaml) {
+  char dir[] = "/tmp/engramd-check-XXXXXX";
+  if (!::mkdtemp(dir)) return {-1, "mkdtemp failed"};
+  const std::string cfg = std::string(dir) + "/model.yaml", err = std::string(dir) + "/err";
+  std::ofstream(cfg) << yaml;
+  const std::string cmd = fmt::format("{} --check-config {} >/dev/null 2>{}", ENGRAMD, cfg, err);
+  const int ws = std::system(cmd.c_str());
+  std::ifstream in(err);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::filesystem::remove_all(dir);
+  return {WIFEXITED(ws) ? WEXITSTATUS(ws) : -1, text};
+}
+
+// What the start would find but the file alone does not show.
+TEST(CheckConfig, RefusesWhatTheStartWouldRefuse) {
+  struct Case {
+    std::string yaml, needle;
+  };
+  const Case cases[] = {
+      {"model: synth:tiny\nserver:\n  listen: 256.0.0.1:0\n",
+       "server.listen: \"256.0.0.1:0\": \"256.0.0.1\" is not an IPv4 address"},
+      {"model: synth:tiny\nmetrics:\n  listen: 300.1.1.1:0\n", "metrics.listen"},
+      {"model: synth:tiny\ntables:\n  tier: dram\n  numa: bind\n  numa_node: 1023\n",
+       "tables.numa_node: 1023 is not a NUMA node of this machine"},
+      {"model: /dev/zero\n", "model"},
+  };
+  for (const Case& c : cases) {
+    const auto [code, err] = CheckConfig(c.yaml);
+    EXPECT_EQ(code, 2) << c.yaml << err;
+    EXPECT_NE(err.find(c.needle), std::string::npos) << c.yaml << "\nstderr: " << err;
+  }
+  const auto [code, err] = CheckConfig("model: synth:tiny\nserver:\n  listen: 127.0.0.1:0\n");
+  EXPECT_EQ(code, 0) << err;
+  const auto [dev_code, dev_err] = [] {
+    const std::string cmd = fmt::format("{} --check-config /dev/zero 2>&1", ENGRAMD);
+    FILE* p = ::popen(cmd.c_str(), "r");
+    std::string out;
+    char buf[512];
+    size_t n;
+    while (p && (n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+    const int ws = p ? ::pclose(p) : -1;
+    return std::pair<int, std::string>{WIFEXITED(ws) ? WEXITSTATUS(ws) : -1, out};
+  }();
+  EXPECT_EQ(dev_code, 2) << dev_err;
+  EXPECT_NE(dev_err.find("expected a regular file"), std::string::npos) << dev_err;
 }
 
 }  // namespace

@@ -1,10 +1,16 @@
 // engramd: the Engram inference daemon. Starts the gRPC server (health NOT_SERVING), loads
 // the model, then serves (health SERVING). SIGTERM/SIGINT drain: stop accepting, let running
-// requests finish within server.drain_grace_s, end the rest with UNAVAILABLE, exit.
+// requests finish within server.drain_grace_s, end the rest with UNAVAILABLE, exit; a second
+// SIGTERM/SIGINT during the drain ends it at once. SIGHUP is ignored (logged): engramd has no
+// configuration reload. SIGPIPE is ignored process-wide: a peer that resets a connection can
+// only fail that connection's write.
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/support/channel_arguments.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
@@ -12,6 +18,7 @@
 #include <string>
 #include <thread>
 
+#include "common/host_port.h"
 #include "common/logging.h"
 #include "runtime/engine_loop.h"
 #include "runtime/grpc_service.h"
@@ -35,6 +42,10 @@ int CheckConfig(const std::string& path) {
     std::fprintf(stderr, "engramd: %s\n", cfg.status().message().c_str());
     return 2;
   }
+  if (Status st = cfg->CheckEnvironment(); !st.ok()) {
+    std::fprintf(stderr, "engramd: %s: %s\n", path.c_str(), st.message().c_str());
+    return 2;
+  }
   auto files = cfg->OpenModelFiles();
   if (!files.ok()) {
     std::fprintf(stderr, "engramd: %s: model: %s\n", path.c_str(),
@@ -48,6 +59,27 @@ int CheckConfig(const std::string& path) {
   return 0;
 }
 
+// Whether `addr` can be bound now, as gRPC will bind it (SO_REUSEADDR, never SO_REUSEPORT):
+// a port another process holds is refused here with a message naming it, instead of gRPC's
+// bare failure.
+Status ProbeListen(const ResolvedAddress& addr, std::string_view key, const std::string& text) {
+  const int fd = ::socket(addr.family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return ErrnoStatus(StatusCode::kUnavailable, std::string(key) + ": socket", errno);
+  const int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  const int rc = ::bind(fd, reinterpret_cast<const sockaddr*>(&addr.addr), addr.len);
+  const int err = errno;
+  ::close(fd);
+  if (rc == 0) return Status::Ok();
+  if (err == EADDRINUSE) {
+    return Unavailable(
+        "{}: {} is already in use (another engramd, or another server, listens "
+        "there; pick another port or stop it)",
+        key, text);
+  }
+  return ErrnoStatus(StatusCode::kUnavailable, fmt::format("{}: cannot bind {}", key, text), err);
+}
+
 int Serve(const std::string& path) {
   auto cfg_or = ServerConfig::LoadFile(path);
   if (!cfg_or.ok()) {
@@ -59,11 +91,23 @@ int Serve(const std::string& path) {
     std::fprintf(stderr, "engramd: %s\n", st.ToString().c_str());
     return 2;
   }
+  for (const auto& [key, text] :
+       {std::pair<std::string_view, std::string>{"server.listen", cfg.server.listen},
+        {"metrics.listen", cfg.metrics.listen}}) {
+    if (text.empty()) continue;
+    auto addr = ResolveListenAddress(text, key);
+    Status st = addr.ok() ? ProbeListen(*addr, key, text) : addr.status();
+    if (!st.ok()) {
+      std::fprintf(stderr, "engramd: %s: %s\n", path.c_str(), st.message().c_str());
+      return 2;
+    }
+  }
   // Signals go to the sigwait below only: block them before any thread starts.
   sigset_t sigs;
   sigemptyset(&sigs);
   sigaddset(&sigs, SIGTERM);
   sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
 
   ServiceOptions sopt;
@@ -73,6 +117,9 @@ int Serve(const std::string& path) {
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(cfg.server.listen, grpc::InsecureServerCredentials(), &port);
+  // gRPC sets SO_REUSEPORT by default: a second engramd on the same port would then start
+  // and silently take half of the connections.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.SetMaxReceiveMessageSize(cfg.server.max_message_bytes);
   builder.SetMaxSendMessageSize(cfg.server.max_message_bytes);
   if (cfg.server.handler_threads > 0) {
@@ -82,7 +129,9 @@ int Serve(const std::string& path) {
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) {
-    std::fprintf(stderr, "engramd: cannot listen on %s (server.listen)\n",
+    std::fprintf(stderr,
+                 "engramd: cannot listen on %s (server.listen): the address is in use or not "
+                 "local\n",
                  cfg.server.listen.c_str());
     return 1;
   }
@@ -142,7 +191,11 @@ int Serve(const std::string& path) {
   spdlog::info("serving {} on {}", loop->engine().files().source, backend_name);
 
   int sig = 0;
-  sigwait(&sigs, &sig);
+  while (true) {
+    sigwait(&sigs, &sig);
+    if (sig != SIGHUP) break;
+    spdlog::warn("SIGHUP ignored: engramd has no configuration reload (SIGTERM drains it)");
+  }
   spdlog::info("{}: draining (grace {} s, {} requests in flight)", strsignal(sig),
                cfg.server.drain_grace_s, loop->InFlight());
   health->SetServingStatus(false);
@@ -150,14 +203,27 @@ int Serve(const std::string& path) {
   const auto grace_end = std::chrono::steady_clock::now() +
                          std::chrono::duration_cast<std::chrono::steady_clock::duration>(
                              std::chrono::duration<double>(cfg.server.drain_grace_s));
-  while (loop->InFlight() > 0 && std::chrono::steady_clock::now() < grace_end) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  bool hurry = false;  // a second SIGTERM/SIGINT: end the drain now
+  while (!hurry && loop->InFlight() > 0 && std::chrono::steady_clock::now() < grace_end) {
+    const timespec tick{0, 20'000'000};
+    const int s2 = sigtimedwait(&sigs, nullptr, &tick);
+    if (s2 == SIGHUP) spdlog::warn("SIGHUP ignored during the drain");
+    if (s2 == SIGTERM || s2 == SIGINT) {
+      spdlog::warn("{} during the drain: ending the {} requests in flight now", strsignal(s2),
+                   loop->InFlight());
+      hurry = true;
+    }
   }
   if (loop->InFlight() > 0) {
-    spdlog::warn("drain grace of {} s ended with {} requests in flight: ending them",
-                 cfg.server.drain_grace_s, loop->InFlight());
-    loop->AbortAll(Unavailable("server shutting down: the drain grace period of {} s ended",
-                               cfg.server.drain_grace_s));
+    if (!hurry) {
+      spdlog::warn("drain grace of {} s ended with {} requests in flight: ending them",
+                   cfg.server.drain_grace_s, loop->InFlight());
+    }
+    loop->AbortAll(hurry ? Unavailable("server shutting down: a second stop signal ended the "
+                                       "drain")
+                         : Unavailable("server shutting down: the drain grace period of {} s "
+                                       "ended",
+                                       cfg.server.drain_grace_s));
     const auto abort_end = std::chrono::steady_clock::now() + std::chrono::seconds(5);
     while (loop->InFlight() > 0 && std::chrono::steady_clock::now() < abort_end) {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -174,6 +240,9 @@ int Serve(const std::string& path) {
 }  // namespace engram
 
 int main(int argc, char** argv) {
+  // Before any thread or socket exists: a write to a peer that reset its connection returns
+  // EPIPE on that connection instead of killing the process.
+  signal(SIGPIPE, SIG_IGN);
   spdlog::set_pattern("[%H:%M:%S.%e] [%^%l%$] %v");
   if (argc == 2 && (!std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h"))) {
     std::printf("%s", engram::kUsage);
