@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include "common/file_read.h"
+#include "common/mapped_files.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -59,12 +60,19 @@ class Mapping {
         return ErrnoStatus(StatusCode::kResourceExhausted, path + ": mmap", err);
       }
       m->data_ = static_cast<char*>(p);
+      // Kept open by the registry: a SIGBUS in the mapping, or a change of the file's size or
+      // mtime, marks the model broken instead of killing the process (common/mapped_files.h).
+      m->guard_ = RegisterMappedFile(p, m->size_, fd, path);
+      return m;
     }
-    ::close(fd);  // the mapping stays valid without the descriptor
+    ::close(fd);
     return m;
   }
   ~Mapping() {
-    if (data_ != nullptr) ::munmap(data_, size_);
+    if (data_ != nullptr) {
+      UnregisterMappedFile(guard_);
+      ::munmap(data_, size_);
+    }
   }
   Mapping(const Mapping&) = delete;
   Mapping& operator=(const Mapping&) = delete;
@@ -76,6 +84,7 @@ class Mapping {
   Mapping() = default;
   char* data_ = nullptr;
   uint64_t size_ = 0;
+  int guard_ = -1;
 };
 
 struct ParsedTensor {

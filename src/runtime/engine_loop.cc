@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "common/logging.h"
+#include "common/mapped_files.h"
 #include "model/stop_matcher.h"
 #include "model/stream_decoder.h"
 
@@ -138,6 +139,10 @@ Result<std::shared_ptr<RequestState>> EngineLoop::Submit(
     ++stats_.requests_rejected;
     return Unavailable("server is shutting down and accepts no new requests");
   }
+  if (!model_health_.ok()) {
+    ++stats_.requests_rejected;
+    return Unavailable("the model cannot serve: {}", model_health_.message());
+  }
   const uint64_t key = next_key_++;
   SchedItem item;
   item.key = key;
@@ -176,6 +181,11 @@ void EngineLoop::CountRejected() {
   std::lock_guard<std::mutex> lock(mu_);
   ++stats_.requests_received;
   ++stats_.requests_rejected;
+}
+
+Status EngineLoop::ModelHealth() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return model_health_;
 }
 
 int EngineLoop::InFlight() const {
@@ -298,6 +308,16 @@ void EngineLoop::Run() {
         for (uint64_t k : all) FinishLocked(k, FinishReason::kCancelled, *abort_status_);
       }
       if (stop_) return;
+      // Idle or not, the mapped model files are checked about once a second.
+      if (model_health_.ok() && now >= next_file_check_) {
+        model_health_ = CheckMappedFiles();
+        next_file_check_ = now + std::chrono::seconds(1);
+      }
+      if (!model_health_.ok() && !active_.empty()) {
+        std::vector<uint64_t> all;
+        for (auto& [k, a] : active_) all.push_back(k);
+        for (uint64_t k : all) FinishLocked(k, FinishReason::kError, model_health_);
+      }
       for (uint64_t k : scheduler_.Admit()) {
         auto seq = engine_->AddSequence();
         if (!seq.ok()) {  // cannot happen while max_running_seqs <= engine slots
@@ -337,9 +357,16 @@ void EngineLoop::Run() {
     // touches the engine and the Active entries named in `plan` (FinishLocked runs here too).
     const auto t0 = Clock::now();
     failed.clear();
-    const Status stepped = engine_->Step(chunks, /*all_logits=*/false, out, &failed);
+    Status stepped = engine_->Step(chunks, /*all_logits=*/false, out, &failed);
     const double dt = std::chrono::duration<double>(Clock::now() - t0).count();
+    // A model file that shrank mid-step was read as zeros: nothing of this step is kept.
+    const Status files = CheckMappedFiles();
     std::lock_guard<std::mutex> lock(mu_);
+    if (!files.ok()) {
+      if (model_health_.ok()) spdlog::error("{}", files.message());
+      model_health_ = files;
+      stepped = files;
+    }
     ++stats_.steps;
     step_time_sum_ += dt;
     int batch_tokens = 0;

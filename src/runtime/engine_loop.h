@@ -77,6 +77,10 @@ class EngineLoop {
   void AbortAll(const Status& status);
   // Counts a request the service refused before Submit (bad parameters).
   void CountRejected();
+  // OK while the model's mapped files are intact; DATA_LOSS naming the file once one shrank or
+  // changed while served (common/mapped_files.h). Then the loop has ended the requests of the
+  // step that read it and refuses new ones with UNAVAILABLE; health should say NOT_SERVING.
+  Status ModelHealth() const;
   // Requests running or waiting.
   int InFlight() const;
   ServingStats Stats() const;
@@ -105,6 +109,8 @@ class EngineLoop {
   bool draining_ = false;                               // GUARDED_BY(mu_)
   bool stop_ = false;                                   // GUARDED_BY(mu_)
   std::optional<Status> abort_status_;                  // GUARDED_BY(mu_)
+  Status model_health_;                                 // GUARDED_BY(mu_): sticky once broken
+  Clock::time_point next_file_check_{};                 // engine thread only
   ServingStats stats_;                                  // GUARDED_BY(mu_)
   double step_time_sum_ = 0, batch_tokens_sum_ = 0;     // GUARDED_BY(mu_)
   std::thread thread_;

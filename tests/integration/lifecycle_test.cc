@@ -247,5 +247,53 @@ TEST(CheckConfig, RefusesWhatTheStartWouldRefuse) {
   EXPECT_NE(dev_err.find("expected a regular file"), std::string::npos) << dev_err;
 }
 
+// A model file truncated under a serving engramd (e.g. rewritten in place) used to kill it with
+// SIGBUS. Now the step that read the missing pages ends its requests with DATA_LOSS naming the
+// file, new requests get UNAVAILABLE saying why, health turns NOT_SERVING, and the process
+// keeps answering.
+TEST(ModelFiles, TruncationWhileServingFailsRequestsNotTheProcess) {
+  char tmpl[] = "/tmp/engramd-trunc-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  const std::string pack =
+      fmt::format("{} pack synth --preset tiny --out {}/m >/dev/null 2>&1", ENGRAM_CLI, dir);
+  ASSERT_EQ(std::system(pack.c_str()), 0);
+  DaemonOptions o;
+  o.model = dir + "/m";
+  o.tokenizer.clear();
+  auto d = DaemonProcess::Start(o);
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  auto channel = Connect((*d)->address());
+  auto stub = v1::Engram::NewStub(channel);
+  ASSERT_TRUE(Generate(*stub, IdsRequest({5, 6, 7}, 3), 30).status.ok());
+  for (const auto& e : std::filesystem::directory_iterator(dir + "/m")) {
+    if (e.path().extension() == ".safetensors") {
+      ASSERT_EQ(::truncate(e.path().c_str(), 0), 0) << e.path();
+    }
+  }
+  // Other ids than before: the embedding rows read are pages not touched yet.
+  const StreamResult r = Generate(*stub, IdsRequest({100, 200, 300, 400}, 3), 30);
+  EXPECT_TRUE(r.status.error_code() == grpc::StatusCode::DATA_LOSS ||
+              r.status.error_code() == grpc::StatusCode::UNAVAILABLE)
+      << r.status.error_code() << ": " << r.status.error_message();
+  EXPECT_NE(r.status.error_message().find(".safetensors: the file"), std::string::npos)
+      << r.status.error_message();
+  const StreamResult later = Generate(*stub, IdsRequest({1, 2}, 2), 30);
+  EXPECT_EQ(later.status.error_code(), grpc::StatusCode::UNAVAILABLE)
+      << later.status.error_message();
+  EXPECT_NE(later.status.error_message().find("the model cannot serve"), std::string::npos)
+      << later.status.error_message();
+  grpc::Status call;
+  Health h = Health::kServing;
+  for (int i = 0; i < 40 && h == Health::kServing; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    h = HealthCheck(channel, &call);
+  }
+  EXPECT_EQ(h, Health::kNotServing);
+  EXPECT_FALSE((*d)->WaitExit(0.1).has_value()) << "engramd died: " << (*d)->StderrLog();
+  EXPECT_EQ((*d)->Stop(), 0);
+  std::filesystem::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace engram::testing

@@ -191,10 +191,21 @@ int Serve(const std::string& path) {
   spdlog::info("serving {} on {}", loop->engine().files().source, backend_name);
 
   int sig = 0;
+  bool healthy = true;
   while (true) {
-    sigwait(&sigs, &sig);
-    if (sig != SIGHUP) break;
-    spdlog::warn("SIGHUP ignored: engramd has no configuration reload (SIGTERM drains it)");
+    const timespec second{1, 0};
+    sig = sigtimedwait(&sigs, nullptr, &second);
+    if (sig == SIGTERM || sig == SIGINT) break;
+    if (sig == SIGHUP) {
+      spdlog::warn("SIGHUP ignored: engramd has no configuration reload (SIGTERM drains it)");
+    }
+    // A model file that shrank or changed while served: keep answering (with errors that say
+    // so), but tell load balancers to stop sending.
+    if (healthy && !loop->ModelHealth().ok()) {
+      healthy = false;
+      health->SetServingStatus(false);
+      spdlog::error("health NOT_SERVING: {}", loop->ModelHealth().message());
+    }
   }
   spdlog::info("{}: draining (grace {} s, {} requests in flight)", strsignal(sig),
                cfg.server.drain_grace_s, loop->InFlight());

@@ -2,10 +2,16 @@
 
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "common/mapped_files.h"
 #include "temp_dir.h"
 
 namespace engram {
@@ -382,6 +388,58 @@ TEST(Safetensors, InMemoryTensors) {
   auto bad = store.GetChecked("m", {4});
   ASSERT_FALSE(bad.ok());
   EXPECT_TRUE(Contains(bad.status(), "tensor m has shape [2, 2], expected [4]"));
+}
+
+// A served file that shrinks used to kill the process with SIGBUS at the next read of a page
+// past its new end. Now the read sees zeros, and CheckMappedFiles names the file, until the
+// store is gone.
+TEST(MappedFiles, TruncationUnderAMappingIsCaughtNotFatal) {
+  TempDir dir;
+  const std::string path = dir / "big.safetensors";
+  const size_t n = 1 << 20;  // 4 MiB of F32: many pages past any truncation point
+  std::string data(n * 4, '\x01');
+  ASSERT_TRUE(WriteTensors(path, {{{"w", DType::kF32, {int64_t(n)}}, data}}).ok());
+  {
+    auto store = TensorStore::OpenFile(path);
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    ASSERT_TRUE(CheckMappedFiles().ok());
+    auto t = store->Get("w");
+    ASSERT_TRUE(t.ok());
+    const uint64_t faults = MappedFileFaults();
+    ASSERT_EQ(::truncate(path.c_str(), 8192), 0);
+    const volatile unsigned char* p = static_cast<const unsigned char*>(t->data);
+    uint64_t sum = 0;
+    for (size_t i = 0; i < n * 4; i += 4096) sum += p[i];
+    EXPECT_GT(MappedFileFaults(), faults);
+    EXPECT_LT(sum, n * 4 / 4096);  // the pages past the end read as zeros
+    const Status st = CheckMappedFiles();
+    EXPECT_EQ(st.code(), StatusCode::kDataLoss);
+    EXPECT_NE(st.message().find(path + ": the file shrank while engramd served it"),
+              std::string::npos)
+        << st.message();
+  }
+  EXPECT_TRUE(CheckMappedFiles().ok()) << "a closed store's file still counts";
+}
+
+TEST(MappedFiles, RewritingInPlaceIsCaught) {
+  TempDir dir;
+  const std::string path = dir / "t.safetensors";
+  std::string data(4096, '\x02');
+  ASSERT_TRUE(WriteTensors(path, {{{"w", DType::kF32, {1024}}, data}}).ok());
+  auto store = TensorStore::OpenFile(path);
+  ASSERT_TRUE(store.ok());
+  ASSERT_TRUE(CheckMappedFiles().ok());
+  // Same size, other bytes, a later mtime: what `cp other.safetensors t.safetensors` does.
+  const int fd = ::open(path.c_str(), O_WRONLY);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::pwrite(fd, "xxxx", 4, 200), 4);
+  const timespec later[2] = {{0, UTIME_OMIT}, {::time(nullptr) + 5, 0}};
+  ::futimens(fd, later);
+  ::close(fd);
+  const Status st = CheckMappedFiles();
+  EXPECT_EQ(st.code(), StatusCode::kDataLoss);
+  EXPECT_NE(st.message().find("the file changed while engramd served it"), std::string::npos)
+      << st.message();
 }
 
 }  // namespace
