@@ -1,16 +1,11 @@
 #include "runtime/metrics_exporter.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <poll.h>
 #include <prometheus/metric_family.h>
 #include <prometheus/text_serializer.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
-#include <cerrno>
-#include <cstring>
 #include <limits>
+
+#include "runtime/http_server.h"
 
 namespace engram {
 namespace {
@@ -169,84 +164,38 @@ class MetricsExporter::Collector {
   const EngineLoop& loop_;
 };
 
-MetricsExporter::~MetricsExporter() {
-  stop_ = true;
-  if (thread_.joinable()) thread_.join();
-  if (listen_fd_ >= 0) ::close(listen_fd_);
-}
+MetricsExporter::~MetricsExporter() { server_.reset(); }
 
 Result<std::unique_ptr<MetricsExporter>> MetricsExporter::Start(const std::string& listen,
                                                                 const EngineLoop& loop) {
-  const size_t colon = listen.rfind(':');
-  if (colon == std::string::npos) {
-    return InvalidArgument("metrics.listen \"{}\" is not host:port", listen);
-  }
-  std::string host = listen.substr(0, colon);
-  if (host == "localhost") host = "127.0.0.1";
-  if (host.empty()) host = "0.0.0.0";
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(std::stoi(listen.substr(colon + 1))));
-  if (::inet_pton(AF_INET, host.c_str(), &addr.sin_addr) != 1) {
-    return InvalidArgument("metrics.listen \"{}\": \"{}\" is not an IPv4 address", listen, host);
-  }
   std::unique_ptr<MetricsExporter> m(new MetricsExporter());
-  m->listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (m->listen_fd_ < 0) return ErrnoStatus(StatusCode::kUnavailable, "metrics socket", errno);
-  const int one = 1;
-  ::setsockopt(m->listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (::bind(m->listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-      ::listen(m->listen_fd_, 16) != 0) {
-    return ErrnoStatus(StatusCode::kUnavailable, "metrics.listen " + listen + ": cannot listen",
-                       errno);
-  }
-  socklen_t len = sizeof addr;
-  ::getsockname(m->listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len);
-  m->port_ = ntohs(addr.sin_port);
   m->collector_ = std::make_unique<Collector>(loop);
-  m->thread_ = std::thread([p = m.get()] { p->Serve(); });
+  const Collector* collector = m->collector_.get();
+  HttpServerOptions options;
+  options.what = "metrics.listen";
+  options.max_body_bytes = 4096;  // no route takes a body; a small one still gets its 405
+  auto server = HttpServer::Start(
+      listen,
+      [collector](const HttpRequest& req) {
+        HttpResponse r;
+        if (req.path != "/metrics") {
+          r.status = 404;
+          r.body = "not found; try /metrics\n";
+        } else if (req.method != "GET" && req.method != "HEAD") {
+          r.status = 405;
+          r.headers.emplace_back("Allow", "GET, HEAD");
+          r.body = "method not allowed; GET or HEAD /metrics\n";
+        } else {
+          r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+          r.body = prometheus::TextSerializer().Serialize(collector->Collect());
+        }
+        return r;
+      },
+      options);
+  if (!server.ok()) return server.status();
+  m->server_ = std::move(server).value();
+  m->port_ = m->server_->port();
   return m;
-}
-
-void MetricsExporter::Serve() {
-  while (!stop_) {
-    pollfd pfd{listen_fd_, POLLIN, 0};
-    if (::poll(&pfd, 1, 100) <= 0) continue;  // wakes every 100 ms to see stop_
-    const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-    if (fd < 0) continue;
-    Answer(fd);
-    ::close(fd);
-  }
-}
-
-// One request: read the head (at most 8 KiB, 2 s), answer GET /metrics, 404 otherwise.
-void MetricsExporter::Answer(int fd) {
-  timeval tv{2, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-  std::string head;
-  char buf[1024];
-  while (head.size() < 8192 && head.find("\r\n\r\n") == std::string::npos &&
-         head.find("\n\n") == std::string::npos) {
-    const ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n <= 0) break;
-    head.append(buf, static_cast<size_t>(n));
-  }
-  std::string status = "404 Not Found", type = "text/plain", body = "try /metrics\n";
-  if (head.rfind("GET /metrics", 0) == 0) {
-    status = "200 OK";
-    type = "text/plain; version=0.0.4";
-    body = prometheus::TextSerializer().Serialize(collector_->Collect());
-  }
-  const std::string response = fmt::format(
-      "HTTP/1.0 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
-      status, type, body.size(), body);
-  size_t off = 0;
-  while (off < response.size()) {
-    const ssize_t n = ::write(fd, response.data() + off, response.size() - off);
-    if (n <= 0) break;
-    off += static_cast<size_t>(n);
-  }
 }
 
 }  // namespace engram

@@ -6,27 +6,31 @@
 // layer (rows requested/unique, bytes, transfer and stall seconds, overlap, issue-to-ready
 // latency, estimated throughput loss, row cache hits/misses).
 //
-// The HTTP side is a minimal HTTP/1.0 server of our own (one thread, poll-based accept,
-// bounded request reads): prometheus-cpp's civetweb exposer could not start its threads in a
-// process that also loads cuBLAS (civetweb asks for a 100 KB thread stack, smaller than the
-// static TLS cuBLAS brings, so pthread_create fails with EINVAL).
+// The HTTP side is an HttpServer (libmicrohttpd: one event-driven thread, so a slow or idle
+// client never delays a scrape; bounded connections, request size and idle time; no SIGPIPE).
+// Routes: exactly /metrics (any query string), GET or HEAD -> 200 text/plain; version=0.0.4;
+// another method on /metrics -> 405 (Allow: GET, HEAD); any other path -> 404.
+// Not prometheus-cpp's civetweb exposer: civetweb asks for a 100 KB thread stack, smaller than
+// the static TLS cuBLAS brings, so its pthread_create fails with EINVAL in a process that loads
+// cuBLAS; the HttpServer's thread has the default stack.
 //
-// Thread safety: scrapes run on the exporter's thread and read thread-safe snapshots.
+// Thread safety: scrapes run on the server's thread and read thread-safe snapshots.
 #pragma once
 
-#include <atomic>
 #include <memory>
 #include <string>
-#include <thread>
 
 #include "common/status.h"
 #include "runtime/engine_loop.h"
 
 namespace engram {
 
+class HttpServer;
+
 class MetricsExporter {
  public:
-  // Listens on `listen` ("host:port", port 0 = ephemeral); `loop` must outlive the exporter.
+  // Listens on `listen` ("host:port", "[v6]:port", port 0 = ephemeral); `loop` must outlive
+  // the exporter. INVALID_ARGUMENT for a malformed address, UNAVAILABLE if it cannot bind.
   static Result<std::unique_ptr<MetricsExporter>> Start(const std::string& listen,
                                                         const EngineLoop& loop);
   ~MetricsExporter();
@@ -35,14 +39,10 @@ class MetricsExporter {
  private:
   class Collector;
   MetricsExporter() = default;
-  void Serve();
-  void Answer(int fd);
 
   std::unique_ptr<Collector> collector_;
-  int listen_fd_ = -1;
+  std::unique_ptr<HttpServer> server_;  // stopped first (declared last): it calls collector_
   int port_ = 0;
-  std::atomic<bool> stop_{false};
-  std::thread thread_;
 };
 
 }  // namespace engram

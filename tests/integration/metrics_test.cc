@@ -1,10 +1,21 @@
 // The Prometheus endpoint of a real engramd: after one request, /metrics serves the engram_
-// serving metrics with the request counted.
+// serving metrics with the request counted; the endpoint survives peers that reset, is not
+// held up by idle or slow clients, routes exactly /metrics and refuses oversized requests.
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <optional>
+#include <thread>
+#include <vector>
 
 #include "daemon_process.h"
 #include "rpc_helpers.h"
@@ -12,27 +23,74 @@
 namespace engram::testing {
 namespace {
 
-// GET http://127.0.0.1:port/metrics over a plain socket; the whole response.
-std::string HttpGet(int port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return "";
-  timeval tv{10, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+using Clock = std::chrono::steady_clock;
+
+double SecondsSince(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// A socket connected to 127.0.0.1:port within timeout_s (non-blocking connect), left blocking
+// with timeout_s receive and send timeouts; -1 if it did not connect.
+int Dial(int port, double timeout_s = 10) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<uint16_t>(port));
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  std::string out;
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
-    const std::string req = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-    if (::write(fd, req.data(), req.size()) == static_cast<ssize_t>(req.size())) {
-      char buf[4096];
-      ssize_t n;
-      while ((n = ::read(fd, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    pollfd p{fd, POLLOUT, 0};
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (errno != EINPROGRESS || ::poll(&p, 1, static_cast<int>(timeout_s * 1000)) != 1 ||
+        ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) {
+      ::close(fd);
+      return -1;
     }
   }
+  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+  timeval tv{static_cast<time_t>(timeout_s), 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  return fd;
+}
+
+// Sends `request` to 127.0.0.1:port and returns everything read until the server closes (or
+// timeout_s passes on a read); "" if it cannot connect.
+std::string Exchange(int port, const std::string& request, double timeout_s = 10) {
+  const int fd = Dial(port, timeout_s);
+  if (fd < 0) return "";
+  size_t off = 0;
+  while (off < request.size()) {
+    const ssize_t n = ::send(fd, request.data() + off, request.size() - off, MSG_NOSIGNAL);
+    if (n <= 0) break;  // the server may answer (and close) before it has read it all
+    off += static_cast<size_t>(n);
+  }
+  std::string out;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
   ::close(fd);
   return out;
+}
+
+// GET http://127.0.0.1:port/metrics over a plain socket; the whole response.
+std::string HttpGet(int port, double timeout_s = 10) {
+  return Exchange(port, "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", timeout_s);
+}
+
+// The status code of an HTTP response ("HTTP/1.1 200 OK..." -> 200); 0 if there is none.
+int StatusOf(const std::string& response) {
+  const size_t sp = response.find(' ');
+  if (response.rfind("HTTP/1.", 0) != 0 || sp == std::string::npos) return 0;
+  return std::atoi(response.c_str() + sp + 1);
+}
+
+// The metrics port from the daemon's "engramd: metrics on http://127.0.0.1:PORT/metrics".
+int MetricsPort(const DaemonProcess& d) {
+  const auto line = d.Line("engramd: metrics on http://127.0.0.1:");
+  if (!line) return 0;
+  return std::atoi(line->c_str() + line->rfind(':') + 1);
 }
 
 TEST(Metrics, PrometheusEndpointCountsRequests) {
@@ -40,10 +98,8 @@ TEST(Metrics, PrometheusEndpointCountsRequests) {
   o.metrics = true;
   auto d = DaemonProcess::Start(o);
   ASSERT_TRUE(d.ok()) << d.status().ToString();
-  const auto line = (*d)->Line("engramd: metrics on http://127.0.0.1:");
-  ASSERT_TRUE(line) << "no metrics line";
-  const size_t colon = line->rfind(':');
-  const int port = std::stoi(line->substr(colon + 1));
+  const int port = MetricsPort(**d);
+  ASSERT_GT(port, 0) << "no metrics line";
   auto stub = v1::Engram::NewStub(Connect((*d)->address()));
   const StreamResult r = Generate(*stub, IdsRequest({5, 6, 7, 8}, 6), 30);
   ASSERT_TRUE(r.status.ok()) << r.status.error_message();
@@ -67,9 +123,8 @@ TEST(Metrics, DramTierWithHotCacheReportsRowTraffic) {
   o.tables = "  tier: dram\n  hot_cache_bytes: 65536\n";
   auto d = DaemonProcess::Start(o);
   ASSERT_TRUE(d.ok()) << d.status().ToString();
-  const auto line = (*d)->Line("engramd: metrics on http://127.0.0.1:");
-  ASSERT_TRUE(line) << "no metrics line";
-  const int port = std::stoi(line->substr(line->rfind(':') + 1));
+  const int port = MetricsPort(**d);
+  ASSERT_GT(port, 0) << "no metrics line";
   auto stub = v1::Engram::NewStub(Connect((*d)->address()));
   // The same prompt twice: the second request's rows come from the hot cache.
   std::vector<int32_t> ids;
@@ -101,6 +156,158 @@ TEST(Metrics, DramTierWithHotCacheReportsRowTraffic) {
   EXPECT_NE(body.find("engram_hot_cache_hit_ratio{layer=\""), std::string::npos) << body;
   EXPECT_NE(body.find("engram_rows_unique_total{layer=\""), std::string::npos) << body;
   EXPECT_NE(body.find("engram_cuda_graph_replays_total 0"), std::string::npos) << body;
+}
+
+// Peers that connect and reset (SO_LINGER 0), before or right after sending a request: the
+// server's next write would hit a reset socket (SIGPIPE once killed the daemon).
+TEST(Metrics, SurvivesPeersThatReset) {
+  DaemonOptions o;
+  o.metrics = true;
+  auto d = DaemonProcess::Start(o);
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  const int port = MetricsPort(**d);
+  ASSERT_GT(port, 0) << "no metrics line";
+  const std::string req = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+  for (int i = 0; i < 20; ++i) {
+    const int fd = Dial(port);
+    if (fd < 0) break;  // refused: the daemon is gone (said below)
+    const linger lg{1, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    if (i % 2 == 1) ::send(fd, req.data(), req.size(), MSG_NOSIGNAL);
+    ::close(fd);  // RST
+    if (i % 5 == 4) std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const std::optional<int> exited = (*d)->WaitExit(0);
+  ASSERT_FALSE(exited.has_value())
+      << "engramd died: " << (WIFSIGNALED(*exited) ? ::strsignal(WTERMSIG(*exited)) : "it exited")
+      << "\n"
+      << (*d)->StderrLog();
+  auto stub = v1::Engram::NewStub(Connect((*d)->address()));
+  const StreamResult r = Generate(*stub, IdsRequest({5, 6, 7}, 3), 30);
+  EXPECT_TRUE(r.status.ok()) << r.status.error_message();
+  EXPECT_EQ(StatusOf(HttpGet(port)), 200);
+}
+
+// 200 idle connections and 2 that trickle a request one byte a second: scrapes are answered
+// at once all the while (a server serving one connection at a time took 36 s for one).
+TEST(Metrics, IdleAndSlowClientsDoNotDelayScrapes) {
+  DaemonOptions o;
+  o.metrics = true;
+  auto d = DaemonProcess::Start(o);
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  const int port = MetricsPort(**d);
+  ASSERT_GT(port, 0) << "no metrics line";
+
+  std::vector<int> idle;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  for (int i = 0; i < 200; ++i) {  // connects in flight, never awaited
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    ASSERT_GE(fd, 0);
+    idle.push_back(fd);
+    ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  }
+  std::vector<int> slow;
+  for (int i = 0; i < 2; ++i) {
+    const int fd = Dial(port, 3);
+    if (fd >= 0) slow.push_back(fd);
+  }
+  std::atomic<bool> stop{false};
+  std::thread trickle([&] {
+    const std::string req = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+    for (size_t k = 0; k < req.size() && !stop; ++k) {
+      for (int fd : slow) ::send(fd, &req[k], 1, MSG_NOSIGNAL);
+      for (int t = 0; t < 10 && !stop; ++t) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+    }
+  });
+  const auto close_all = [&] {
+    stop = true;
+    trickle.join();
+    for (int fd : idle) ::close(fd);
+    for (int fd : slow) ::close(fd);
+  };
+  if (slow.size() != 2) {
+    close_all();
+    FAIL() << "the slow clients could not connect";
+  }
+
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));  // both requests half-sent
+  std::vector<double> took;
+  for (int i = 0; i < 5; ++i) {
+    const auto t0 = Clock::now();
+    const std::string r = HttpGet(port, 5);
+    took.push_back(SecondsSince(t0));
+    if (StatusOf(r) != 200 || took.back() >= 5) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  close_all();
+  ASSERT_EQ(took.size(), 5u) << "scrape " << took.size() << " failed after " << took.back() << " s";
+  for (size_t i = 0; i < took.size(); ++i) EXPECT_LT(took[i], 5.0) << "scrape " << i;
+}
+
+// Exactly /metrics (a query string is fine), GET or HEAD; 405 for another method there, 404
+// elsewhere.
+TEST(Metrics, RoutesOnlyMetricsWithGetOrHead) {
+  DaemonOptions o;
+  o.metrics = true;
+  auto d = DaemonProcess::Start(o);
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  const int port = MetricsPort(**d);
+  ASSERT_GT(port, 0) << "no metrics line";
+  const auto request = [&](const std::string& method, const std::string& target) {
+    return Exchange(port, method + " " + target +
+                              " HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
+                              "Connection: close\r\n\r\n");
+  };
+
+  const std::string head = request("HEAD", "/metrics");
+  EXPECT_EQ(StatusOf(head), 200) << head;
+  const size_t end = head.find("\r\n\r\n");
+  ASSERT_NE(end, std::string::npos) << head;
+  EXPECT_EQ(head.size(), end + 4) << "HEAD has a body: " << head;
+  const size_t cl = head.find("Content-Length: ");
+  ASSERT_NE(cl, std::string::npos) << head;
+  EXPECT_GT(std::atoi(head.c_str() + cl + 16), 100) << head;
+  EXPECT_NE(head.find("text/plain; version=0.0.4"), std::string::npos) << head;
+
+  const std::string get = request("GET", "/metrics?x=1");
+  EXPECT_EQ(StatusOf(get), 200) << get.substr(0, 300);
+  EXPECT_NE(get.find("engram_num_requests_running 0"), std::string::npos) << get;
+
+  const std::string other = request("GET", "/metricsXYZ");
+  EXPECT_EQ(StatusOf(other), 404) << other;
+  EXPECT_EQ(other.find("engram_"), std::string::npos) << other;
+  const std::string root = request("GET", "/");
+  EXPECT_EQ(StatusOf(root), 404) << root;
+  EXPECT_NE(root.find("try /metrics"), std::string::npos) << root;
+
+  const std::string post = request("POST", "/metrics");
+  EXPECT_EQ(StatusOf(post), 405) << post;
+  EXPECT_NE(post.find("Allow: GET, HEAD"), std::string::npos) << post;
+}
+
+// A request head larger than a connection's memory (32 KiB) is refused with a 4xx status; the
+// endpoint keeps serving.
+TEST(Metrics, OversizedRequestHeadIsRefused) {
+  DaemonOptions o;
+  o.metrics = true;
+  auto d = DaemonProcess::Start(o);
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  const int port = MetricsPort(**d);
+  ASSERT_GT(port, 0) << "no metrics line";
+  const std::string big =
+      "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Padding: " + std::string(48 << 10, 'a') + "\r\n\r\n";
+  const std::string r = Exchange(port, big);
+  const int status = StatusOf(r);
+  EXPECT_GE(status, 400) << r.substr(0, 300);
+  EXPECT_LT(status, 500) << r.substr(0, 300);
+  EXPECT_FALSE((*d)->WaitExit(0).has_value()) << "engramd died";
+  EXPECT_EQ(StatusOf(HttpGet(port)), 200);
 }
 
 }  // namespace
