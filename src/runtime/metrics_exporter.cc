@@ -85,6 +85,13 @@ class MetricsExporter::Collector {
             static_cast<double>(s.generation_tokens));
     counter("engram_requests_rejected_total", "Requests refused before admission.",
             static_cast<double>(s.requests_rejected));
+    counter("engram_requests_nonfinite_logits_total",
+            "Requests ended with INTERNAL because their logits held NaN or Inf.",
+            static_cast<double>(s.nonfinite_logits));
+    gauge("engram_model_files_intact",
+          "1 while the served model files are as mapped at start; 0 once one shrank or changed "
+          "(the model then refuses requests until engramd restarts).",
+          loop_.ModelHealth().ok() ? 1.0 : 0.0);
     out.push_back(Family("engram_request_success_total", "Requests finished, by finish reason.",
                          MetricType::Counter));
     for (const char* r : {"stop", "length", "cancelled", "error"}) {

@@ -98,7 +98,9 @@ Result<std::unique_ptr<DaemonProcess>> DaemonProcess::Start(const DaemonOptions&
     std::lock_guard<std::mutex> lock(d->mu_);
     for (const std::string& line : d->lines_) {
       const auto at = line.find("listening on ");
-      if (at != std::string::npos) d->address_ = line.substr(at + std::strlen("listening on "));
+      if (at == std::string::npos || line.rfind("engramd ", 0) != 0) continue;  // not the log's
+      const std::string rest = line.substr(at + std::strlen("listening on "));
+      d->address_ = rest.substr(0, rest.find(' '));
     }
   }
   if (d->address_.empty() || d->address_.find(':') == std::string::npos) {

@@ -113,6 +113,8 @@ TEST(Metrics, PrometheusEndpointCountsRequests) {
   EXPECT_NE(body.find("engram_time_to_first_token_seconds_count 1"), std::string::npos) << body;
   EXPECT_NE(body.find("engram_inter_token_latency_seconds_count 5"), std::string::npos) << body;
   EXPECT_NE(body.find("engram_num_requests_running 0"), std::string::npos) << body;
+  EXPECT_NE(body.find("engram_requests_nonfinite_logits_total 0"), std::string::npos) << body;
+  EXPECT_NE(body.find("engram_model_files_intact 1"), std::string::npos) << body;
 }
 
 // The dram tier with a hot-row cache behind a real daemon: the row traffic reaches GetStats and

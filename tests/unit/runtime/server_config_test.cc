@@ -253,7 +253,7 @@ TEST(ServerConfig, RefusesMissingFile) {
   ASSERT_FALSE(c.ok());
   EXPECT_EQ(c.status().code(), StatusCode::kNotFound);
   EXPECT_EQ(c.status().message(),
-            path + ": cannot open the config file: No such file or directory");
+            "config file " + path + ": cannot open: No such file or directory");
 }
 
 TEST(ServerConfig, RefusesBadListenAddress) {
