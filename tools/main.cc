@@ -27,6 +27,8 @@ void Usage() {
       "                [--workload fixed|paper] [--corpus PATH] [--json]\n"
       "  bench serve --server HOST:PORT --concurrency N --requests M --prompt-len L\n"
       "              --max-tokens T [--json]\n"
+      "  bench soak [--minutes M] [--streams N] [--model DIR|synth:PRESET] [--seed S]\n"
+      "             [--json FILE]   (the serving stack in-process under random load; leak checks)\n"
       "  generate --server HOST:PORT (--prompt TEXT | --prompt-ids 1,2,3) [--max-tokens N]\n"
       "  stats --server HOST:PORT [--json]\n"
       "  tokenize --tokenizer FILE|--model DIR --text T|--file F\n"
@@ -58,6 +60,9 @@ int main(int argc, char** argv) {
   }
   if (cmd == "bench" && argc > 2 && !std::strcmp(argv[2], "serve")) {
     return engram::cli::RunBenchServe(argc, argv);
+  }
+  if (cmd == "bench" && argc > 2 && !std::strcmp(argv[2], "soak")) {
+    return engram::cli::RunBenchSoak(argc, argv);
   }
   if (cmd == "bench") return engram::cli::RunBench(argc, argv);
   if (cmd == "stats") return engram::cli::RunStats(argc, argv);
