@@ -1,4 +1,6 @@
 // engram: the companion CLI of engramd (pack, hash, logits, generate, bench).
+#include <signal.h>
+
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -39,6 +41,9 @@ void Usage() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // The gRPC clients and `bench soak`'s scraper write to sockets a peer may reset: that fails
+  // the write, it does not kill the command.
+  signal(SIGPIPE, SIG_IGN);
   // Logs go to stderr, so that stdout holds a command's output alone (--json parses as is).
   spdlog::set_default_logger(spdlog::stderr_color_mt("engram"));
   spdlog::set_pattern("[%H:%M:%S.%e] [%^%l%$] %v");
