@@ -1,5 +1,7 @@
 #include "model/bpe.h"
 
+#include "model/config.h"
+
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -253,9 +255,10 @@ Result<BpeModel> BpeModel::FromJson(const nlohmann::json& m) {
   int32_t max_id = -1;
   impl->vocab.reserve(vocab_it->size());
   for (const auto& [token, id] : vocab_it->items()) {
-    if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > INT32_MAX) {
-      return InvalidArgument("model.vocab[\"{}\"]: expected a non-negative 32-bit integer id",
-                             token);
+    if (!id.is_number_integer() || id.get<int64_t>() < 0 ||
+        id.get<int64_t>() >= ConfigLimits::kMaxVocab) {
+      return InvalidArgument("model.vocab[\"{}\"]: expected an integer id in [0, {})", token,
+                             ConfigLimits::kMaxVocab);
     }
     const auto v = static_cast<int32_t>(id.get<int64_t>());
     impl->vocab[token] = v;

@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 #include "common/file_read.h"
+#include "model/config.h"
 
 #include <algorithm>
 #include <deque>
@@ -240,6 +241,10 @@ Result<Tokenizer> Tokenizer::Build(const Json& root, const TokenizerOptions& opt
   ENGRAM_ASSIGN_OR_RETURN(std::vector<AddedToken> added, ParseAddedTokens(field("added_tokens")));
   int32_t limit = impl->model.id_limit();
   for (const AddedToken& t : added) {
+    if (t.id < 0 || t.id >= ConfigLimits::kMaxVocab) {
+      return InvalidArgument("added_tokens: \"{}\" has id {}, expected an id in [0, {})", t.content,
+                             t.id, ConfigLimits::kMaxVocab);
+    }
     limit = std::max(limit, t.id + 1);
     impl->added_by_content.try_emplace(t.content, t.id);
   }
@@ -287,6 +292,14 @@ Result<Tokenizer> Tokenizer::Build(const Json& root, const TokenizerOptions& opt
   for (const AddedToken& t : impl->added.tokens()) specials.try_emplace(t.content, t.id);
   ENGRAM_RETURN_IF_ERROR(
       ParsePostProcessor(field("post_processor"), specials, &impl->prefix, &impl->suffix));
+  for (const std::vector<int32_t>* ids : {&impl->prefix, &impl->suffix}) {
+    for (const int32_t id : *ids) {
+      if (id < 0 || static_cast<size_t>(id) >= n || !impl->known[static_cast<size_t>(id)]) {
+        return InvalidArgument(
+            "post_processor: special token id {} is not in the vocabulary ({} ids)", id, n);
+      }
+    }
+  }
 
   auto resolve = [&](const std::string& option, const char* config_key, int32_t from_template,
                      std::initializer_list<std::string_view> names) -> Result<int32_t> {

@@ -311,6 +311,16 @@ TEST(TokenizerLoad, MalformedFilesGiveClearErrors) {
       {R"({"normalizer": {"type": "BertNormalizer"}, "model": {"type": "BPE", "vocab": {},
           "merges": []}})",
        StatusCode::kUnimplemented, "BertNormalizer"},
+      // Found by fuzz_tokenizer (tests/fuzz/findings/tokenizer): ids that sized tables of
+      // gigabytes, and a template naming an id the vocabulary lacks (Decode read past it).
+      {R"({"added_tokens": [{"id": 2000000000, "content": "x", "special": true}], "model":
+          {"type": "BPE", "vocab": {}, "merges": []}})",
+       StatusCode::kInvalidArgument, "has id 2000000000, expected an id in [0, 16777216)"},
+      {R"({"model": {"type": "BPE", "vocab": {"a": 394444444}, "merges": []}})",
+       StatusCode::kInvalidArgument, "model.vocab[\"a\"]: expected an integer id in [0, 16777216)"},
+      {R"({"model":{"merges":[],"vocab":{}},"post_processor":{"single":[{"SpecialToken":
+          {"id":"<s>"}}],"special_tokens":{"<s>":{"ids":[2]}},"type":"TemplateProcessing"}})",
+       StatusCode::kInvalidArgument, "special token id 2 is not in the vocabulary"},
   };
   for (const Case& c : cases) {
     auto t = Tokenizer::FromJson(c.json, {}, "my/tokenizer.json");

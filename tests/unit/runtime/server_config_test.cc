@@ -531,5 +531,21 @@ TEST(ServerConfig, RefusesUnknownTier) {
             "model.yaml: tables.tier: \"tape\" (expected one of: resident, dram, nvme)");
 }
 
+// Found by fuzz_server_config (tests/fuzz/findings/server_config): yaml-cpp's LoadAll never
+// returned on a lone ",", and a non-UTF-8 path did not survive the ToYaml round trip.
+TEST(ServerConfig, FuzzFindingsAreClearErrors) {
+  auto comma = ServerConfig::FromYaml(",", "m.yaml");
+  EXPECT_FALSE(comma.ok());
+  auto bad = ServerConfig::FromYaml("model: \xff\xfe\n", "m.yaml");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("model: byte 0 is not valid UTF-8"), std::string::npos)
+      << bad.status().message();
+  auto two = ServerConfig::FromYaml("model: a\n---\nmodel: b\n", "m.yaml");
+  ASSERT_FALSE(two.ok());
+  EXPECT_NE(two.status().message().find("holds 2 YAML documents"), std::string::npos)
+      << two.status().message();
+  EXPECT_TRUE(ServerConfig::FromYaml("---\nmodel: synth:tiny\n...\n", "m.yaml").ok());
+}
+
 }  // namespace
 }  // namespace engram
