@@ -92,11 +92,11 @@ struct BackgroundStream {
 
 TEST(Drain, RunningStreamCompletesAndNewRequestsAreRefused) {
   DaemonOptions o = SlowModel(0.2);
-  o.drain_grace_s = 30;
+  o.drain_grace_s = 180;  // ample under the sanitizers too (~2 s in Release)
   auto d = DaemonProcess::Start(o);
   ASSERT_TRUE(d.ok()) << d.status().ToString();
   const int kTokens = 200;  // about 2 s of decoding
-  BackgroundStream stream((*d)->address(), IdsRequest({7, 8, 9, 10}, kTokens), 60);
+  BackgroundStream stream((*d)->address(), IdsRequest({7, 8, 9, 10}, kTokens), 180);
   ASSERT_TRUE(stream.WaitStarted(30)) << (*d)->StderrLog();
   ASSERT_TRUE((*d)->Signal(SIGTERM).ok());
   // While draining: health says NOT_SERVING and new requests are refused.
@@ -111,7 +111,7 @@ TEST(Drain, RunningStreamCompletesAndNewRequestsAreRefused) {
   if (call.ok()) {
     EXPECT_EQ(h, Health::kNotServing);
   }
-  ASSERT_EQ(stream.result.wait_for(std::chrono::seconds(60)), std::future_status::ready);
+  ASSERT_EQ(stream.result.wait_for(std::chrono::seconds(180)), std::future_status::ready);
   const StreamResult r = stream.result.get();
   EXPECT_TRUE(r.status.ok()) << r.status.error_message();
   EXPECT_EQ(r.finish, v1::FINISH_REASON_LENGTH);
