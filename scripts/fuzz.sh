@@ -10,7 +10,8 @@
 # Targets: safetensors model_config tokenizer server_config checksums hash_vectors http (with or
 # without the fuzz_ prefix); default: all. Flags after -- go to every libFuzzer run (e.g.
 # -fork=2 -ignore_crashes=1 to keep exploring past a known crash). The corpus each run grows is
-# kept in DIR/fuzz-corpus/<target>; logs in DIR/fuzz-logs; crash inputs in DIR/fuzz-artifacts.
+# kept in DIR/fuzz-corpus/<target>; logs in DIR/fuzz-logs/<date>-<pid>/; crash, leak, timeout and
+# OOM inputs in DIR/fuzz-artifacts/<target>.
 # Environment: JOBS (build parallelism, default: all cores), NICE (nice level of the build, 0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -66,7 +67,8 @@ if [[ $build -eq 1 ]]; then
 fi
 
 bin="$build_dir/tests/fuzz"
-logs="$build_dir/fuzz-logs"
+# One log folder per run, so runs at the same time (or one after another) keep their logs.
+logs="$build_dir/fuzz-logs/$(date +%Y%m%d-%H%M%S)-$$"
 mkdir -p "$logs"
 export ASAN_OPTIONS="${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1:symbolize=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
@@ -93,8 +95,11 @@ for t in "${targets[@]}"; do
   rc=0
   touch "$log.start"
   # The outer timeout only guards against a fuzzer that cannot stop itself.
-  timeout -s KILL $((seconds + 300)) "$exe" "${args[@]}" "${extra[@]}" "$corpus" "$seeds" \
-    >"$log" 2>&1 || rc=$?
+  # The reproducers of past findings (tests/fuzz/findings/<target>) are replayed as seeds.
+  dirs=("$corpus" "$seeds")
+  [[ -d "$root/tests/fuzz/findings/$t" ]] && dirs+=("$root/tests/fuzz/findings/$t")
+  timeout -s KILL $((seconds + 300)) "$exe" "${args[@]}" "${extra[@]}" "${dirs[@]}" >"$log" 2>&1 ||
+    rc=$?
   # libFuzzer's last status line and final stats: "#N DONE cov: C ft: F corp: K/SIZE exec/s: R"
   # (one process), or "#N: cov: C ft: F corp: K exec/s R oom/timeout/crash: O/T/C" (-fork=J).
   status_line=$(grep -aE '^#[0-9]+(:|[[:space:]]+(DONE|INITED|NEW|REDUCE|pulse|RELOAD)).* cov: ' \
@@ -115,12 +120,13 @@ for t in "${targets[@]}"; do
     result=FAIL
     failed=1
     echo "---- fuzz_$t FAILED (exit $rc); the report:" >&2
-    # From the first sanitizer/libFuzzer error to the end (the stack and the saved input).
-    awk '/^==[0-9]+==ERROR|ERROR: libFuzzer|fuzz property failed|runtime error:|^==[0-9]+== ERROR/ {p=1} p' \
-      "$log" | head -n 120 >&2
+    # From the first sanitizer, libFuzzer or property error to the saved input.
+    awk '/^==[0-9]+== ?ERROR|fuzz property failed|runtime error:/ {p=1}
+         p && !/NEW_FUNC/ {print}
+         p && /Test unit written to/ {exit}' "$log" | head -n 80 >&2
     [[ $rc -eq 137 ]] && echo "(killed by the outer timeout; tail of the log:)" >&2 && tail -n 30 "$log" >&2
-    grep -aE 'Test unit written to' "$log" | sed 's/^/    /' >&2 || true
-    echo "---- reproduce: $exe <that file>" >&2
+    echo "---- inputs saved by this run (reproduce: $exe FILE):" >&2
+    find "$artifacts" -type f -newer "$log.start" | sed 's/^/    /' >&2
   fi
   summary+=("$(printf '%-14s %-5s execs %-10s exec/s %-7s cov %-6s ft %-7s corpus %-12s rss %-5s MB  inputs saved %s' \
     "$t" "$result" "${execs:-?}" "${rate:-?}" "${cov:-?}" "${ft:-?}" "${corp:-?}" "${rss:-?}" \
