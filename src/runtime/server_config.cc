@@ -233,6 +233,16 @@ Status Parser::String(const Section& s, std::string_view key, std::string& out) 
   if (const size_t bad = utf8::FirstInvalid(*text); bad != utf8::kValid) {
     return Error("{}: byte {} is not valid UTF-8 (expected UTF-8 text)", s.KeyPath(key), bad);
   }
+  // Noncharacters are valid UTF-8 but not text: yaml-cpp's emitter does not write them back
+  // as it read them (found by fuzz_server_config), so ToYaml would not round-trip.
+  for (size_t pos = 0; pos < text->size();) {
+    const size_t at = pos;
+    const char32_t cp = utf8::Next(*text, &pos);
+    if ((cp >= 0xFDD0 && cp <= 0xFDEF) || (cp & 0xFFFE) == 0xFFFE) {
+      return Error("{}: byte {} starts the Unicode noncharacter U+{:04X} (expected text)",
+                   s.KeyPath(key), at, static_cast<uint32_t>(cp));
+    }
+  }
   out = std::move(*text);
   return Status::Ok();
 }

@@ -540,6 +540,13 @@ TEST(ServerConfig, FuzzFindingsAreClearErrors) {
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("model: byte 0 is not valid UTF-8"), std::string::npos)
       << bad.status().message();
+  for (const char* nonchar : {"model: \"/m/\xef\xb7\x9c\"\n", "model: \"/m/\xef\xbf\xbe\"\n"}) {
+    auto nc = ServerConfig::FromYaml(nonchar, "m.yaml");
+    ASSERT_FALSE(nc.ok()) << nonchar;
+    EXPECT_NE(nc.status().message().find("model: byte 3 starts the Unicode noncharacter"),
+              std::string::npos)
+        << nc.status().message();
+  }
   auto two = ServerConfig::FromYaml("model: a\n---\nmodel: b\n", "m.yaml");
   ASSERT_FALSE(two.ok());
   EXPECT_NE(two.status().message().find("holds 2 YAML documents"), std::string::npos)
