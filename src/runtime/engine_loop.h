@@ -111,6 +111,7 @@ class EngineLoop {
   std::optional<Status> abort_status_;                  // GUARDED_BY(mu_)
   Status model_health_;                                 // GUARDED_BY(mu_): sticky once broken
   Clock::time_point next_file_check_{};                 // engine thread only
+  uint64_t seen_faults_ = 0;                            // engine thread only: MappedFileFaults
   ServingStats stats_;                                  // GUARDED_BY(mu_)
   double step_time_sum_ = 0, batch_tokens_sum_ = 0;     // GUARDED_BY(mu_)
   std::thread thread_;

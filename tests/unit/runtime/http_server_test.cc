@@ -3,6 +3,8 @@
 // no body; a throwing handler answers 500; a body over the limit answers 413.
 #include "runtime/http_server.h"
 
+#include "../../support/loopback_http.h"
+
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -15,31 +17,7 @@
 namespace engram {
 namespace {
 
-// Sends `request` to 127.0.0.1:port; everything read until the server closes.
-std::string Exchange(int port, const std::string& request) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return "";
-  timeval tv{10, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  std::string out;
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
-    size_t off = 0;
-    while (off < request.size()) {
-      const ssize_t n = ::send(fd, request.data() + off, request.size() - off, MSG_NOSIGNAL);
-      if (n <= 0) break;
-      off += static_cast<size_t>(n);
-    }
-    char buf[4096];
-    ssize_t n;
-    while ((n = ::read(fd, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
-  }
-  ::close(fd);
-  return out;
-}
+using testing::Exchange;
 
 std::string Body(const std::string& response) {
   const size_t end = response.find("\r\n\r\n");

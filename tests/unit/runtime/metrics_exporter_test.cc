@@ -2,6 +2,8 @@
 // INVALID_ARGUMENT (it once threw from std::stoi), and a good one serves the metrics.
 #include "runtime/metrics_exporter.h"
 
+#include "../../support/loopback_http.h"
+
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -28,25 +30,7 @@ std::unique_ptr<EngineLoop> MakeLoop() {
 }
 
 std::string Get(int port, const std::string& target) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return "";
-  timeval tv{10, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  std::string out;
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
-    const std::string req = "GET " + target + " HTTP/1.0\r\n\r\n";
-    if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size())) {
-      char buf[4096];
-      ssize_t n;
-      while ((n = ::read(fd, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
-    }
-  }
-  ::close(fd);
-  return out;
+  return testing::Exchange(port, "GET " + target + " HTTP/1.0\r\n\r\n");
 }
 
 TEST(MetricsExporter, BadListenIsInvalidArgumentNotAThrow) {
