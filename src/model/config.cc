@@ -1,17 +1,23 @@
 #include "model/config.h"
 
+#include <fmt/ranges.h>
 #include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <limits>
 #include <set>
 #include <sstream>
+
 #include "common/file_read.h"
+#include "model/engram_geometry.h"
 
 namespace engram {
 namespace {
 
 using json = nlohmann::json;
+
+// The V4.1 gate's RMS eps (DESIGN.md "Engram semantics").
+constexpr double kV41GateEps = 1e-20;
 
 // Short description of a JSON value for messages: its type and (abbreviated) text.
 std::string Describe(const json& v) {
@@ -185,6 +191,82 @@ Result<EngramConfig> ParseEngram(const json& j, const std::string& source) {
   return e;
 }
 
+// DeepSeek-V4.1's flat top-level keys (DESIGN.md "Model directory"). engram_layer_ids is
+// the one whose presence selects the layout; the other keys without it are an error naming
+// it.
+constexpr const char* kV41Keys[] = {
+    "engram_layer_ids",
+    "engram_max_ngram_size",
+    "engram_vocab_size",
+    "engram_n_heads",
+    "engram_head_dim",
+    "engram_pad_token_id",
+    "engram_compressed_vocab_size",
+    "engram_num_embeddings",
+};
+
+// The first V4.1 flat key present in `j`, or nullptr.
+const char* FirstV41Key(const json& j) {
+  for (const char* key : kV41Keys) {
+    auto it = j.find(key);
+    if (it != j.end() && !it->is_null()) return key;
+  }
+  return nullptr;
+}
+
+Result<EngramConfig> ParseV41(const json& j, const std::string& source) {
+  FieldReader r(j, source, "");
+  EngramConfig e;
+  e.variant = EngramVariant::kV41;
+  // Every size is bounded as it is read: engram_max_ngram_size sizes a vector, the product of
+  // heads and head_dim is an int.
+  ENGRAM_RETURN_IF_ERROR(r.IntList("engram_layer_ids", &e.layer_ids, true));
+  ENGRAM_RETURN_IF_ERROR(r.Int("engram_max_ngram_size", &e.max_ngram_size, true));
+  if (e.max_ngram_size < 2) {
+    return InvalidArgument("{}: key \"engram_max_ngram_size\" = {} must be at least 2", source,
+                           e.max_ngram_size);
+  }
+  ENGRAM_RETURN_IF_ERROR(
+      SizeInRange(source, "engram_max_ngram_size", e.max_ngram_size, ConfigLimits::kMaxNgramSize));
+  int64_t vocab = 0;
+  ENGRAM_RETURN_IF_ERROR(r.Int("engram_vocab_size", &vocab, true));
+  if (vocab < 2) {
+    return InvalidArgument("{}: key \"engram_vocab_size\" = {} must be at least 2", source, vocab);
+  }
+  ENGRAM_RETURN_IF_ERROR(
+      SizeInRange(source, "engram_vocab_size", vocab, ConfigLimits::kMaxEngramVocab));
+  e.engram_vocab_size.assign(static_cast<size_t>(e.max_ngram_size - 1), vocab);
+  int64_t heads = 0, head_dim = 0;
+  ENGRAM_RETURN_IF_ERROR(r.Int("engram_n_heads", &heads, true));
+  ENGRAM_RETURN_IF_ERROR(
+      SizeInRange(source, "engram_n_heads", heads, ConfigLimits::kMaxEngramHeads));
+  ENGRAM_RETURN_IF_ERROR(r.Int("engram_head_dim", &head_dim, true));
+  ENGRAM_RETURN_IF_ERROR(
+      SizeInRange(source, "engram_head_dim", head_dim, ConfigLimits::kMaxEngramEmbed));
+  if (heads * head_dim > ConfigLimits::kMaxEngramEmbed) {
+    return InvalidArgument(
+        "{}: keys \"engram_n_heads\" x \"engram_head_dim\" = {} x {} = {} is larger than engramd "
+        "supports (at most {} values per n-gram order)",
+        source, heads, head_dim, heads * head_dim, ConfigLimits::kMaxEngramEmbed);
+  }
+  e.n_head_per_ngram = static_cast<int>(heads);
+  e.n_embed_per_ngram = static_cast<int>(heads * head_dim);
+  ENGRAM_RETURN_IF_ERROR(r.Int("engram_pad_token_id", &e.pad_id, true));
+  ENGRAM_RETURN_IF_ERROR(r.Int("engram_compressed_vocab_size", &e.compressed_vocab_size, true));
+  ENGRAM_RETURN_IF_ERROR(
+      PositiveInt(source, "engram_compressed_vocab_size", e.compressed_vocab_size));
+  if (r.Has("engram_num_embeddings")) {
+    ENGRAM_RETURN_IF_ERROR(r.Int("engram_num_embeddings", &e.num_embeddings, true));
+    ENGRAM_RETURN_IF_ERROR(PositiveInt(source, "engram_num_embeddings", e.num_embeddings));
+  }
+  ENGRAM_RETURN_IF_ERROR(r.Int("hc_mult", &e.hc_mult));
+  // The V4.1 module: the reference's hashing with seed 0, no short conv, gate eps 1e-20.
+  e.seed = 0;
+  e.short_conv = false;
+  e.norm_eps = kV41GateEps;
+  return e;
+}
+
 // Resolves model_type from "model_type" or, without it, from "architectures".
 Result<std::string> ParseModelType(const FieldReader& r, const json& j, const std::string& source) {
   std::string type;
@@ -210,44 +292,132 @@ Result<std::string> ParseModelType(const FieldReader& r, const json& j, const st
       source, a.dump());
 }
 
+// The config.json key each EngramConfig field comes from, for messages.
+struct EngramKeys {
+  std::string max_ngram_size, engram_vocab_size, n_embed, n_head, layer_ids, pad_id;
+};
+
+EngramKeys KeysOf(const EngramConfig& e) {
+  if (e.v41()) {
+    return {"engram_max_ngram_size", "engram_vocab_size", "engram_head_dim",
+            "engram_n_heads",        "engram_layer_ids",  "engram_pad_token_id"};
+  }
+  return {"engram.max_ngram_size",   "engram.engram_vocab_size", "engram.n_embed_per_ngram",
+          "engram.n_head_per_ngram", "engram.layer_ids",         "engram.pad_id"};
+}
+
+// The name of entry i of the per-order vocab sizes: V4.1 has one int for all orders.
+std::string VocabKey(const EngramConfig& e, const EngramKeys& k, size_t i) {
+  return e.v41() ? k.engram_vocab_size : fmt::format("{}[{}]", k.engram_vocab_size, i);
+}
+
+Status HcMultUnsupported(const std::string& src, int64_t hc_mult) {
+  return InvalidArgument(
+      "{}: key \"hc_mult\" = {} is not supported: engramd runs without hyper-connections "
+      "(hc_mult = 1 only)",
+      src, hc_mult);
+}
+
+// What only the V4.1 layout sets (and only it can round-trip through ToJson).
+Status ValidateVariant(const ModelConfig& c, const EngramConfig& e, const std::string& src) {
+  if (e.hc_mult != 1) return HcMultUnsupported(src, e.hc_mult);
+  if (!e.v41()) {
+    if (e.compressed_vocab_size != 0 || e.num_embeddings != 0) {
+      return InvalidArgument(
+          "{}: engram_compressed_vocab_size = {} and engram_num_embeddings = {} belong to the "
+          "DeepSeek-V4.1 layout, not to the \"engram\" object",
+          src, e.compressed_vocab_size, e.num_embeddings);
+    }
+    return Status::Ok();
+  }
+  for (int64_t v : e.engram_vocab_size) {
+    if (v != e.engram_vocab_size.front()) {
+      return InvalidArgument(
+          "{}: key \"engram_vocab_size\": the V4.1 layout has one prime-search start for every "
+          "order, found {}",
+          src, fmt::join(e.engram_vocab_size, ", "));
+    }
+  }
+  if (e.seed != 0 || e.short_conv || e.norm_eps != kV41GateEps) {
+    return InvalidArgument(
+        "{}: the DeepSeek-V4.1 Engram has seed 0, no short conv and gate eps 1e-20 (found seed "
+        "{}, short_conv {}, norm_eps {})",
+        src, e.seed, e.short_conv, e.norm_eps);
+  }
+  ENGRAM_RETURN_IF_ERROR(PositiveInt(src, "engram_compressed_vocab_size", e.compressed_vocab_size));
+  if (e.compressed_vocab_size > c.vocab_size) {
+    return InvalidArgument(
+        "{}: key \"engram_compressed_vocab_size\" = {} is larger than vocab_size = {} (the "
+        "compression only merges token ids)",
+        src, e.compressed_vocab_size, c.vocab_size);
+  }
+  if (e.num_embeddings < 0) {
+    return InvalidArgument("{}: key \"engram_num_embeddings\" = {} must be positive", src,
+                           e.num_embeddings);
+  }
+  return Status::Ok();
+}
+
+// engram_num_embeddings, when given, against the prime geometry (after every size is bounded,
+// so the search is short).
+Status ValidateNumEmbeddings(const EngramConfig& e, const std::string& src) {
+  if (e.num_embeddings == 0) return Status::Ok();
+  auto geometry = ComputeEngramGeometry(e);
+  if (!geometry.ok()) return geometry.status().WithContext(src);
+  int64_t rows = 0;
+  std::vector<int64_t> per_layer;
+  for (const EngramLayerGeometry& g : *geometry) {
+    rows += g.total_rows;
+    per_layer.push_back(g.total_rows);
+  }
+  if (rows == e.num_embeddings) return Status::Ok();
+  return InvalidArgument(
+      "{}: key \"engram_num_embeddings\" = {}, but engram_layer_ids, engram_max_ngram_size, "
+      "engram_vocab_size and engram_n_heads give {} table rows ({} per layer)",
+      src, e.num_embeddings, rows, fmt::join(per_layer, " + "));
+}
+
 Status ValidateEngram(const ModelConfig& c, const EngramConfig& e, const std::string& src) {
+  const EngramKeys k = KeysOf(e);
   if (e.max_ngram_size < 2) {
-    return InvalidArgument("{}: key \"engram.max_ngram_size\" = {} must be at least 2", src,
+    return InvalidArgument("{}: key \"{}\" = {} must be at least 2", src, k.max_ngram_size,
                            e.max_ngram_size);
   }
+  if (e.max_ngram_size > ConfigLimits::kMaxNgramSize) {
+    return InvalidArgument("{}: key \"{}\" = {} is larger than engramd supports (at most {})", src,
+                           k.max_ngram_size, e.max_ngram_size, ConfigLimits::kMaxNgramSize);
+  }
   if (e.engram_vocab_size.size() != static_cast<size_t>(e.max_ngram_size - 1)) {
-    return InvalidArgument(
-        "{}: key \"engram.engram_vocab_size\" has {} entries, expected max_ngram_size - 1 = {}",
-        src, e.engram_vocab_size.size(), e.max_ngram_size - 1);
+    return InvalidArgument("{}: key \"{}\" has {} entries, expected max_ngram_size - 1 = {}", src,
+                           k.engram_vocab_size, e.engram_vocab_size.size(), e.max_ngram_size - 1);
   }
   for (size_t i = 0; i < e.engram_vocab_size.size(); ++i) {
     if (e.engram_vocab_size[i] < 2) {
-      return InvalidArgument("{}: key \"engram.engram_vocab_size[{}]\" = {} must be at least 2",
-                             src, i, e.engram_vocab_size[i]);
+      return InvalidArgument("{}: key \"{}\" = {} must be at least 2", src, VocabKey(e, k, i),
+                             e.engram_vocab_size[i]);
     }
-  }
-  if (e.max_ngram_size > ConfigLimits::kMaxNgramSize) {
-    return InvalidArgument(
-        "{}: key \"engram.max_ngram_size\" = {} is larger than engramd "
-        "supports (at most {})",
-        src, e.max_ngram_size, ConfigLimits::kMaxNgramSize);
-  }
-  for (size_t i = 0; i < e.engram_vocab_size.size(); ++i) {
     if (e.engram_vocab_size[i] > ConfigLimits::kMaxEngramVocab) {
-      return InvalidArgument(
-          "{}: key \"engram.engram_vocab_size[{}]\" = {} is larger than engramd supports (at "
-          "most {})",
-          src, i, e.engram_vocab_size[i], ConfigLimits::kMaxEngramVocab);
+      return InvalidArgument("{}: key \"{}\" = {} is larger than engramd supports (at most {})",
+                             src, VocabKey(e, k, i), e.engram_vocab_size[i],
+                             ConfigLimits::kMaxEngramVocab);
     }
   }
-  ENGRAM_RETURN_IF_ERROR(SizeInRange(src, "engram.n_embed_per_ngram", e.n_embed_per_ngram,
-                                     ConfigLimits::kMaxEngramEmbed));
-  ENGRAM_RETURN_IF_ERROR(SizeInRange(src, "engram.n_head_per_ngram", e.n_head_per_ngram,
-                                     ConfigLimits::kMaxEngramHeads));
+  if (!e.v41()) {
+    ENGRAM_RETURN_IF_ERROR(
+        SizeInRange(src, k.n_embed, e.n_embed_per_ngram, ConfigLimits::kMaxEngramEmbed));
+  }
+  ENGRAM_RETURN_IF_ERROR(
+      SizeInRange(src, k.n_head, e.n_head_per_ngram, ConfigLimits::kMaxEngramHeads));
+  if (e.v41()) {
+    // n_embed_per_ngram is engram_n_heads x engram_head_dim.
+    ENGRAM_RETURN_IF_ERROR(
+        SizeInRange(src, k.n_embed, e.head_dim(), ConfigLimits::kMaxEngramEmbed));
+    ENGRAM_RETURN_IF_ERROR(SizeInRange(src, "engram_n_heads x engram_head_dim", e.n_embed_per_ngram,
+                                       ConfigLimits::kMaxEngramEmbed));
+  }
   if (e.n_embed_per_ngram % e.n_head_per_ngram != 0) {
-    return InvalidArgument(
-        "{}: key \"engram.n_embed_per_ngram\" = {} is not divisible by n_head_per_ngram = {}", src,
-        e.n_embed_per_ngram, e.n_head_per_ngram);
+    return InvalidArgument("{}: key \"{}\" = {} is not divisible by n_head_per_ngram = {}", src,
+                           k.n_embed, e.n_embed_per_ngram, e.n_head_per_ngram);
   }
   ENGRAM_RETURN_IF_ERROR(
       SizeInRange(src, "engram.kernel_size", e.kernel_size, ConfigLimits::kMaxKernelSize));
@@ -257,38 +427,38 @@ Status ValidateEngram(const ModelConfig& c, const EngramConfig& e, const std::st
     return InvalidArgument("{}: key \"engram.seed\" = {} must not be negative", src, e.seed);
   }
   if (e.pad_id < 0 || e.pad_id >= c.vocab_size) {
-    return InvalidArgument("{}: key \"engram.pad_id\" = {} is outside [0, vocab_size = {})", src,
+    return InvalidArgument("{}: key \"{}\" = {} is outside [0, vocab_size = {})", src, k.pad_id,
                            e.pad_id, c.vocab_size);
   }
   if (e.layer_ids.empty()) {
-    return InvalidArgument("{}: key \"engram.layer_ids\" is empty (expected at least one layer)",
-                           src);
+    return InvalidArgument("{}: key \"{}\" is empty (expected at least one layer)", src,
+                           k.layer_ids);
   }
   std::set<int> seen;
   for (size_t i = 0; i < e.layer_ids.size(); ++i) {
     const int l = e.layer_ids[i];
     if (l < 0) {
-      return InvalidArgument("{}: key \"engram.layer_ids[{}]\" = {} is negative", src, i, l);
+      return InvalidArgument("{}: key \"{}[{}]\" = {} is negative", src, k.layer_ids, i, l);
     }
     if (l >= c.num_hidden_layers) {
-      return InvalidArgument(
-          "{}: key \"engram.layer_ids[{}]\" = {} is beyond num_hidden_layers = {}", src, i, l,
-          c.num_hidden_layers);
+      return InvalidArgument("{}: key \"{}[{}]\" = {} is beyond num_hidden_layers = {}", src,
+                             k.layer_ids, i, l, c.num_hidden_layers);
     }
     if (!seen.insert(l).second) {
-      return InvalidArgument("{}: key \"engram.layer_ids[{}]\" = {} appears twice", src, i, l);
+      return InvalidArgument("{}: key \"{}[{}]\" = {} appears twice", src, k.layer_ids, i, l);
     }
   }
   // Each table head is a prime searched for at start: bound their number.
   const int64_t heads = static_cast<int64_t>(e.layer_ids.size()) * e.num_heads();
   if (heads > ConfigLimits::kMaxEngramTableHeads) {
     return InvalidArgument(
-        "{}: engram has {} table heads (layer_ids {} x (max_ngram_size - 1) {} x "
-        "n_head_per_ngram {}); engramd supports at most {}",
-        src, heads, e.layer_ids.size(), e.max_ngram_size - 1, e.n_head_per_ngram,
-        ConfigLimits::kMaxEngramTableHeads);
+        "{}: engram has {} table heads ({} {} x (max_ngram_size - 1) {} x "
+        "{} {}); engramd supports at most {}",
+        src, heads, k.layer_ids, e.layer_ids.size(), e.max_ngram_size - 1, k.n_head,
+        e.n_head_per_ngram, ConfigLimits::kMaxEngramTableHeads);
   }
-  return Status::Ok();
+  ENGRAM_RETURN_IF_ERROR(ValidateVariant(c, e, src));
+  return ValidateNumEmbeddings(e, src);
 }
 
 }  // namespace
@@ -345,8 +515,25 @@ Result<ModelConfig> ModelConfig::FromJson(const nlohmann::json& j, const std::st
       return r.WrongType("eos_token_id", eos, "an integer or an array of integers");
     }
   }
+  // Engram: the "engram" object (the paper's module) or DeepSeek-V4.1's flat keys, not both.
+  const char* v41_key = FirstV41Key(j);
+  if (r.Has("engram") && v41_key != nullptr) {
+    return InvalidArgument(
+        "{}: both an \"engram\" object and the DeepSeek-V4.1 flat key \"{}\" are present; "
+        "describe Engram one way (the \"engram\" object or the engram_* keys)",
+        source, v41_key);
+  }
   if (r.Has("engram")) {
     ENGRAM_ASSIGN_OR_RETURN(c.engram, ParseEngram(j.at("engram"), source));
+  } else if (v41_key != nullptr) {
+    ENGRAM_ASSIGN_OR_RETURN(c.engram, ParseV41(j, source));
+  }
+  if (r.Has("hc_mult")) {
+    // Hyper-connections widen the residual stream of the whole backbone: refused with or
+    // without Engram (ValidateVariant repeats the check for configs built in code).
+    int hc_mult = 1;
+    ENGRAM_RETURN_IF_ERROR(r.Int("hc_mult", &hc_mult));
+    if (hc_mult != 1) return HcMultUnsupported(source, hc_mult);
   }
   ENGRAM_RETURN_IF_ERROR(c.Validate(source));
   return c;
@@ -391,7 +578,18 @@ nlohmann::json ModelConfig::ToJson() const {
   } else if (!eos_token_ids.empty()) {
     j["eos_token_id"] = eos_token_ids;
   }
-  if (engram) {
+  if (engram && engram->v41()) {
+    const EngramConfig& e = *engram;
+    j["engram_layer_ids"] = e.layer_ids;
+    j["engram_max_ngram_size"] = e.max_ngram_size;
+    j["engram_vocab_size"] = e.engram_vocab_size.empty() ? 0 : e.engram_vocab_size.front();
+    j["engram_n_heads"] = e.n_head_per_ngram;
+    j["engram_head_dim"] = e.head_dim();
+    j["engram_pad_token_id"] = e.pad_id;
+    j["engram_compressed_vocab_size"] = e.compressed_vocab_size;
+    if (e.num_embeddings > 0) j["engram_num_embeddings"] = e.num_embeddings;
+    j["hc_mult"] = e.hc_mult;
+  } else if (engram) {
     j["engram"] = {{"engram_vocab_size", engram->engram_vocab_size},
                    {"max_ngram_size", engram->max_ngram_size},
                    {"n_embed_per_ngram", engram->n_embed_per_ngram},

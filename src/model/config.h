@@ -1,6 +1,8 @@
-// ModelConfig: the Hugging Face Llama/Qwen2 config.json fields engramd uses, plus the
-// "engram" object (keys of the reference EngramConfig). Parsing validates every field and
-// names the file and key of anything missing or wrong, with the expected value.
+// ModelConfig: the Hugging Face Llama/Qwen2 config.json fields engramd uses, plus Engram in
+// one of two layouts: the "engram" object (keys of the reference EngramConfig, variant
+// kPaper) or DeepSeek-V4.1's flat top-level engram_* keys (variant kV41; docs/formats.md).
+// Parsing validates every field and names the file and key of anything missing or wrong,
+// with the expected value.
 #pragma once
 
 #include <cstdint>
@@ -43,7 +45,14 @@ struct ConfigLimits {
   static constexpr int64_t kMaxEngramTableHeads = 4096;
 };
 
+// Which Engram module a config describes (DESIGN.md, "Engram semantics"): the paper's
+// (config.json "engram" object: key/value projections with biases, gate, short conv) or
+// DeepSeek-V4.1's (flat engram_* keys: one fused wkv projection, gate from q_weight * k_weight
+// with eps 1e-20, no short conv). Both share the hashing, the tables and the row path.
+enum class EngramVariant : uint8_t { kPaper, kV41 };
+
 struct EngramConfig {
+  EngramVariant variant = EngramVariant::kPaper;
   std::vector<int64_t> engram_vocab_size;  // one per n-gram order 2..max_ngram_size
   int max_ngram_size = 3;                  // N
   int n_embed_per_ngram = 512;
@@ -57,7 +66,16 @@ struct EngramConfig {
   double norm_eps = 1.1920928955078125e-07;
   double conv_norm_eps = 1e-5;
   bool short_conv = true;
+  // V4.1 engram_compressed_vocab_size: the compressed vocabulary every multiplier derives from;
+  // the tokenizer's compression map must have exactly this many ids. 0 (the paper layout):
+  // whatever the map has.
+  int64_t compressed_vocab_size = 0;
+  // V4.1 engram_num_embeddings when given (0 otherwise): table rows of all Engram layers
+  // together, checked against the prime geometry.
+  int64_t num_embeddings = 0;
+  int hc_mult = 1;  // only 1 (no hyper-connections) is accepted
 
+  bool v41() const { return variant == EngramVariant::kV41; }
   int num_heads() const { return (max_ngram_size - 1) * n_head_per_ngram; }  // H per layer
   int head_dim() const { return n_embed_per_ngram / n_head_per_ngram; }      // Dh
   int64_t engram_dim() const { return int64_t{max_ngram_size - 1} * n_embed_per_ngram; }

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include "model/engram_geometry.h"
 #include "temp_dir.h"
 
 namespace engram {
@@ -23,6 +24,35 @@ json EngramJson() {
               {"pad_id", 2},
               {"seed", 0},
               {"kernel_size", 4}};
+}
+
+// DeepSeek-V4.1's flat Engram keys on a small backbone (vocab 512, 3 layers).
+json V41Json() {
+  json j = MinimalJson();
+  j["engram_layer_ids"] = {1};
+  j["engram_max_ngram_size"] = 3;
+  j["engram_vocab_size"] = 1000;
+  j["engram_n_heads"] = 4;
+  j["engram_head_dim"] = 32;
+  j["engram_pad_token_id"] = 2;
+  j["engram_compressed_vocab_size"] = 512;
+  return j;
+}
+
+// The released DeepSeek-V4.1 Engram numbers (DESIGN.md "Engram semantics") on a small dense
+// backbone with V4.1's vocabulary.
+json RealV41Json() {
+  json j = MinimalJson();
+  j["vocab_size"] = 129280;
+  j["num_hidden_layers"] = 16;
+  j["engram_layer_ids"] = {1, 14};
+  j["engram_max_ngram_size"] = 4;
+  j["engram_vocab_size"] = 16000000;
+  j["engram_n_heads"] = 8;
+  j["engram_head_dim"] = 256;
+  j["engram_pad_token_id"] = 2;
+  j["engram_compressed_vocab_size"] = 99092;
+  return j;
 }
 
 std::string Error(const json& j) {
@@ -328,6 +358,254 @@ TEST(ModelConfig, LoadRefusesNumberOverflowAndHostileFiles) {
     EXPECT_NE(d.status().message().find("expected a regular file"), std::string::npos)
         << d.status().message();
   }
+}
+
+TEST(ModelConfigV41, ParsesFlatKeys) {
+  json j = V41Json();
+  j["hc_mult"] = 1;
+  auto c = ModelConfig::FromJson(j, "cfg.json");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  ASSERT_TRUE(c->engram.has_value());
+  const EngramConfig& e = *c->engram;
+  EXPECT_TRUE(e.v41());
+  EXPECT_EQ(e.variant, EngramVariant::kV41);
+  EXPECT_EQ(e.layer_ids, (std::vector<int>{1}));
+  EXPECT_EQ(e.max_ngram_size, 3);
+  EXPECT_EQ(e.engram_vocab_size, (std::vector<int64_t>{1000, 1000}));  // one start per order
+  EXPECT_EQ(e.n_head_per_ngram, 4);
+  EXPECT_EQ(e.n_embed_per_ngram, 128);  // heads x head_dim
+  EXPECT_EQ(e.head_dim(), 32);
+  EXPECT_EQ(e.num_heads(), 8);
+  EXPECT_EQ(e.engram_dim(), 256);
+  EXPECT_EQ(e.pad_id, 2);
+  EXPECT_EQ(e.compressed_vocab_size, 512);
+  EXPECT_EQ(e.num_embeddings, 0);
+  EXPECT_EQ(e.hc_mult, 1);
+  EXPECT_EQ(e.seed, 0);
+  EXPECT_FALSE(e.short_conv);
+  EXPECT_EQ(e.norm_eps, 1e-20);
+}
+
+TEST(ModelConfigV41, PaperLayoutIsThePaperVariant) {
+  json j = MinimalJson();
+  j["engram"] = EngramJson();
+  auto c = ModelConfig::FromJson(j, "cfg.json");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->engram->variant, EngramVariant::kPaper);
+  EXPECT_FALSE(c->engram->v41());
+  EXPECT_EQ(c->engram->compressed_vocab_size, 0);
+}
+
+// The geometry of the released checkpoint: its two tables have these many rows.
+TEST(ModelConfigV41, RealV41GeometryMatchesTheReleasedCheckpoint) {
+  auto c = ModelConfig::FromJson(RealV41Json(), "config.json");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  const EngramConfig& e = *c->engram;
+  EXPECT_EQ(e.engram_vocab_size, (std::vector<int64_t>{16000000, 16000000, 16000000}));
+  EXPECT_EQ(e.num_heads(), 24);
+  EXPECT_EQ(e.head_dim(), 256);
+  EXPECT_EQ(e.engram_dim(), 6144);
+  auto g = ComputeEngramGeometry(e);
+  ASSERT_TRUE(g.ok()) << g.status().ToString();
+  ASSERT_EQ(g->size(), 2u);
+  EXPECT_EQ((*g)[0].layer_id, 1);
+  EXPECT_EQ((*g)[0].total_rows, 384006168);
+  EXPECT_EQ((*g)[1].layer_id, 14);
+  EXPECT_EQ((*g)[1].total_rows, 384016682);
+  EXPECT_EQ((*g)[0].head_sizes.size(), 24u);
+  EXPECT_EQ((*g)[0].head_offsets[1], (*g)[0].head_sizes[0]);
+
+  json j = RealV41Json();
+  j["engram_num_embeddings"] = int64_t{384006168} + 384016682;
+  auto with_total = ModelConfig::FromJson(j, "config.json");
+  ASSERT_TRUE(with_total.ok()) << with_total.status().ToString();
+  EXPECT_EQ(with_total->engram->num_embeddings, 768022850);
+}
+
+TEST(ModelConfigV41, NumEmbeddingsMustMatchTheGeometry) {
+  json j = RealV41Json();
+  j["engram_num_embeddings"] = 768000000;
+  EXPECT_EQ(Error(j),
+            "cfg.json: key \"engram_num_embeddings\" = 768000000, but engram_layer_ids, "
+            "engram_max_ngram_size, engram_vocab_size and engram_n_heads give 768022850 table "
+            "rows (384006168 + 384016682 per layer)");
+  j["engram_num_embeddings"] = 0;
+  EXPECT_EQ(Error(j), "cfg.json: key \"engram_num_embeddings\" = 0 must be positive");
+}
+
+TEST(ModelConfigV41, HyperConnectionsRefused) {
+  json j = V41Json();
+  j["hc_mult"] = 4;
+  EXPECT_EQ(Error(j),
+            "cfg.json: key \"hc_mult\" = 4 is not supported: engramd runs without "
+            "hyper-connections (hc_mult = 1 only)");
+  j = MinimalJson();  // the backbone alone has no hyper-connections either
+  j["hc_mult"] = 2;
+  EXPECT_NE(Error(j).find("\"hc_mult\" = 2 is not supported"), std::string::npos);
+  j["hc_mult"] = 1;
+  EXPECT_TRUE(ModelConfig::FromJson(j, "cfg.json").ok());
+}
+
+TEST(ModelConfigV41, BothLayoutsRefused) {
+  json j = V41Json();
+  j["engram"] = EngramJson();
+  EXPECT_EQ(Error(j),
+            "cfg.json: both an \"engram\" object and the DeepSeek-V4.1 flat key "
+            "\"engram_layer_ids\" are present; describe Engram one way (the \"engram\" object "
+            "or the engram_* keys)");
+  j = MinimalJson();
+  j["engram"] = EngramJson();
+  j["engram_compressed_vocab_size"] = 512;
+  EXPECT_NE(Error(j).find("\"engram_compressed_vocab_size\" are present"), std::string::npos);
+}
+
+TEST(ModelConfigV41, MissingFlatKeyNamed) {
+  for (const char* key :
+       {"engram_layer_ids", "engram_max_ngram_size", "engram_vocab_size", "engram_n_heads",
+        "engram_head_dim", "engram_pad_token_id", "engram_compressed_vocab_size"}) {
+    json j = V41Json();
+    j.erase(key);
+    EXPECT_EQ(Error(j), fmt::format("cfg.json: missing required key \"{}\"", key));
+  }
+  json j = V41Json();  // null is absent
+  j["engram_head_dim"] = nullptr;
+  EXPECT_EQ(Error(j), "cfg.json: missing required key \"engram_head_dim\"");
+}
+
+TEST(ModelConfigV41, BadValuesNameTheFlatKey) {
+  struct Case {
+    const char* key;
+    json value;
+    const char* message;
+  };
+  const Case cases[] = {
+      {"engram_vocab_size", json::array({1000, 1000}),
+       "key \"engram_vocab_size\" must be an integer, found array [1000,1000]"},
+      {"engram_vocab_size", 1, "key \"engram_vocab_size\" = 1 must be at least 2"},
+      {"engram_vocab_size", int64_t{1} << 50,
+       "key \"engram_vocab_size\" = 1125899906842624 is larger than engramd supports (at most "
+       "281474976710656)"},
+      {"engram_max_ngram_size", 1, "key \"engram_max_ngram_size\" = 1 must be at least 2"},
+      {"engram_max_ngram_size", 2000000000,
+       "key \"engram_max_ngram_size\" = 2000000000 is larger than engramd supports (at most 16)"},
+      {"engram_max_ngram_size", int64_t{1} << 40,
+       "key \"engram_max_ngram_size\" = 1099511627776 is out of range"},
+      {"engram_n_heads", 0, "key \"engram_n_heads\" = 0 must be positive"},
+      {"engram_n_heads", 1000, "key \"engram_n_heads\" = 1000 is larger than engramd supports"},
+      {"engram_head_dim", -32, "key \"engram_head_dim\" = -32 must be positive"},
+      {"engram_head_dim", 1 << 17, "key \"engram_head_dim\" = 131072 is larger than engramd"},
+      {"engram_pad_token_id", 512,
+       "key \"engram_pad_token_id\" = 512 is outside [0, vocab_size = 512)"},
+      {"engram_pad_token_id", -1,
+       "key \"engram_pad_token_id\" = -1 is outside [0, vocab_size = 512)"},
+      {"engram_compressed_vocab_size", 0,
+       "key \"engram_compressed_vocab_size\" = 0 must be positive"},
+      {"engram_compressed_vocab_size", 513,
+       "key \"engram_compressed_vocab_size\" = 513 is larger than vocab_size = 512"},
+      {"engram_compressed_vocab_size", 18446744073709551615ULL,
+       "key \"engram_compressed_vocab_size\" = 18446744073709551615 is out of range"},
+      {"engram_layer_ids", json::array({1, 3}),
+       "key \"engram_layer_ids[1]\" = 3 is beyond num_hidden_layers = 3"},
+      {"engram_layer_ids", json::array({1, 1}), "key \"engram_layer_ids[1]\" = 1 appears twice"},
+      {"engram_layer_ids", json::array(), "key \"engram_layer_ids\" is empty"},
+      {"engram_layer_ids", 1,
+       "key \"engram_layer_ids\" must be an array of integers, found number 1"},
+      {"hc_mult", "1", "key \"hc_mult\" must be an integer, found string \"1\""},
+  };
+  for (const Case& c : cases) {
+    json j = V41Json();
+    j[c.key] = c.value;
+    const std::string e = Error(j);
+    EXPECT_NE(e.find(c.message), std::string::npos) << c.key << ": " << e;
+    EXPECT_EQ(e.rfind("cfg.json: ", 0), 0u) << e;
+  }
+  json j = V41Json();
+  j["engram_n_heads"] = 256;
+  j["engram_head_dim"] = 512;
+  EXPECT_EQ(Error(j),
+            "cfg.json: keys \"engram_n_heads\" x \"engram_head_dim\" = 256 x 512 = 131072 is "
+            "larger than engramd supports (at most 65536 values per n-gram order)");
+  j = V41Json();  // 15 layers x 15 orders x 256 heads: too many prime searches
+  j["num_hidden_layers"] = 15;
+  j["engram_layer_ids"] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14};
+  j["engram_max_ngram_size"] = 16;
+  j["engram_n_heads"] = 256;
+  j["engram_head_dim"] = 32;
+  EXPECT_NE(Error(j).find("57600 table heads"), std::string::npos) << Error(j);
+}
+
+TEST(ModelConfigV41, ToJsonRoundTripsThroughTheFlatKeys) {
+  json j = RealV41Json();
+  j["engram_num_embeddings"] = 768022850;
+  j["hc_mult"] = 1;
+  auto a = ModelConfig::FromJson(j, "a");
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  const json out = a->ToJson();
+  EXPECT_FALSE(out.contains("engram"));
+  EXPECT_EQ(out["engram_layer_ids"], json({1, 14}));
+  EXPECT_EQ(out["engram_max_ngram_size"], 4);
+  EXPECT_EQ(out["engram_vocab_size"], 16000000);
+  EXPECT_EQ(out["engram_n_heads"], 8);
+  EXPECT_EQ(out["engram_head_dim"], 256);
+  EXPECT_EQ(out["engram_pad_token_id"], 2);
+  EXPECT_EQ(out["engram_compressed_vocab_size"], 99092);
+  EXPECT_EQ(out["engram_num_embeddings"], 768022850);
+  EXPECT_EQ(out["hc_mult"], 1);
+  auto b = ModelConfig::FromJson(out, "b");
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  EXPECT_EQ(b->ToJson(), out);
+  EXPECT_TRUE(b->engram->v41());
+  EXPECT_EQ(b->engram->engram_vocab_size, a->engram->engram_vocab_size);
+  EXPECT_EQ(b->engram->n_embed_per_ngram, 2048);
+  // Without engram_num_embeddings the key stays absent.
+  auto c = ModelConfig::FromJson(V41Json(), "c");
+  ASSERT_TRUE(c.ok());
+  EXPECT_FALSE(c->ToJson().contains("engram_num_embeddings"));
+  EXPECT_EQ(ModelConfig::FromJson(c->ToJson(), "d")->ToJson(), c->ToJson());
+}
+
+// Configs built in code (synth presets) are held to what the flat layout can express.
+// `edit` changes the Engram config of V41Json; returns Validate's message.
+std::string ValidateEdited(void (*edit)(EngramConfig&)) {
+  auto c = ModelConfig::FromJson(V41Json(), "cfg.json");
+  EXPECT_TRUE(c.ok());
+  if (!c.ok()) return "";
+  edit(*c->engram);
+  return c->Validate("x").message();
+}
+
+TEST(ModelConfigV41, ValidateHoldsCodeBuiltConfigsToTheLayout) {
+  EXPECT_NE(ValidateEdited([](EngramConfig& e) {
+              e.engram_vocab_size[1] = 1200;
+            }).find("one prime-search start for every order, found 1000, 1200"),
+            std::string::npos);
+  EXPECT_NE(ValidateEdited([](EngramConfig& e) {
+              e.short_conv = true;
+            }).find("seed 0, no short conv and gate eps 1e-20"),
+            std::string::npos);
+  EXPECT_NE(ValidateEdited([](EngramConfig& e) {
+              e.norm_eps = 1e-6;
+            }).find("seed 0, no short conv and gate eps 1e-20"),
+            std::string::npos);
+  EXPECT_NE(ValidateEdited([](EngramConfig& e) {
+              e.compressed_vocab_size = 0;
+            }).find("engram_compressed_vocab_size\" = 0 must be positive"),
+            std::string::npos);
+  EXPECT_NE(ValidateEdited([](EngramConfig& e) {
+              e.hc_mult = 4;
+            }).find("\"hc_mult\" = 4 is not supported"),
+            std::string::npos);
+  EXPECT_NE(ValidateEdited([](EngramConfig& e) {
+              e.variant = EngramVariant::kPaper;
+              e.short_conv = true;
+            }).find("belong to the DeepSeek-V4.1 layout"),
+            std::string::npos);
+  EXPECT_EQ(ValidateEdited([](EngramConfig& e) {
+              e.variant = EngramVariant::kPaper;
+              e.short_conv = true;
+              e.compressed_vocab_size = 0;
+            }),
+            "");
 }
 
 }  // namespace
