@@ -453,7 +453,7 @@ Status BenchOffload(const Options& o) {
   uint64_t table_bytes = 0;
   bool tables_in_files = true;
   for (int l : base.config.engram->layer_ids) {
-    const TensorInfo* info = base.store.Info(EngramTableName(l));
+    const TensorInfo* info = base.store.Info(EngramTableName(*base.config.engram, l));
     if (info) table_bytes += info->nbytes;
     if (!info || info->file.empty()) tables_in_files = false;
   }

@@ -280,7 +280,9 @@ Status WriteTableChecksums(const std::string& model_dir, int threads,
   if (names.empty()) {
     ENGRAM_ASSIGN_OR_RETURN(ModelConfig config, ModelConfig::Load((dir / "config.json").string()));
     if (config.engram) {
-      for (int layer : config.engram->layer_ids) names.push_back(EngramTableName(layer));
+      for (int layer : config.engram->layer_ids) {
+        names.push_back(EngramTableName(*config.engram, layer));
+      }
     }
   }
   ENGRAM_ASSIGN_OR_RETURN(TensorStore store, TensorStore::OpenDirectory(model_dir));

@@ -4,20 +4,122 @@
 
 #include <fmt/ranges.h>
 
+#include "common/fp8.h"
 #include "model/engram_geometry.h"
 
 namespace engram {
 namespace {
 
 void Add(std::vector<ExpectedTensor>& out, std::string name, std::vector<int64_t> shape,
-         TensorRole role, int layer) {
-  out.push_back(ExpectedTensor{std::move(name), std::move(shape), role, layer});
+         TensorRole role, int layer, std::string scale_of = "") {
+  out.push_back(
+      ExpectedTensor{std::move(name), std::move(shape), role, layer, std::move(scale_of)});
+}
+
+// Scales per dimension of `n` values: one E8M0 scale per block of 32 (the last block may be
+// partial).
+int64_t Blocks(int64_t n) { return (n + kFp8Block - 1) / kFp8Block; }
+
+std::string EngramPrefix(int layer) { return fmt::format("model.layers.{}.engram.", layer); }
+
+// The file a tensor lives in, for messages; in-memory tensors name the store.
+std::string FileOf(const TensorStore& store, const TensorInfo* info) {
+  if (info != nullptr && !info->file.empty()) return info->file;
+  return store.source().empty() ? std::string("<in-memory>") : store.source();
+}
+
+bool IsFloat(DType t) { return t == DType::kF32 || t == DType::kF16 || t == DType::kBF16; }
+
+// The dtype of a tensor that is not a scale: a float type, or F8_E4M3 where the Engram row
+// path and the wkv projection dequantize it (and, for tables, only with rows of whole blocks).
+Status CheckDType(const ModelConfig& c, const ExpectedTensor& e, const TensorInfo& info,
+                  const TensorStore& store) {
+  if (IsFloat(info.dtype)) return Status::Ok();
+  const bool fp8_ok = e.role == TensorRole::kEngramTable || e.role == TensorRole::kEngramWkv;
+  if (info.dtype == DType::kF8E4M3 && !fp8_ok) {
+    return InvalidArgument(
+        "{}: tensor {} has dtype F8_E4M3, expected a float type (F32, F16, BF16): F8_E4M3 is "
+        "accepted only for the Engram tables and wkv",
+        FileOf(store, &info), e.name);
+  }
+  if (info.dtype == DType::kF8E4M3) {
+    const int64_t dh = c.engram->head_dim();
+    if (e.role == TensorRole::kEngramTable && dh % kFp8Block != 0) {
+      return InvalidArgument(
+          "{}: tensor {} is F8_E4M3, but its rows have {} values ({}), not a multiple of {}: "
+          "FP8 rows carry one E8M0 scale per {} values",
+          FileOf(store, &info), e.name, dh,
+          c.engram->v41() ? "engram_head_dim" : "engram.n_embed_per_ngram / n_head_per_ngram",
+          kFp8Block, kFp8Block);
+    }
+    return Status::Ok();
+  }
+  return InvalidArgument("{}: tensor {} has dtype {}, expected a float type (F32, F16, BF16{})",
+                         FileOf(store, &info), e.name, DTypeName(info.dtype),
+                         fp8_ok ? " or F8_E4M3 with F8_E8M0 scales" : "");
+}
+
+// A scale tensor `e` against the tensor it scales (checked before it: ExpectedTensors lists
+// a scale after its tensor). Sets *present when the scale is required (and checked).
+Status CheckScale(const ExpectedTensor& e, TensorRole scaled_role, const TensorStore& store,
+                  bool* present) {
+  *present = false;
+  const TensorInfo* scaled = store.Info(e.scale_of);
+  const TensorInfo* info = store.Info(e.name);
+  const bool fp8 = scaled != nullptr && scaled->dtype == DType::kF8E4M3;
+  if (!fp8) {
+    if (info == nullptr) return Status::Ok();
+    return InvalidArgument(
+        "{}: tensor {} is present, but {} is {}, not F8_E4M3: E8M0 scales belong only to FP8 "
+        "tensors, and these would be ignored (was the tensor dequantized without dropping its "
+        "scales?)",
+        FileOf(store, info), e.name, e.scale_of,
+        scaled != nullptr ? DTypeName(scaled->dtype) : "absent");
+  }
+  const char* block =
+      scaled_role == TensorRole::kEngramTable ? "32 values of each row" : "32x32 block";
+  if (info == nullptr) {
+    return NotFound(
+        "{}: {}: missing; {} is F8_E4M3, which needs its F8_E8M0 scales {} (one per {})",
+        FileOf(store, scaled), e.name, e.scale_of, e.shape, block);
+  }
+  if (info->dtype != DType::kF8E8M0) {
+    return InvalidArgument(
+        "{}: tensor {} has dtype {}, expected F8_E8M0 (the block scales of F8_E4M3 {})",
+        FileOf(store, info), e.name, DTypeName(info->dtype), e.scale_of);
+  }
+  if (info->shape != e.shape) {
+    return InvalidArgument(
+        "{}: tensor {} has shape {}, expected {} (one F8_E8M0 scale per {} of {} {})",
+        FileOf(store, info), e.name, info->shape, e.shape, block, e.scale_of, scaled->shape);
+  }
+  *present = true;
+  return Status::Ok();
+}
+
+// The role of each tensor a scale scales, by name.
+std::map<std::string, TensorRole> ScaledRoles(const std::vector<ExpectedTensor>& expected) {
+  std::map<std::string, TensorRole> roles;
+  for (const ExpectedTensor& e : expected) {
+    if (e.role == TensorRole::kEngramScale) roles[e.scale_of] = TensorRole::kEngramScale;
+  }
+  for (const ExpectedTensor& e : expected) {
+    auto it = roles.find(e.name);
+    if (it != roles.end()) it->second = e.role;
+  }
+  return roles;
 }
 
 }  // namespace
 
-std::string EngramTableName(int layer) {
-  return "model.layers." + std::to_string(layer) + ".engram.multi_head_embedding.embedding.weight";
+std::string EngramTableName(const EngramConfig& engram, int layer) {
+  return EngramPrefix(layer) +
+         (engram.v41() ? "embed.weight" : "multi_head_embedding.embedding.weight");
+}
+
+std::string EngramScaleName(const EngramConfig& engram, int layer) {
+  return EngramPrefix(layer) +
+         (engram.v41() ? "embed.scale" : "multi_head_embedding.embedding.scale");
 }
 
 Result<std::vector<ExpectedTensor>> ExpectedTensors(const ModelConfig& c) {
@@ -52,8 +154,21 @@ Result<std::vector<ExpectedTensor>> ExpectedTensors(const ModelConfig& c) {
     if (e < 0) continue;
     const EngramConfig& ec = *c.engram;
     const std::string q = p + "engram.";
-    Add(out, q + "multi_head_embedding.embedding.weight", {geometry[e].total_rows, ec.head_dim()},
-        TensorRole::kEngramTable, l);
+    const int64_t rows = geometry[static_cast<size_t>(e)].total_rows;
+    const int64_t dh = ec.head_dim();
+    const std::string table = EngramTableName(ec, l);
+    Add(out, table, {rows, dh}, TensorRole::kEngramTable, l);
+    Add(out, EngramScaleName(ec, l), {rows, Blocks(dh)}, TensorRole::kEngramScale, l, table);
+    if (ec.v41()) {
+      const int64_t wkv_out = int64_t{ec.hc_mult + 1} * H;
+      const int64_t wkv_in = ec.engram_dim();
+      Add(out, q + "wkv.weight", {wkv_out, wkv_in}, TensorRole::kEngramWkv, l);
+      Add(out, q + "wkv.scale", {Blocks(wkv_out), Blocks(wkv_in)}, TensorRole::kEngramScale, l,
+          q + "wkv.weight");
+      Add(out, q + "q_weight", {ec.hc_mult, H}, TensorRole::kEngramGateW, l);
+      Add(out, q + "k_weight", {ec.hc_mult, H}, TensorRole::kEngramGateW, l);
+      continue;
+    }
     Add(out, q + "value_proj.weight", {H, ec.engram_dim()}, TensorRole::kEngramProj, l);
     Add(out, q + "value_proj.bias", {H}, TensorRole::kBias, l);
     Add(out, q + "key_projs.0.weight", {H, ec.engram_dim()}, TensorRole::kEngramProj, l);
@@ -72,12 +187,20 @@ Result<std::vector<ExpectedTensor>> ExpectedTensors(const ModelConfig& c) {
 
 Status CheckExpectedTensors(const ModelConfig& config, const TensorStore& store) {
   ENGRAM_ASSIGN_OR_RETURN(std::vector<ExpectedTensor> expected, ExpectedTensors(config));
+  const std::map<std::string, TensorRole> scaled_roles = ScaledRoles(expected);
   for (const ExpectedTensor& e : expected) {
+    if (e.role == TensorRole::kEngramScale) {
+      bool present = false;
+      ENGRAM_RETURN_IF_ERROR(CheckScale(e, scaled_roles.at(e.scale_of), store, &present));
+      continue;
+    }
     const TensorInfo* info = store.Info(e.name);
     if (info == nullptr) {
       return NotFound("{}: no tensor {} (config.json implies it: {} layers{})", store.source(),
                       e.name, config.num_hidden_layers,
-                      config.engram ? ", Engram layers as engram.layer_ids" : "");
+                      !config.engram         ? ""
+                      : config.engram->v41() ? ", Engram layers as engram_layer_ids"
+                                             : ", Engram layers as engram.layer_ids");
     }
     if (info->shape != e.shape) {
       return InvalidArgument(
@@ -87,6 +210,7 @@ Status CheckExpectedTensors(const ModelConfig& config, const TensorStore& store)
           config.hidden_size, config.intermediate_size, config.vocab_size,
           config.num_attention_heads, config.num_key_value_heads, config.head_dim);
     }
+    ENGRAM_RETURN_IF_ERROR(CheckDType(config, e, *info, store));
   }
   return Status::Ok();
 }
@@ -96,14 +220,17 @@ Result<HostWeights> LoadHostWeights(const ModelConfig& config, const TensorStore
     return Unimplemented("mlp_bias = true is not supported (Llama/Qwen2 MLPs have no biases)");
   }
   ENGRAM_ASSIGN_OR_RETURN(std::vector<ExpectedTensor> expected, ExpectedTensors(config));
+  const std::map<std::string, TensorRole> scaled_roles = ScaledRoles(expected);
   std::map<std::string, Tensor> got;
   for (const ExpectedTensor& e : expected) {
+    if (e.role == TensorRole::kEngramScale) {
+      bool present = false;
+      ENGRAM_RETURN_IF_ERROR(CheckScale(e, scaled_roles.at(e.scale_of), store, &present));
+      if (!present) continue;
+    }
     ENGRAM_ASSIGN_OR_RETURN(Tensor t, store.GetChecked(e.name, e.shape));
-    if (t.dtype != DType::kF32 && t.dtype != DType::kF16 && t.dtype != DType::kBF16) {
-      const TensorInfo* info = store.Info(e.name);
-      return InvalidArgument("{}: tensor {} has dtype {}, expected a float type (F32, F16, BF16)",
-                             info && !info->file.empty() ? info->file : "<in-memory>", e.name,
-                             DTypeName(t.dtype));
+    if (e.role != TensorRole::kEngramScale) {
+      ENGRAM_RETURN_IF_ERROR(CheckDType(config, e, *store.Info(e.name), store));
     }
     got.emplace(e.name, std::move(t));
   }
@@ -135,9 +262,19 @@ Result<HostWeights> LoadHostWeights(const ModelConfig& config, const TensorStore
     L.up_w = take(p + "mlp.up_proj.weight");
     L.down_w = take(p + "mlp.down_proj.weight");
     if (!config.engram || !config.engram->IsEngramLayer(l)) continue;
+    const EngramConfig& ec = *config.engram;
     const std::string q = p + "engram.";
     EngramWeights E;
-    E.table = take(q + "multi_head_embedding.embedding.weight");
+    E.table = take(EngramTableName(ec, l));
+    E.table_scale = take(EngramScaleName(ec, l));
+    if (ec.v41()) {
+      E.wkv = take(q + "wkv.weight");
+      E.wkv_scale = take(q + "wkv.scale");
+      E.q_weight = take(q + "q_weight");
+      E.k_weight = take(q + "k_weight");
+      L.engram = std::move(E);
+      continue;
+    }
     E.value_w = take(q + "value_proj.weight");
     E.value_b = take(q + "value_proj.bias");
     E.key_w = take(q + "key_projs.0.weight");

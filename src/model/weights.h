@@ -13,16 +13,25 @@
 
 namespace engram {
 
+// One Engram layer's tensors. The table (both variants) is F32/F16/BF16, or F8_E4M3 with
+// per-row E8M0 scales (FP8 rows, fp8.h). The paper variant fills value_w ... conv_norm; V4.1
+// fills wkv, wkv_scale, q_weight and k_weight.
 struct EngramWeights {
-  Tensor table;       // multi_head_embedding.embedding.weight [sum of primes, Dh]
-  Tensor value_w;     // value_proj.weight [hidden, engram_dim]
-  Tensor value_b;     // value_proj.bias [hidden]
-  Tensor key_w;       // key_projs.0.weight [hidden, engram_dim]
-  Tensor key_b;       // key_projs.0.bias [hidden]
-  Tensor norm_key;    // norm1.0.weight [hidden]
-  Tensor norm_query;  // norm2.0.weight [hidden]
-  Tensor conv_w;      // short_conv.conv.weight [hidden, 1, K] (absent if !short_conv)
-  Tensor conv_norm;   // short_conv.norms.0.weight [hidden]   (absent if !short_conv)
+  Tensor table;        // multi_head_embedding.embedding.weight | embed.weight [sum of primes, Dh]
+  Tensor table_scale;  // ...embedding.scale | embed.scale F8_E8M0 [rows, Dh/32] (FP8 tables)
+  Tensor value_w;      // value_proj.weight [hidden, engram_dim]
+  Tensor value_b;      // value_proj.bias [hidden]
+  Tensor key_w;        // key_projs.0.weight [hidden, engram_dim]
+  Tensor key_b;        // key_projs.0.bias [hidden]
+  Tensor norm_key;     // norm1.0.weight [hidden]
+  Tensor norm_query;   // norm2.0.weight [hidden]
+  Tensor conv_w;       // short_conv.conv.weight [hidden, 1, K] (absent if !short_conv)
+  Tensor conv_norm;    // short_conv.norms.0.weight [hidden]   (absent if !short_conv)
+  // V4.1
+  Tensor wkv;        // wkv.weight F8_E4M3 | BF16 | F32 [(hc_mult + 1) * hidden, engram_dim]
+  Tensor wkv_scale;  // wkv.scale F8_E8M0 [ceil(O/32), ceil(I/32)] (FP8 wkv only)
+  Tensor q_weight;   // q_weight [hc_mult, hidden]
+  Tensor k_weight;   // k_weight [hc_mult, hidden]
 };
 
 struct LayerWeights {
@@ -49,9 +58,12 @@ enum class TensorRole : uint8_t {
   kOutputLinear,  // o_proj, down_proj (write into the residual stream)
   kBias,          // q/k/v biases, Engram projection biases
   kLmHead,        // lm_head.weight
-  kEngramTable,   // multi_head_embedding.embedding.weight
+  kEngramTable,   // multi_head_embedding.embedding.weight | embed.weight (V4.1)
   kEngramProj,    // value_proj / key_projs.0 weights
   kEngramConv,    // short_conv.conv.weight
+  kEngramScale,   // F8_E8M0 scales of an FP8 table or wkv (ExpectedTensor::scale_of)
+  kEngramWkv,     // V4.1 wkv.weight
+  kEngramGateW,   // V4.1 q_weight / k_weight
 };
 
 struct ExpectedTensor {
@@ -59,24 +71,38 @@ struct ExpectedTensor {
   std::vector<int64_t> shape;
   TensorRole role = TensorRole::kLinear;
   int layer = -1;  // decoder layer, -1 for embedding / final norm / lm_head
+  // For a scale tensor (kEngramScale): the tensor it scales. It is expected exactly when that
+  // tensor is F8_E4M3, and its shape is then `shape`.
+  std::string scale_of;
 };
 
 // Every tensor `config` implies, in file order: embedding, then per layer the attention,
-// MLP, norms and Engram tensors, then model.norm and lm_head (absent when tied).
+// MLP, norms and Engram tensors, then model.norm and lm_head (absent when tied). The scale
+// entries (kEngramScale) are conditional: a file holds one exactly when the tensor named by
+// its scale_of is F8_E4M3 (so a writer of BF16 tables skips them).
 // INVALID_ARGUMENT when the Engram geometry cannot be derived.
 Result<std::vector<ExpectedTensor>> ExpectedTensors(const ModelConfig& config);
 
-// The tensor name of the Engram table of model layer `layer`.
-std::string EngramTableName(int layer);
+// The tensor names of the Engram table of model layer `layer` and of its E8M0 row scales
+// (present only when the table is F8_E4M3), for the config's layout:
+// model.layers.{l}.engram.multi_head_embedding.embedding.{weight,scale} (paper) or
+// model.layers.{l}.engram.embed.{weight,scale} (V4.1).
+std::string EngramTableName(const EngramConfig& engram, int layer);
+std::string EngramScaleName(const EngramConfig& engram, int layer);
 
-// Looks up and shape-checks every tensor of ExpectedTensors (Engram table rows =
-// ComputeEngramGeometry's total_rows); errors name the file, tensor, expected and found.
-// Dtypes F32, F16 and BF16 are accepted, anything else is INVALID_ARGUMENT. mlp_bias models
-// are UNIMPLEMENTED. Tensors the config does not imply are ignored.
-// Every tensor of ExpectedTensors is in `store` with its expected shape (names and shapes
-// only: no data is touched). Run when a model is opened, before anything is sized from the
-// config, so that a config.json whose sizes disagree with its tensors is refused naming both.
+// Every tensor of ExpectedTensors is in `store` with its expected shape and an accepted dtype
+// (names, shapes and dtypes only: no data is touched). Run when a model is opened, before
+// anything is sized from the config, so that a config.json whose sizes disagree with its
+// tensors is refused naming both. Errors name the file, tensor, expected and found.
+//  - dtypes: F32, F16, BF16 everywhere; F8_E4M3 also for the Engram table and wkv (with an
+//    FP8 table, Dh must be a multiple of 32).
+//  - scales (ExpectedTensor::scale_of): required exactly when the tensor they scale is
+//    F8_E4M3 (NOT_FOUND "...: missing; ... is F8_E4M3, which needs its F8_E8M0 scales [..]"),
+//    then F8_E8M0 with the expected shape; a scale beside a non-FP8 tensor is refused too.
+// Tensors the config does not imply are ignored.
 Status CheckExpectedTensors(const ModelConfig& config, const TensorStore& store);
+// Views of every tensor ExpectedTensors lists (the scales only where present), checked as
+// CheckExpectedTensors does. mlp_bias models are UNIMPLEMENTED.
 Result<HostWeights> LoadHostWeights(const ModelConfig& config, const TensorStore& store);
 
 }  // namespace engram

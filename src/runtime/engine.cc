@@ -104,7 +104,7 @@ Status Engine::CreateTier() {
   std::vector<Tensor> tables;
   std::vector<TensorInfo> infos;
   for (int l : layer_ids) {
-    names.push_back(EngramTableName(l));
+    names.push_back(EngramTableName(*config().engram, l));
     tables.push_back(host_weights_.layers[static_cast<size_t>(l)].engram->table);
     if (const TensorInfo* info = files_.store.Info(names.back())) infos.push_back(*info);
   }

@@ -86,7 +86,7 @@ v1::ModelInfo DescribeModel(const Engine& engine, const std::string& backend, bo
     if (auto geo = ComputeEngramGeometry(e); geo.ok()) {
       for (size_t i = 0; i < geo->size(); ++i) {
         ei->add_table_rows((*geo)[i].total_rows);
-        const std::string name = EngramTableName(e.layer_ids[i]);
+        const std::string name = EngramTableName(e, e.layer_ids[i]);
         if (const TensorInfo* ti = engine.files().store.Info(name)) {
           bytes += static_cast<int64_t>(ti->nbytes);
         }

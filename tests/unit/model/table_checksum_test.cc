@@ -68,7 +68,7 @@ void FlipByte(const std::string& path, uint64_t offset) {
   f.put(c);
 }
 
-const std::string kTable = EngramTableName(1);  // the tiny preset's only table
+const std::string kTable = EngramTableName(EngramConfig{}, 1);  // the tiny preset's only table
 
 TEST(TableChecksum, ChunkedDigestMatchesDirectComputation) {
   const auto data = Bytes(10000, 7);
@@ -343,16 +343,17 @@ TEST(TableChecksum, TwoTablesEachVerified) {
   ASSERT_TRUE(WriteSynthModel(Tiny(0, "tiny-qwen2"), dir.path()).ok());
   auto m = OpenModel(dir.path());
   ASSERT_TRUE(m.ok()) << m.status().ToString();
-  const std::vector<std::string> names = {EngramTableName(0), EngramTableName(1)};
+  const std::vector<std::string> names = {EngramTableName(*m->config.engram, 0),
+                                          EngramTableName(*m->config.engram, 1)};
   EXPECT_EQ(json::parse(ReadFile(dir / "engram_checksums.json"))["tensors"].size(), 2u);
   ChecksumReport report;
   ASSERT_TRUE(VerifyTableChecksums(*m, names, 0, &report).ok());
   EXPECT_EQ(report.tensors, 2);
-  const TensorInfo second = *m->store.Info(EngramTableName(1));
+  const TensorInfo second = *m->store.Info(EngramTableName(*m->config.engram, 1));
   FlipByte(second.file, second.file_offset + second.nbytes - 1);  // last byte
   Status st = VerifyTableChecksums(*m, names, 0);
   EXPECT_EQ(st.code(), StatusCode::kDataLoss);
-  EXPECT_TRUE(Contains(st, EngramTableName(1) + ": checksum")) << st.ToString();
+  EXPECT_TRUE(Contains(st, EngramTableName(*m->config.engram, 1) + ": checksum")) << st.ToString();
 }
 
 }  // namespace

@@ -238,8 +238,8 @@ class NvmeFaultIsolation : public ::testing::Test {
     for (int l = 0; l < h->num_layers(); ++l) {
       std::vector<int64_t> rows(t.size() * static_cast<size_t>(h->num_heads()));
       h->Hash(l, {}, t, /*add_offsets=*/true, rows.data());
-      const TensorInfo* info =
-          files.store.Info(EngramTableName(files.config.engram->layer_ids[static_cast<size_t>(l)]));
+      const TensorInfo* info = files.store.Info(EngramTableName(
+          *files.config.engram, files.config.engram->layer_ids[static_cast<size_t>(l)]));
       const uint64_t rb = static_cast<uint64_t>(info->shape[1]) * DTypeSize(info->dtype);
       for (int64_t r : rows) out.push_back(info->file_offset + static_cast<uint64_t>(r) * rb);
     }
@@ -423,7 +423,7 @@ TEST(EngineChecksums, CorruptTableIsRefusedAtStartNamingFileAndTensor) {
   o.preset = "tiny";
   o.progress = false;
   ASSERT_TRUE(WriteSynthModel(o, dir).ok());
-  const std::string table = EngramTableName(1);
+  const std::string table = EngramTableName(EngramConfig{}, 1);
   TensorInfo info;
   {
     auto files = OpenModel(dir);
@@ -464,7 +464,8 @@ TEST(EngineChecksums, CorruptTableIsRefusedAtStartNamingFileAndTensor) {
 TEST(DramTier, SyntheticTablesAreNotHeldTwice) {
   auto files = OpenModel("synth:tiny");
   ASSERT_TRUE(files.ok());
-  const std::string table = EngramTableName(files->config.engram->layer_ids[0]);
+  const std::string table =
+      EngramTableName(*files->config.engram, files->config.engram->layer_ids[0]);
   EngineOptions opt;
   opt.tables.tier = "dram";
   auto e = Engine::Create(std::move(files).value(), opt);

@@ -108,7 +108,7 @@ TEST(PackCli, ChecksumAndVerify) {
             std::string::npos)
       << r.output;
 
-  const std::string table = EngramTableName(1);
+  const std::string table = EngramTableName(EngramConfig{}, 1);
   auto store = TensorStore::OpenDirectory(out);
   ASSERT_TRUE(store.ok());
   const TensorInfo info = *store->Info(table);
