@@ -87,21 +87,46 @@ Result<CompressionMap> CoverVocab(CompressionMap map, const std::string& path,
   return extended;
 }
 
+// A compression map and where it came from, for messages.
+struct Compression {
+  CompressionMap map;
+  std::string origin;  // "the compression map built from PATH", ...
+};
+
 // The model's compression map: engram_compression.json when present, else computed natively
 // from the tokenizer by the reference's rules, else the identity.
-Result<CompressionMap> CompressionFor(const ModelConfig& config, const std::string& map_path,
-                                      const std::string& tokenizer_path) {
+Result<Compression> CompressionFor(const ModelConfig& config, const std::string& map_path,
+                                   const std::string& tokenizer_path) {
   if (!map_path.empty()) {
     ENGRAM_ASSIGN_OR_RETURN(CompressionMap map, CompressionMap::LoadJson(map_path, 0));
-    return CoverVocab(std::move(map), map_path, config);
+    ENGRAM_ASSIGN_OR_RETURN(map, CoverVocab(std::move(map), map_path, config));
+    return Compression{std::move(map), "the compression map " + map_path};
   }
   if (!tokenizer_path.empty() && config.engram) {
     ENGRAM_ASSIGN_OR_RETURN(Tokenizer tok, Tokenizer::Load(tokenizer_path));
     auto map = BuildCompressionMap(tok);
     if (!map.ok()) return map.status().WithContext(tokenizer_path);
-    return CoverVocab(std::move(map).value(), tokenizer_path, config);
+    ENGRAM_ASSIGN_OR_RETURN(CompressionMap covered,
+                            CoverVocab(std::move(map).value(), tokenizer_path, config));
+    return Compression{std::move(covered), "the compression map built from " + tokenizer_path};
   }
-  return CompressionMap::Identity(config.vocab_size);
+  return Compression{CompressionMap::Identity(config.vocab_size),
+                     "the identity compression (no tokenizer.json or engram_compression.json: "
+                     "one id per token of vocab_size)"};
+}
+
+// V4.1 names its compressed vocabulary: the multipliers' bound derives from it (NgramHasher
+// takes the map's num_compressed), so a map of another size would hash every n-gram to other
+// rows than the checkpoint was trained with. `config_source` names config.json.
+Status CheckCompressedVocab(const ModelConfig& config, const std::string& config_source,
+                            const Compression& c) {
+  if (!config.engram || !config.engram->v41()) return Status::Ok();
+  const int64_t want = config.engram->compressed_vocab_size;
+  if (c.map.num_compressed() == want) return Status::Ok();
+  return InvalidArgument(
+      "{}: engram_compressed_vocab_size is {}, but {} has {} ids (the Engram hashes derive "
+      "from the compressed vocabulary: the two must agree)",
+      config_source, want, c.origin, c.map.num_compressed());
 }
 
 }  // namespace
@@ -115,7 +140,9 @@ Result<ModelFiles> OpenModel(const std::string& spec) {
     m.config = std::move(synth.config);
     m.store = std::move(synth.store);
     m.tokenizer_path = std::move(synth.tokenizer_path);
-    ENGRAM_ASSIGN_OR_RETURN(m.compression, CompressionFor(m.config, "", m.tokenizer_path));
+    ENGRAM_ASSIGN_OR_RETURN(Compression c, CompressionFor(m.config, "", m.tokenizer_path));
+    ENGRAM_RETURN_IF_ERROR(CheckCompressedVocab(m.config, spec, c));
+    m.compression = std::move(c.map);
     return m;
   }
   std::error_code ec;
@@ -124,16 +151,19 @@ Result<ModelFiles> OpenModel(const std::string& spec) {
   }
   m.dir = spec;
   const fs::path dir(spec);
-  ENGRAM_ASSIGN_OR_RETURN(m.config, ModelConfig::Load((dir / "config.json").string()));
+  const std::string config_path = (dir / "config.json").string();
+  ENGRAM_ASSIGN_OR_RETURN(m.config, ModelConfig::Load(config_path));
   ENGRAM_ASSIGN_OR_RETURN(m.store, TensorStore::OpenDirectory(spec));
   ENGRAM_RETURN_IF_ERROR(CheckExpectedTensors(m.config, m.store));
   const fs::path tokenizer = dir / "tokenizer.json";
   if (fs::exists(tokenizer, ec)) m.tokenizer_path = tokenizer.string();
   const fs::path compression = dir / "engram_compression.json";
   ENGRAM_ASSIGN_OR_RETURN(
-      m.compression,
+      Compression c,
       CompressionFor(m.config, fs::exists(compression, ec) ? compression.string() : "",
                      m.tokenizer_path));
+  ENGRAM_RETURN_IF_ERROR(CheckCompressedVocab(m.config, config_path, c));
+  m.compression = std::move(c.map);
   return m;
 }
 

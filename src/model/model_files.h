@@ -27,7 +27,9 @@ struct ModelFiles {
 // present, else computed natively from tokenizer.json by the reference's rules, else the
 // identity over vocab_size. A compression map with fewer entries than vocab_size (a
 // tokenizer smaller than the padded embedding) is extended: the extra ids map to the
-// compressed pad id, num_compressed is unchanged (hashes of real tokens stay exact).
+// compressed pad id, num_compressed is unchanged (hashes of real tokens stay exact). A V4.1
+// config (engram_compressed_vocab_size) is refused unless the map has exactly that many
+// compressed ids, naming both numbers and the map's origin.
 // Errors name the file or the spec parameter.
 Result<ModelFiles> OpenModel(const std::string& spec);
 

@@ -8,6 +8,8 @@
 #include "model/synth.h"
 #include "model/weights.h"
 #include "temp_dir.h"
+#include "tokenizer_fixture.h"
+#include "v41_model.h"
 
 namespace engram {
 namespace {
@@ -142,6 +144,88 @@ TEST(OpenModel, ConfigSizesAreCheckedAgainstTheTensors) {
     ASSERT_FALSE(m.ok()) << c.key;
     EXPECT_NE(m.status().message().find(c.needle), std::string::npos) << m.status().message();
   }
+}
+
+// V4.1 names its compressed vocabulary; the model's compression map must have exactly that
+// many ids (the hashes derive from it), whichever way the map is made.
+TEST(OpenModelV41, IdentityCompressionMustMatchTheCompressedVocab) {
+  TempDir dir;
+  nlohmann::json j = testutil::V41ConfigJson();  // compressed 512 = vocab_size
+  testutil::WriteModelDir(testutil::ParseConfig(j), dir.path());
+  auto m = OpenModel(dir.path());
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_TRUE(m->config.engram->v41());
+  EXPECT_EQ(m->compression.num_compressed(), 512);
+  auto w = LoadHostWeights(m->config, m->store);
+  ASSERT_TRUE(w.ok()) << w.status().ToString();
+  EXPECT_EQ(w->layers[1].engram->table.dtype, DType::kF8E4M3);
+
+  j["engram_compressed_vocab_size"] = 500;
+  WriteFile(dir / "config.json", j.dump());
+  m = OpenModel(dir.path());
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(m.status().message(),
+            (dir / "config.json") +
+                ": engram_compressed_vocab_size is 500, but the identity compression (no "
+                "tokenizer.json or engram_compression.json: one id per token of vocab_size) has "
+                "512 ids (the Engram hashes derive from the compressed vocabulary: the two must "
+                "agree)");
+}
+
+TEST(OpenModelV41, CompressionFileMustMatchTheCompressedVocab) {
+  TempDir dir;
+  nlohmann::json j = testutil::V41ConfigJson();
+  j["engram_compressed_vocab_size"] = 256;
+  testutil::WriteModelDir(testutil::ParseConfig(j), dir.path());
+  json lookup = json::array();
+  for (int i = 0; i < 512; ++i) lookup.push_back(i / 2);
+  WriteFile(dir / "engram_compression.json",
+            json{{"lookup", lookup}, {"num_compressed", 256}}.dump());
+  auto m = OpenModel(dir.path());
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ(m->compression.num_compressed(), 256);
+
+  j["engram_compressed_vocab_size"] = 300;
+  WriteFile(dir / "config.json", j.dump());
+  m = OpenModel(dir.path());
+  ASSERT_FALSE(m.ok());
+  EXPECT_NE(m.status().message().find((dir / "config.json") +
+                                      ": engram_compressed_vocab_size is 300, but the "
+                                      "compression map " +
+                                      (dir / "engram_compression.json") + " has 256 ids"),
+            std::string::npos)
+      << m.status().message();
+}
+
+// The released numbers: V4.1's config says 99092 compressed ids; DeepSeek-V3's tokenizer
+// compresses to 98627 by the reference's rules, so the pair is refused naming both.
+TEST(OpenModelV41, TokenizerCompressionMustMatchTheCompressedVocab) {
+  if (!engram::testing::DeepSeekTokenizerPresent()) return;
+  TempDir dir;
+  nlohmann::json j = testutil::V41ConfigJson();
+  j["vocab_size"] = 129280;
+  j["tie_word_embeddings"] = true;
+  j["engram_compressed_vocab_size"] = 99092;
+  testutil::WriteModelDir(testutil::ParseConfig(j), dir.path(), DType::kBF16, DType::kBF16);
+  std::filesystem::create_symlink(engram::testing::DeepSeekTokenizerPath(), dir / "tokenizer.json");
+  auto m = OpenModel(dir.path());
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.status().message().rfind(
+                (dir / "config.json") +
+                    ": engram_compressed_vocab_size is 99092, but the compression map built "
+                    "from " +
+                    (dir / "tokenizer.json") + " has 98627 ids",
+                0),
+            0u)
+      << m.status().message();
+
+  j["engram_compressed_vocab_size"] = 98627;
+  WriteFile(dir / "config.json", j.dump());
+  m = OpenModel(dir.path());
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ(m->compression.num_compressed(), 98627);
+  EXPECT_EQ(m->compression.vocab_size(), 129280);
 }
 
 }  // namespace
