@@ -1,5 +1,6 @@
 #include "common/dtype.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace engram {
@@ -17,6 +18,8 @@ size_t DTypeSize(DType t) {
     case DType::kI64:
       return 8;
     case DType::kU8:
+    case DType::kF8E4M3:
+    case DType::kF8E8M0:
       return 1;
   }
   return 0;
@@ -36,6 +39,10 @@ std::string_view DTypeName(DType t) {
       return "I64";
     case DType::kU8:
       return "U8";
+    case DType::kF8E4M3:
+      return "F8_E4M3";
+    case DType::kF8E8M0:
+      return "F8_E8M0";
   }
   return "?";
 }
@@ -47,8 +54,11 @@ Result<DType> ParseDType(std::string_view name) {
   if (name == "I32") return DType::kI32;
   if (name == "I64") return DType::kI64;
   if (name == "U8") return DType::kU8;
-  return InvalidArgument("unknown dtype \"{}\" (expected one of F32, F16, BF16, I32, I64, U8)",
-                         name);
+  if (name == "F8_E4M3") return DType::kF8E4M3;
+  if (name == "F8_E8M0") return DType::kF8E8M0;
+  return InvalidArgument(
+      "unknown dtype \"{}\" (expected one of F32, F16, BF16, I32, I64, U8, F8_E4M3, F8_E8M0)",
+      name);
 }
 
 float F16ToF32(uint16_t h) {
@@ -119,6 +129,16 @@ void ConvertToF32(DType src_type, const void* src, float* dst, size_t n) {
     case DType::kU8: {
       const auto* s = static_cast<const uint8_t*>(src);
       for (size_t i = 0; i < n; ++i) dst[i] = static_cast<float>(s[i]);
+      return;
+    }
+    case DType::kF8E4M3: {
+      const auto* s = static_cast<const uint8_t*>(src);
+      for (size_t i = 0; i < n; ++i) dst[i] = E4M3ToF32(s[i]);
+      return;
+    }
+    case DType::kF8E8M0: {
+      const auto* s = static_cast<const uint8_t*>(src);
+      for (size_t i = 0; i < n; ++i) dst[i] = E8M0ToF32(s[i]);
       return;
     }
   }
