@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include "common/fp8.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/cpu_memory.h"
 #include "kernels/cpu/cpu_row_channel.h"
@@ -138,9 +139,12 @@ class CpuBackend final : public Backend {
     }
     const bool float_type =
         host.dtype == DType::kF32 || host.dtype == DType::kBF16 || host.dtype == DType::kF16;
-    if (!float_type) {
-      return InvalidArgument("{}: host has dtype {}, expected F32, F16 or BF16", op,
-                             DTypeName(host.dtype));
+    // U8 [rows, Fp8RowBytes(Dh)]: an Engram table of packed FP8 rows (GatherRows reads it).
+    const bool fp8_table = use == WeightUse::kEmbedding && host.dtype == DType::kU8;
+    if (!float_type && !fp8_table) {
+      return InvalidArgument("{}: host has dtype {}, expected F32, F16 or BF16{}", op,
+                             DTypeName(host.dtype),
+                             use == WeightUse::kEmbedding ? " (or U8 packed FP8 rows)" : "");
     }
     switch (use) {
       case WeightUse::kLinear:
@@ -381,12 +385,48 @@ class CpuBackend final : public Backend {
 
   Status GatherRows(const Tensor& table, const Tensor& rows, Tensor& out) override {
     constexpr std::string_view op = "GatherRows";
-    ENGRAM_RETURN_IF_ERROR(CheckTable(op, table));
+    const bool fp8 = table.dtype == DType::kU8;  // packed FP8 rows (common/fp8.h)
+    if (fp8) {
+      ENGRAM_RETURN_IF_ERROR(CheckHost(op, "table", table));
+      if (table.layout != Layout::kRowMajor || table.shape.size() != 2) {
+        return InvalidArgument("{}: table has shape {}, expected a row-major [rows, bytes]", op,
+                               table.ShapeString());
+      }
+    } else {
+      ENGRAM_RETURN_IF_ERROR(CheckTable(op, table));
+    }
     ENGRAM_RETURN_IF_ERROR(CheckDType(op, "rows", rows, DType::kI64));
     if (rows.shape.size() != 2) {
       return InvalidArgument("{}: rows has shape {}, expected [T, H]", op, rows.ShapeString());
     }
-    const int64_t T = rows.dim(0), H = rows.dim(1), R = table.dim(0), Dh = table.dim(1);
+    const int64_t T = rows.dim(0), H = rows.dim(1), R = table.dim(0);
+    int64_t Dh = table.dim(1);
+    if (fp8) {
+      // Dh comes from out: the table's row length is Dh codes plus Dh / 32 scales.
+      ENGRAM_RETURN_IF_ERROR(CheckDType(op, "out", out, DType::kF32));
+      if (out.shape.size() != 2 || out.dim(0) != T) {
+        return InvalidArgument("{}: out has shape {}, expected [{}, H * Dh]", op, out.ShapeString(),
+                               T);
+      }
+      if (H == 0) return CheckF32(op, "out", out, {T, 0});
+      if (out.dim(1) % H != 0) {
+        return InvalidArgument("{}: out has shape {}, expected [{}, H * Dh] with H = {}", op,
+                               out.ShapeString(), T, H);
+      }
+      Dh = out.dim(1) / H;
+      if (Dh % kFp8Block != 0) {
+        return InvalidArgument(
+            "{}: out has shape {}: Dh = {} is not a multiple of {} (FP8 rows have one scale per "
+            "{} values)",
+            op, out.ShapeString(), Dh, kFp8Block, kFp8Block);
+      }
+      if (table.dim(1) != static_cast<int64_t>(Fp8RowBytes(Dh))) {
+        return InvalidArgument(
+            "{}: table has shape {}, expected [rows, {}] (packed FP8 rows of Dh = {}: {} codes "
+            "and {} scales)",
+            op, table.ShapeString(), Fp8RowBytes(Dh), Dh, Dh, Dh / kFp8Block);
+      }
+    }
     ENGRAM_RETURN_IF_ERROR(CheckF32(op, "out", out, {T, H * Dh}));
     const int64_t* idx = rows.ptr<int64_t>();
     for (int64_t i = 0; i < T * H; ++i) {
@@ -395,7 +435,11 @@ class CpuBackend final : public Backend {
                                idx[i], R);
       }
     }
-    GatherRowsToF32(isa_, pool_, table.data, table.dtype, Dh, idx, T * H, out.ptr<float>());
+    if (fp8) {
+      GatherFp8RowsToF32(isa_, pool_, table.ptr<uint8_t>(), Dh, idx, T * H, out.ptr<float>());
+    } else {
+      GatherRowsToF32(isa_, pool_, table.data, table.dtype, Dh, idx, T * H, out.ptr<float>());
+    }
     return Status::Ok();
   }
 

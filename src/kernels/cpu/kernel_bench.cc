@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "common/dtype.h"
+#include "common/fp8.h"
 #include "kernels/batch_layout.h"
 #include "kernels/cpu/machine_bounds.h"
 #include "kernels/cpu/thread_pool.h"
@@ -141,6 +142,48 @@ Result<double> TimeAttention(Backend& b, int seqs, int ctx, int new_tokens, int 
   return s / calls;
 }
 
+// GatherRows of `n` random rows of Dh values from a table of `table_rows` rows, stored as
+// `dtype` (kBF16) or packed FP8 (kF8E4M3: U8 rows of Fp8RowBytes(Dh)); seconds per call.
+Result<double> TimeGather(Backend& b, DType dtype, int64_t table_rows, int64_t dh, int64_t n,
+                          int runs) {
+  const bool fp8 = dtype == DType::kF8E4M3;
+  const int64_t cols = fp8 ? static_cast<int64_t>(Fp8RowBytes(dh)) : dh;
+  Tensor host = HostTensor(fp8 ? DType::kU8 : DType::kBF16, {table_rows, cols});
+  if (fp8) {
+    // Random finite codes (no NaN), scales around 1: the decode's cost does not depend on them.
+    uint8_t* p = host.ptr<uint8_t>();
+    for (int64_t r = 0; r < table_rows; ++r) {
+      uint8_t* row = p + r * cols;
+      for (int64_t i = 0; i < dh; ++i) {
+        const int c = static_cast<int>((Hash01(static_cast<uint64_t>(r * cols + i)) + 1.f) * 128.f);
+        row[i] = static_cast<uint8_t>((c & 0x7f) == 0x7f ? 0x7e : c & 0xff);
+      }
+      for (int64_t i = dh; i < cols; ++i) row[i] = static_cast<uint8_t>(120 + (r + i) % 8);
+    }
+  } else {
+    host = RandomHost(DType::kBF16, {table_rows, cols}, 23);
+  }
+  ENGRAM_ASSIGN_OR_RETURN(Tensor table, b.PrepareWeight(host, WeightUse::kEmbedding));
+  std::vector<int64_t> idx(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    idx[static_cast<size_t>(i)] =
+        static_cast<int64_t>((Hash01(7777 + static_cast<uint64_t>(i)) + 1.f) / 2 *
+                             static_cast<float>(table_rows)) %
+        table_rows;
+  }
+  ENGRAM_ASSIGN_OR_RETURN(Tensor rows, b.Alloc(DType::kI64, {n, 1}));
+  ENGRAM_RETURN_IF_ERROR(b.CopyFromHost(idx.data(), rows));
+  ENGRAM_ASSIGN_OR_RETURN(Tensor out, b.Alloc(DType::kF32, {n, dh}));
+  const int calls = 10;
+  ENGRAM_ASSIGN_OR_RETURN(double s, MedianSeconds(b, runs, [&]() -> Status {
+                            for (int i = 0; i < calls; ++i) {
+                              ENGRAM_RETURN_IF_ERROR(b.GatherRows(table, rows, out));
+                            }
+                            return Status::Ok();
+                          }));
+  return s / calls;
+}
+
 }  // namespace
 
 std::string RunKernelBench(Backend& backend, const KernelBenchOptions& options) {
@@ -188,41 +231,69 @@ std::string RunKernelBench(Backend& backend, const KernelBenchOptions& options) 
     rows.push_back({what, *s * 1e6, rate, "GFLOP/s", fma > 0 ? 100 * rate / fma : 0, "FMA peak"});
   };
   const bool row_major = options.row_major && backend.device() == Device::kCpu;
-  gemv(1, 2816, 1024, DType::kBF16, true, /*cold=*/true);
-  gemv(1, 2816, 1024, DType::kBF16, true, /*cold=*/false);
-  gemv(1, 32000, 1024, DType::kBF16, true, /*cold=*/true);
-  gemv(1, 2816, 1024, DType::kF32, true, /*cold=*/true);
-  gemv(4, 2816, 1024, DType::kBF16, true, /*cold=*/true);
-  if (row_major) gemv(1, 2816, 1024, DType::kBF16, false, /*cold=*/true);
-  gemm(128, 2816, 1024, DType::kBF16, true);
-  gemm(128, 2816, 1024, DType::kF32, true);
-  gemm(512, 2816, 1024, DType::kBF16, true);
-  if (row_major) {
-    gemm(128, 2816, 1024, DType::kBF16, false);
-    gemm(128, 2816, 1024, DType::kF32, false);
-  }
-  // Attention, 32 q / 8 kv heads of 128, F32 cache: decode streams K and V of every context
-  // position once (bandwidth), prefill is 4 * heads * hd * T(T+1)/2 flops (QK and PV).
-  for (auto [seqs, ctx] : {std::pair{1, 2048}, std::pair{8, 2048}}) {
-    auto s = TimeAttention(backend, seqs, ctx, 1, runs);
-    const std::string what = fmt::format("attention decode {} seq x ctx {}", seqs, ctx);
-    if (!s.ok()) {
-      errors += fmt::format("  {}: {}\n", what, s.status().ToString());
-      continue;
+  if (options.linear_attention) {
+    gemv(1, 2816, 1024, DType::kBF16, true, /*cold=*/true);
+    gemv(1, 2816, 1024, DType::kBF16, true, /*cold=*/false);
+    gemv(1, 32000, 1024, DType::kBF16, true, /*cold=*/true);
+    gemv(1, 2816, 1024, DType::kF32, true, /*cold=*/true);
+    gemv(4, 2816, 1024, DType::kBF16, true, /*cold=*/true);
+    if (row_major) gemv(1, 2816, 1024, DType::kBF16, false, /*cold=*/true);
+    gemm(128, 2816, 1024, DType::kBF16, true);
+    gemm(128, 2816, 1024, DType::kF32, true);
+    gemm(512, 2816, 1024, DType::kBF16, true);
+    if (row_major) {
+      gemm(128, 2816, 1024, DType::kBF16, false);
+      gemm(128, 2816, 1024, DType::kF32, false);
     }
-    const double bytes = 2.0 * seqs * ctx * 8 * 128 * DTypeSize(backend.kv_dtype());
-    const double rate = bytes / *s / 1e9;
-    rows.push_back({what, *s * 1e6, rate, "GB/s", bw > 0 ? 100 * rate / bw : 0, "bandwidth"});
+    // Attention, 32 q / 8 kv heads of 128, F32 cache: decode streams K and V of every context
+    // position once (bandwidth), prefill is 4 * heads * hd * T(T+1)/2 flops (QK and PV).
+    for (auto [seqs, ctx] : {std::pair{1, 2048}, std::pair{8, 2048}}) {
+      auto s = TimeAttention(backend, seqs, ctx, 1, runs);
+      const std::string what = fmt::format("attention decode {} seq x ctx {}", seqs, ctx);
+      if (!s.ok()) {
+        errors += fmt::format("  {}: {}\n", what, s.status().ToString());
+        continue;
+      }
+      const double bytes = 2.0 * seqs * ctx * 8 * 128 * DTypeSize(backend.kv_dtype());
+      const double rate = bytes / *s / 1e9;
+      rows.push_back({what, *s * 1e6, rate, "GB/s", bw > 0 ? 100 * rate / bw : 0, "bandwidth"});
+    }
+    {
+      const int T = 512;
+      auto s = TimeAttention(backend, 1, T, T, runs);
+      const std::string what = fmt::format("attention prefill 1 seq x {} tokens", T);
+      if (s.ok()) {
+        const double rate = 4.0 * 32 * 128 * (T * (T + 1) / 2.0) / *s / 1e9;
+        rows.push_back(
+            {what, *s * 1e6, rate, "GFLOP/s", fma > 0 ? 100 * rate / fma : 0, "FMA peak"});
+      } else {
+        errors += fmt::format("  {}: {}\n", what, s.status().ToString());
+      }
+    }
   }
-  {
-    const int T = 512;
-    auto s = TimeAttention(backend, 1, T, T, runs);
-    const std::string what = fmt::format("attention prefill 1 seq x {} tokens", T);
-    if (s.ok()) {
-      const double rate = 4.0 * 32 * 128 * (T * (T + 1) / 2.0) / *s / 1e9;
-      rows.push_back({what, *s * 1e6, rate, "GFLOP/s", fma > 0 ? 100 * rate / fma : 0, "FMA peak"});
-    } else {
-      errors += fmt::format("  {}: {}\n", what, s.status().ToString());
+  if (options.gathers) {
+    // Engram row gathers, Dh = 256 (a DeepSeek table row), 8192 random rows a call (a prefill
+    // chunk's T x H): from a table larger than the last-level cache (DRAM) and from a small
+    // one (cache-hot: the cost of the widening itself). Rate: table bytes read (FP8: codes and
+    // scales).
+    constexpr int64_t kDh = 256, kRows = 8192;
+    for (DType dtype : {DType::kF8E4M3, DType::kBF16}) {
+      const int64_t row_bytes =
+          dtype == DType::kF8E4M3 ? static_cast<int64_t>(Fp8RowBytes(kDh)) : kDh * 2;
+      for (bool cold : {true, false}) {
+        const int64_t table_rows = cold ? kColdBytes / row_bytes : 1024;
+        auto s = TimeGather(backend, dtype, table_rows, kDh, kRows, runs);
+        const std::string what = fmt::format("GatherRows {} Dh={} {} rows ({})",
+                                             dtype == DType::kF8E4M3 ? "FP8 packed" : "BF16", kDh,
+                                             kRows, cold ? "DRAM" : "cache-hot");
+        if (!s.ok()) {
+          errors += fmt::format("  {}: {}\n", what, s.status().ToString());
+          continue;
+        }
+        const double rate = static_cast<double>(kRows * row_bytes) / *s / 1e9;
+        rows.push_back(
+            {what, *s * 1e6, rate, "GB/s", cold && bw > 0 ? 100 * rate / bw : 0, "bandwidth"});
+      }
     }
   }
   text += fmt::format("  {:<52} {:>10} {:>12} {:>8}\n", "kernel", "us/call", "rate", "% bound");

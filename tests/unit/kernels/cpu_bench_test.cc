@@ -28,5 +28,19 @@ TEST(CpuBench, DISABLED_KernelTableOneThread) {
   std::printf("%s", RunKernelBench(**backend, bench).c_str());
 }
 
+// The Engram row gathers alone (BF16 and packed FP8), on every instruction set: the FP8
+// decode paths side by side.
+TEST(CpuBench, DISABLED_GatherRows) {
+  for (CpuIsa isa : cpu_test::IsasToTest()) {
+    BackendOptions options;
+    auto backend = CreateCpuBackend(options, isa);
+    ASSERT_TRUE(backend.ok()) << backend.status().ToString();
+    KernelBenchOptions bench;
+    bench.machine_bounds = isa == cpu_test::IsasToTest().back();
+    bench.linear_attention = false;
+    std::printf("%s", RunKernelBench(**backend, bench).c_str());
+  }
+}
+
 }  // namespace
 }  // namespace engram
