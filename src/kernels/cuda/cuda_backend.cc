@@ -213,7 +213,13 @@ Result<Tensor> CudaBackend::AllocZeros(DType dtype, std::vector<int64_t> shape) 
 
 Result<Tensor> CudaBackend::PrepareWeight(const Tensor& host, WeightUse use) {
   constexpr const char* kOp = "PrepareWeight";
-  ENGRAM_ASSIGN_OR_RETURN(Elem src, ToElem(host.dtype, kOp, "weight"));
+  // An Engram table of packed FP8 rows (U8 [rows, Fp8RowBytes(Dh)]) is copied as stored;
+  // GatherRows dequantizes it.
+  const bool fp8_table = use == WeightUse::kEmbedding && host.dtype == DType::kU8;
+  Elem src = Elem::kF32;
+  if (!fp8_table) {
+    ENGRAM_ASSIGN_OR_RETURN(src, ToElem(host.dtype, kOp, "weight"));
+  }
   if (host.data == nullptr && host.numel() != 0) {
     return InvalidArgument("{}: weight {} has no data", kOp, host.ShapeString());
   }
@@ -229,8 +235,8 @@ Result<Tensor> CudaBackend::PrepareWeight(const Tensor& host, WeightUse use) {
       }
       target = DType::kBF16;
       break;
-    case WeightUse::kEmbedding:  // BF16 and F16 stay (GatherRows/Embedding widen on read)
-      target = host.dtype;       // F32, F16 or BF16 (ToElem above)
+    case WeightUse::kEmbedding:  // BF16, F16 and U8 stay (GatherRows/Embedding widen on read)
+      target = host.dtype;       // F32, F16, BF16 (ToElem above) or U8
       break;
     case WeightUse::kVector:
       target = DType::kF32;

@@ -89,6 +89,14 @@ cudaError_t LaunchPagedAttention(const PagedAttentionArgs& a, cudaStream_t strea
 cudaError_t LaunchGatherRows(const void* table, Elem table_type, int64_t table_rows,
                              int64_t row_dim, const int64_t* rows, int64_t n_rows, float* out,
                              uint32_t* err, cudaStream_t stream);
+// out[r, :] = the packed FP8 row table[rows[r]] (dh E4M3 codes, then dh / 32 E8M0 scales;
+// dh + dh / 32 bytes; dh a multiple of 32) dequantized to F32: e4m3 * 2^(e8m0 - 127), bitwise
+// the host's DequantFp8Row except for NaN sign/payload. table may be device memory or mapped
+// host memory (read in place, once). A row outside [0, table_rows) is written as NaN and sets
+// kErrTableRow.
+cudaError_t LaunchGatherFp8Rows(const void* table, int64_t table_rows, int64_t dh,
+                                const int64_t* rows, int64_t n_rows, float* out, uint32_t* err,
+                                cudaStream_t stream);
 
 struct ShortConvArgs {
   const float* v = nullptr;       // [T, D]

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <vector>
 
+#include "common/fp8.h"
 #include "kernels/cuda/cuda_backend_impl.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_host_memory.h"
@@ -272,19 +273,51 @@ Status CudaBackend::GatherRows(const Tensor& table, const Tensor& rows, Tensor& 
   constexpr const char* kOp = "GatherRows";
   ENGRAM_RETURN_IF_ERROR(ExpectRank(table, 2, kOp, "table"));
   // Tables keep their dtype on the device (the resident tier's PrepareWeight and the copy
-  // engine's arena alike); rows are widened to F32 here.
-  ENGRAM_ASSIGN_OR_RETURN(const Elem table_type, ToElem(table.dtype, kOp, "table"));
+  // engine's arena alike); rows are widened to F32 here. U8 tables hold packed FP8 rows
+  // (common/fp8.h), dequantized in the same kernel.
+  const bool fp8 = table.dtype == DType::kU8;
+  Elem table_type = Elem::kF32;
+  if (!fp8) {
+    ENGRAM_ASSIGN_OR_RETURN(table_type, ToElem(table.dtype, kOp, "table"));
+  }
   ENGRAM_RETURN_IF_ERROR(CheckDevice(rows, kOp, "rows"));
   ENGRAM_RETURN_IF_ERROR(CheckDevice(out, kOp, "out"));
   ENGRAM_RETURN_IF_ERROR(ExpectDType(rows, DType::kI64, kOp, "rows"));
   ENGRAM_RETURN_IF_ERROR(ExpectRank(rows, 2, kOp, "rows"));
-  const int64_t T = rows.dim(0), H = rows.dim(1), Dh = table.dim(1);
+  const int64_t T = rows.dim(0), H = rows.dim(1);
+  int64_t Dh = table.dim(1);
   ENGRAM_RETURN_IF_ERROR(ExpectDType(out, DType::kF32, kOp, "out"));
+  if (fp8) {
+    // Dh comes from out: a table row is Dh codes and Dh / 32 scales.
+    ENGRAM_RETURN_IF_ERROR(ExpectRank(out, 2, kOp, "out"));
+    if (out.dim(0) != T || (H > 0 && out.dim(1) % H != 0)) {
+      return InvalidArgument("{}: out has shape {}, expected [{}, H * Dh] with H = {}", kOp,
+                             out.ShapeString(), T, H);
+    }
+    Dh = H > 0 ? out.dim(1) / H : 0;
+    if (Dh % kFp8Block != 0) {
+      return InvalidArgument(
+          "{}: out has shape {}: Dh = {} is not a multiple of {} (FP8 rows have one scale per "
+          "{} values)",
+          kOp, out.ShapeString(), Dh, kFp8Block, kFp8Block);
+    }
+    if (H > 0 && table.dim(1) != static_cast<int64_t>(Fp8RowBytes(Dh))) {
+      return InvalidArgument(
+          "{}: table has shape {}, expected [rows, {}] (packed FP8 rows of Dh = {}: {} codes "
+          "and {} scales)",
+          kOp, table.ShapeString(), Fp8RowBytes(Dh), Dh, Dh, Dh / kFp8Block);
+    }
+  }
   ENGRAM_RETURN_IF_ERROR(ExpectShape(out, {T, H * Dh}, kOp, "out"));
   // The device must be current before asking where a host table is mapped for it.
   ENGRAM_RETURN_IF_ERROR(Activate());
   ENGRAM_ASSIGN_OR_RETURN(const void* src,
                           DeviceReadableAddress(table, device_, pageable_access_, kOp, "table"));
+  if (fp8) {
+    return LaunchStatus(LaunchGatherFp8Rows(src, table.dim(0), Dh, rows.ptr<int64_t>(), T * H,
+                                            out.ptr<float>(), error_dev_, stream()),
+                        kOp);
+  }
   return LaunchStatus(LaunchGatherRows(src, table_type, table.dim(0), Dh, rows.ptr<int64_t>(),
                                        T * H, out.ptr<float>(), error_dev_, stream()),
                       kOp);

@@ -1,5 +1,6 @@
-// Engram module kernels: the row gather from the (device or host-mapped) Engram table and the
-// short causal depthwise conv with its per-sequence ring state.
+// Engram module kernels: the row gather from the (device or host-mapped) Engram table (F32,
+// F16, BF16, or packed FP8 rows dequantized in the same pass) and the short causal depthwise
+// conv with its per-sequence ring state.
 #include "kernels/cuda/device_utils.cuh"
 
 namespace engram::cuda {
@@ -64,6 +65,75 @@ __global__ void GatherRowsKernel(const void* table, Elem table_type, int64_t tab
       continue;
     }
     out[i] = LoadAsFloat(table, src_row * row_dim + c, table_type);
+  }
+}
+
+// ---- packed FP8 rows (common/fp8.h): Dh E4M3 codes, then Dh / 32 E8M0 scales
+
+// The E4M3 value of code c (an exact F32; NaN codes give the quiet NaN of their sign), built
+// without F32 subnormals. (Only the product with the scale 0 = 2^-127, an F32 subnormal, needs
+// denormals honoured; nvcc keeps them unless -ftz=true / --use_fast_math.)
+__device__ __forceinline__ float E4M3Value(uint32_t c) {
+  const uint32_t sign = (c & 0x80u) << 24;
+  const uint32_t em = c & 0x7fu;
+  if (em == 0x7fu) return __uint_as_float(sign | 0x7fc00000u);
+  const float mag = em < 8u ? static_cast<float>(em) * 0.001953125f  // M * 2^-9
+                            : __uint_as_float((em << 20) + (120u << 23));
+  return __uint_as_float(__float_as_uint(mag) | sign);
+}
+
+// 2^(e - 127); 0xFF is NaN; 0 is 2^-127, an F32 subnormal.
+__device__ __forceinline__ float E8M0Value(uint32_t e) {
+  return __uint_as_float(e == 0xffu ? 0x7fc00000u : e == 0u ? 0x00400000u : e << 23);
+}
+
+// One thread per sizeof(V) consecutive codes of a row (V = uint2, uint32_t, uint16_t or
+// uint8_t: the widest the row size and the table's address allow): it reads its codes and its
+// block's scale byte from the table row, decodes, and writes the F32 values. Consecutive
+// threads take consecutive codes, so a warp reads a row's codes as one contiguous span (and its
+// scales as one more), once: the gather and the dequantization are one pass over the bytes,
+// which matters most when the table is mapped host memory read over the bus. `table` is not
+// __restrict__ (plain coherent loads, as in row_copy.cu). Each value is e4m3 * e8m0 in F32,
+// exact or inf, so the result is bitwise the host's DequantFp8Row (NaNs aside).
+template <typename V>
+__global__ void GatherFp8RowsKernel(const uint8_t* table, int64_t table_rows, int64_t dh,
+                                    int64_t row_bytes, const int64_t* __restrict__ rows,
+                                    int64_t n_rows, float* __restrict__ out, bool vec_out,
+                                    uint32_t* err) {
+  constexpr int kVec = static_cast<int>(sizeof(V));
+  const int64_t chunks = dh / kVec;
+  const int64_t n = n_rows * chunks;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t r = i / chunks, c = i - r * chunks;
+    const int64_t src_row = rows[r];
+    float f[kVec];
+    if (src_row < 0 || src_row >= table_rows) {
+      if (c == 0) FlagError(err, kErrTableRow);
+#pragma unroll
+      for (int k = 0; k < kVec; ++k) f[k] = QuietNan();
+    } else {
+      const uint8_t* row = table + src_row * row_bytes;
+      const V codes = *reinterpret_cast<const V*>(row + c * kVec);
+      // kVec divides 32: a thread's codes share one block and its scale.
+      const float scale = E8M0Value(row[dh + (c * kVec) / 32]);
+      uint8_t b[kVec];
+      memcpy(b, &codes, kVec);
+#pragma unroll
+      for (int k = 0; k < kVec; ++k) f[k] = E4M3Value(b[k]) * scale;
+    }
+    float* o = out + r * dh + c * kVec;
+    if constexpr (kVec >= 4) {
+      if (vec_out) {
+#pragma unroll
+        for (int k = 0; k < kVec; k += 4) {
+          *reinterpret_cast<float4*>(o + k) = make_float4(f[k], f[k + 1], f[k + 2], f[k + 3]);
+        }
+        continue;
+      }
+    }
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) o[k] = f[k];
   }
 }
 
@@ -141,6 +211,28 @@ cudaError_t LaunchGatherRows(const void* table, Elem table_type, int64_t table_r
         table, table_type, table_rows, row_dim, rows, n_rows, out, err);
   }
   return cudaGetLastError();
+}
+
+cudaError_t LaunchGatherFp8Rows(const void* table, int64_t table_rows, int64_t dh,
+                                const int64_t* rows, int64_t n_rows, float* out, uint32_t* err,
+                                cudaStream_t stream) {
+  if (n_rows == 0 || dh == 0) return cudaSuccess;
+  const int64_t row_bytes = dh + dh / 32;
+  const uintptr_t bits = reinterpret_cast<uintptr_t>(table) | static_cast<uintptr_t>(row_bytes);
+  // Rows start on a multiple of the vector when both the base and the row size are.
+  const bool vec_out = Aligned16(out);  // then every row and chunk of out is (dh % 32 == 0)
+  const auto* t = static_cast<const uint8_t*>(table);
+  auto launch = [&](auto v) {
+    using V = decltype(v);
+    const int64_t threads = n_rows * (dh / static_cast<int64_t>(sizeof(V)));
+    GatherFp8RowsKernel<V><<<GridFor(threads, kThreads), kThreads, 0, stream>>>(
+        t, table_rows, dh, row_bytes, rows, n_rows, out, vec_out, err);
+    return cudaGetLastError();
+  };
+  if ((bits & 7u) == 0) return launch(uint2{});
+  if ((bits & 3u) == 0) return launch(uint32_t{});
+  if ((bits & 1u) == 0) return launch(uint16_t{});
+  return launch(uint8_t{});
 }
 
 cudaError_t LaunchShortConv(const ShortConvArgs& a, cudaStream_t stream) {

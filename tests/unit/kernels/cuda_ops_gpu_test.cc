@@ -16,6 +16,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <functional>
 #include <limits>
 #include <memory>
@@ -25,6 +26,7 @@
 #include <vector>
 
 #include "common/dtype.h"
+#include "common/fp8.h"
 #include "kernels/backend.h"
 
 namespace engram {
@@ -494,6 +496,89 @@ TEST_F(CudaOps, GatherRowsF32AndBf16) {
   EXPECT_EQ(be_->Synchronize().code(), StatusCode::kOutOfRange);
 }
 
+// Bitwise equal, except that a NaN of the reference need only be a NaN.
+bool SameFloat(float got, float want) {
+  if (std::isnan(want)) return std::isnan(got);
+  uint32_t a, b;
+  std::memcpy(&a, &got, 4);
+  std::memcpy(&b, &want, 4);
+  return a == b;
+}
+
+TEST_F(CudaOps, GatherRowsDequantizesPackedFp8Rows) {
+  const int64_t R = 61, T = 9, H = 4;
+  std::uniform_int_distribution<int> byte(0, 255);
+  for (int64_t Dh : {256, 32, 64, 128}) {
+    const int64_t rb = static_cast<int64_t>(Fp8RowBytes(Dh));
+    // Random codes (NaN and subnormal codes included); scales over the whole range, the
+    // extremes (0 = 2^-127, 254, 255 = NaN) in the first blocks.
+    std::vector<uint8_t> table(R * rb);
+    for (auto& b : table) b = static_cast<uint8_t>(byte(rng_));
+    const uint8_t extremes[] = {0, 1, 127, 254, 255};
+    for (int64_t r = 0; r < 5; ++r) table[r * rb + Dh] = extremes[r];
+    std::vector<int64_t> rows(T * H);
+    std::uniform_int_distribution<int64_t> pick(0, R - 1);
+    for (int64_t& r : rows) r = pick(rng_);
+    for (int64_t i = 0; i < 5; ++i) rows[i] = i;
+    rows[5] = R - 1;
+    Tensor dr = Upload(rows, DType::kI64, {T, H});
+    auto check = [&](const Tensor& t, const uint8_t* host, const char* where) {
+      Tensor out = Poisoned({T, H * Dh});
+      ASSERT_OK(be_->GatherRows(t, dr, out));
+      const std::vector<float> got = Download(out);
+      std::vector<float> want(Dh);
+      for (int64_t i = 0; i < T * H; ++i) {
+        const uint8_t* row = host + rows[i] * rb;
+        DequantFp8Row(row, row + Dh, Dh, want.data());
+        for (int64_t e = 0; e < Dh; ++e) {
+          ASSERT_TRUE(SameFloat(got[i * Dh + e], want[e]))
+              << where << " Dh=" << Dh << " row " << i << " value " << e << ": " << got[i * Dh + e]
+              << " vs " << want[e] << " (code " << int{row[e]} << ", scale "
+              << int{row[Dh + e / 32]} << ")";
+        }
+      }
+    };
+    // Device memory (PrepareWeight copies the bytes as stored).
+    auto dt =
+        be_->PrepareWeight(HostView(table.data(), DType::kU8, {R, rb}), WeightUse::kEmbedding);
+    ASSERT_TRUE(dt.ok()) << dt.status().ToString();
+    EXPECT_EQ(dt->dtype, DType::kU8);
+    check(*dt, table.data(), "device");
+    // A view one row in: rows of 33 or 66 bytes start at odd or 2-byte-aligned addresses.
+    check(dt->Rows(1, R), table.data() + rb, "device view");
+    // Pinned mapped host memory, read in place over the bus.
+    auto pinned = be_->AllocHostStaging(DType::kU8, {R, rb});
+    ASSERT_TRUE(pinned.ok()) << pinned.status().ToString();
+    std::memcpy(pinned->data, table.data(), table.size());
+    check(*pinned, table.data(), "pinned host");
+  }
+  // Shape checks name the operand and what was expected.
+  const int64_t Dh = 128, rb = static_cast<int64_t>(Fp8RowBytes(Dh));
+  std::vector<uint8_t> bytes(R * rb, 0x38);
+  auto dt = be_->PrepareWeight(HostView(bytes.data(), DType::kU8, {R, rb}), WeightUse::kEmbedding);
+  ASSERT_TRUE(dt.ok()) << dt.status().ToString();
+  std::vector<int64_t> rows(T * H, 3);
+  Tensor dr = Upload(rows, DType::kI64, {T, H});
+  auto invalid = [&](const Tensor& t, Tensor o, const char* needle) {
+    const Status st = be_->GatherRows(t, dr, o);
+    EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << st.ToString();
+    EXPECT_NE(st.message().find(needle), std::string::npos) << st.message();
+  };
+  invalid(dt->Rows(0, R), Poisoned({T, H * 96 + 1}), "out");
+  invalid(*dt, Poisoned({T, H * 48}), "multiple of 32");
+  invalid(*dt, Poisoned({T, H * 64}), "[rows, 66]");
+  ASSERT_OK(be_->Synchronize());
+  // A row outside the table: NaN, reported by the next wait.
+  rows[2] = R;
+  Tensor bad = Upload(rows, DType::kI64, {T, H});
+  Tensor out = Poisoned({T, H * Dh});
+  ASSERT_OK(be_->GatherRows(*dt, bad, out));
+  EXPECT_EQ(be_->Synchronize().code(), StatusCode::kOutOfRange);
+  const std::vector<float> got = Download(out);
+  EXPECT_TRUE(std::isnan(got[2 * Dh]));
+  EXPECT_EQ(got[0], 1.f * E8M0ToF32(0x38));
+}
+
 TEST_F(CudaOps, GatherRowsFromPageableHostTableReadsOrRefuses) {
   // Pinned tables are the tiering layer's case (tested there). Pageable memory is readable
   // only where the GPU has HMM/ATS; elsewhere the op must refuse it by name.
@@ -883,6 +968,32 @@ TEST_F(CudaOps, DISABLED_Timings) {
     const double us = median_us([&] { return be_->GatherRows(*dt, dr, out); });
     std::printf("[  timing  ] GatherRows BF16 %ld rows x %ld  %9.1f us\n", long(T * H), long(Dh),
                 us);
+  }
+  // The same from packed FP8 rows (Dh = 256: 264 bytes a row), from device memory and from
+  // pinned host memory read in place; GB/s of packed bytes read.
+  {
+    const int64_t R = 1 << 20, Dh = 256, T = 512, H = 16;
+    const int64_t rb = static_cast<int64_t>(Fp8RowBytes(Dh));
+    auto pinned = be_->AllocHostStaging(DType::kU8, {R, rb});
+    ASSERT_TRUE(pinned.ok()) << pinned.status().ToString();
+    uint8_t* p = pinned->ptr<uint8_t>();
+    for (int64_t r = 0; r < R; ++r) {
+      for (int64_t i = 0; i < rb; ++i)
+        p[r * rb + i] = static_cast<uint8_t>(i < Dh ? (r + i) % 127 : 120);
+    }
+    auto dt = be_->PrepareWeight(*pinned, WeightUse::kEmbedding);
+    ASSERT_TRUE(dt.ok()) << dt.status().ToString();
+    std::vector<int64_t> rows(T * H);
+    std::uniform_int_distribution<int64_t> pick(0, R - 1);
+    for (int64_t& r : rows) r = pick(rng_);
+    Tensor dr = Upload(rows, DType::kI64, {T, H});
+    Tensor out = Poisoned({T, H * Dh});
+    for (const auto& [table, where] :
+         {std::pair{&*dt, "device"}, std::pair{&*pinned, "pinned host"}}) {
+      const double us = median_us([&] { return be_->GatherRows(*table, dr, out); });
+      std::printf("[  timing  ] GatherRows FP8 %ld rows x %ld (%s)  %9.1f us  %7.1f GB/s packed\n",
+                  long(T * H), long(Dh), where, us, double(T * H * rb) / us / 1e3);
+    }
   }
   // Greedy sampling: the argmax of R rows of a 128256-token vocabulary, vs copying them out.
   for (int64_t R : {1, 64}) {

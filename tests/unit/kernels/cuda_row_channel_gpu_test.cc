@@ -67,11 +67,14 @@ struct RowCase {
   int64_t dh;
   const char* what;
 };
-// 128-byte rows (16-byte vectors), 12 (4-byte), 10 (2-byte), 24 (8-byte).
-const RowCase kRowCases[] = {{DType::kBF16, 64, "BF16 Dh=64 (128 B)"},
-                             {DType::kF32, 3, "F32 Dh=3 (12 B)"},
-                             {DType::kBF16, 5, "BF16 Dh=5 (10 B)"},
-                             {DType::kF32, 6, "F32 Dh=6 (24 B)"}};
+// 128-byte rows (16-byte vectors), 12 (4-byte), 10 (2-byte), 24 (8-byte); packed FP8 rows
+// (U8, common/fp8.h) of 264 bytes (Dh = 256: 8-byte vectors), 33 (Dh = 32: bytes) and 132
+// (Dh = 128: 4-byte vectors), copied as stored.
+const RowCase kRowCases[] = {
+    {DType::kBF16, 64, "BF16 Dh=64 (128 B)"},        {DType::kF32, 3, "F32 Dh=3 (12 B)"},
+    {DType::kBF16, 5, "BF16 Dh=5 (10 B)"},           {DType::kF32, 6, "F32 Dh=6 (24 B)"},
+    {DType::kU8, 264, "U8 FP8 rows Dh=256 (264 B)"}, {DType::kU8, 33, "U8 FP8 rows Dh=32 (33 B)"},
+    {DType::kU8, 132, "U8 FP8 rows Dh=128 (132 B)"}};
 
 class CudaChannel : public ::testing::Test {
  protected:
