@@ -122,9 +122,10 @@ class Backend {
                                 Tensor& out) = 0;
 
   // ---- Engram module ops
-  // out[t, h*Dh : (h+1)*Dh] = table[rows[t, h], :]. table [R, Dh] (F32/F16/BF16, prepared with
-  // kEmbedding or host memory the device can read); rows I64 [T, H] absolute row numbers;
-  // out F32 [T, H * Dh].
+  // out[t, h*Dh : (h+1)*Dh] = table[rows[t, h], :] widened to F32. table [R, Dh] of F32, F16 or
+  // BF16, or U8 [R, Fp8RowBytes(Dh)] holding packed FP8 rows (common/fp8.h: Dh E4M3 codes then
+  // Dh/32 E8M0 scales, dequantized here), Dh = out.dim(1) / H; prepared with kEmbedding or host
+  // memory the device can read. rows I64 [T, H] absolute row numbers; out F32 [T, H * Dh].
   virtual Status GatherRows(const Tensor& table, const Tensor& rows, Tensor& out) = 0;
   // Per token t: g = <RmsNorm(k[t]) * w_key, RmsNorm(h[t]) * w_query> / sqrt(D);
   // g = sign(g) * sqrt(max(|g|, 1e-6)); v[t] *= sigmoid(g). k, h, v F32 [T, D]; eps for both

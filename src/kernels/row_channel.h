@@ -31,7 +31,8 @@ class RowChannel {
   // dst (device) = src (host), src.nbytes() == dst.nbytes(). src must stay unchanged until a
   // WaitMark of a later mark returns.
   virtual Status Upload(const Tensor& src, Tensor& dst) = 0;
-  // dst[i, :] = table[rows[i], :] for i < rows.numel(), in the table's dtype (F32/BF16/F16).
+  // dst[i, :] = table[rows[i], :] for i < rows.numel(), in the table's dtype (F32/BF16/F16, or U8
+  // for packed FP8 rows: copied as stored, scales included).
   // table [R, Dh]: device memory, or host memory the device can read (registered with
   // Backend::RegisterHostMemory: a zero-copy read over the bus); rows I64 [n] on the device;
   // dst [>= n, Dh] on the device. Rows outside [0, R) are INVALID_ARGUMENT where checkable.

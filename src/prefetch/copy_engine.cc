@@ -111,7 +111,10 @@ CopyEngine::~CopyEngine() {
 // Called with both slots idle.
 Status CopyEngine::Grow(int64_t tokens) {
   const int64_t cap = std::max({tokens, 2 * capacity_, int64_t{64}});
-  const int64_t n = cap * heads_, dh = tier_.row_elems();
+  // Rows travel in their stored form (FP8: packed codes and scales, U8 [*, bytes]); out_ holds
+  // them widened to F32 for the model.
+  const RowFormat f = tier_.format();
+  const int64_t n = cap * heads_, cols = f.cols();
   // The old buffers go first (peak memory), and until every new one exists the engine holds
   // none: a failed Grow (out of device memory) leaves capacity 0, so the next Begin grows
   // again instead of using a partial arena, and the hot cache maps no row into freed memory.
@@ -119,9 +122,10 @@ Status CopyEngine::Grow(int64_t tokens) {
   out_ = Tensor();
   arena_.clear();
   if (hot_) hot_->Clear();
-  ENGRAM_ASSIGN_OR_RETURN(out_, backend_.Alloc(DType::kF32, {cap, heads_ * dh}));
+  ENGRAM_ASSIGN_OR_RETURN(out_, backend_.Alloc(DType::kF32, {cap, heads_ * f.dim}));
   for (int l = 0; l < tier_.num_layers(); ++l) {
-    ENGRAM_ASSIGN_OR_RETURN(Tensor a, backend_.AllocZeros(tier_.dtype(), {hot_slots_ + 2 * n, dh}));
+    ENGRAM_ASSIGN_OR_RETURN(Tensor a,
+                            backend_.AllocZeros(f.storage_dtype(), {hot_slots_ + 2 * n, cols}));
     arena_.push_back(std::move(a));
   }
   for (auto& s : slots_) {
@@ -130,7 +134,8 @@ Status CopyEngine::Grow(int64_t tokens) {
       // on a device (a host device writes index_dev itself), miss ids for zero_copy, hot slots
       // with a hot cache.
       if (options_.transfer == TransferMode::kCopy && !host_device_) {
-        ENGRAM_ASSIGN_OR_RETURN(y.staging_rows, backend_.AllocHostStaging(tier_.dtype(), {n, dh}));
+        ENGRAM_ASSIGN_OR_RETURN(y.staging_rows,
+                                backend_.AllocHostStaging(f.storage_dtype(), {n, cols}));
       }
       if (!host_device_) {
         ENGRAM_ASSIGN_OR_RETURN(y.staging_index, backend_.AllocHostStaging(DType::kI64, {n}));

@@ -100,16 +100,28 @@ Status Engine::CreateTier() {
   // Refuses a corrupt or rewritten table before any of it is served (no-op without the file).
   // The dram tier's copy is checked once made: the files are then read once, not twice.
   const std::vector<int>& layer_ids = config().engram->layer_ids;
-  std::vector<std::string> names;
-  std::vector<Tensor> tables;
-  std::vector<TensorInfo> infos;
+  std::vector<std::string> names;  // tables and, for FP8 tables, their scales
+  std::vector<TableSource> tables;
+  std::vector<TableFiles> files;
   for (int l : layer_ids) {
-    names.push_back(EngramTableName(*config().engram, l));
-    tables.push_back(host_weights_.layers[static_cast<size_t>(l)].engram->table);
-    if (const TensorInfo* info = files_.store.Info(names.back())) infos.push_back(*info);
+    const EngramWeights& ew = *host_weights_.layers[static_cast<size_t>(l)].engram;
+    const std::string table = EngramTableName(*config().engram, l);
+    names.push_back(table);
+    tables.emplace_back(ew.table, ew.table_scale);
+    const TensorInfo* info = files_.store.Info(table);
+    if (info == nullptr) continue;
+    files.emplace_back(*info);
+    if (!ew.table_scale.empty()) {
+      const std::string scale = EngramScaleName(*config().engram, l);
+      names.push_back(scale);
+      if (const TensorInfo* si = files_.store.Info(scale)) files.back().scale = *si;
+    }
   }
+  const bool fp8 = tables[0].format().fp8();
   const bool verify = t.verify_checksums && !files_.dir.empty();
-  if (verify && t.tier != "dram") {
+  // The dram tier's copy can be checked in place only where it holds the files' bytes (FP8
+  // rows are stored packed with their scales): FP8 tables are checked from the files.
+  if (verify && (t.tier != "dram" || fp8)) {
     ENGRAM_RETURN_IF_ERROR(VerifyTableChecksums(files_, names));
   }
   if (t.tier == "resident") {
@@ -134,7 +146,9 @@ Status Engine::CreateTier() {
   if (t.tier == "dram") {
     HostTierOptions o;
     o.budget_bytes = t.dram_budget_bytes;
-    if (infos.size() == tables.size()) o.infos = infos;  // names the tables in messages
+    if (files.size() == tables.size()) {  // names the tables in messages
+      for (const TableFiles& f : files) o.infos.push_back(f.weight);
+    }
     ENGRAM_RETURN_IF_ERROR(PlaceTables(o));
     bool pin = backend_->device() != Device::kCpu;
     if (t.pin == "on" || t.pin == "true") {
@@ -150,7 +164,7 @@ Status Engine::CreateTier() {
       o.unregister_for_dma = [b](void* p, size_t n) { b->UnregisterHostMemory(p, n); };
     }
     ENGRAM_ASSIGN_OR_RETURN(table_tier_, CreateHostTier(tables, o));
-    if (verify) {
+    if (verify && !fp8) {
       std::map<std::string, Tensor> copies;
       for (size_t i = 0; i < names.size(); ++i) {
         copies[names[i]] = table_tier_->HostTable(static_cast<int>(i));
@@ -160,10 +174,12 @@ Status Engine::CreateTier() {
     // The tier holds its own copy: in-memory (synthetic) tables are freed rather than held
     // twice; file-backed ones are page cache the kernel may reclaim.
     tables.clear();
-    for (size_t i = 0; i < layer_ids.size(); ++i) {
-      host_weights_.layers[static_cast<size_t>(layer_ids[i])].engram->table = Tensor();
-      files_.store.ReleaseInMemory(names[i]);
+    for (const int l : layer_ids) {
+      EngramWeights& ew = *host_weights_.layers[static_cast<size_t>(l)].engram;
+      ew.table = Tensor();
+      ew.table_scale = Tensor();
     }
+    for (const std::string& name : names) files_.store.ReleaseInMemory(name);
     if (pin && !table_tier_->pinned()) {
       spdlog::warn("dram tier: the Engram tables could not all be pinned; they stay pageable");
     }
@@ -181,10 +197,10 @@ Status Engine::CreateTier() {
     o.policy = t.cache_policy;
     o.merge_bytes = t.nvme_merge_bytes;
     o.reader.fault_hook = t.nvme_fault_hook;
-    if (infos.size() != tables.size()) {
+    if (files.size() != tables.size()) {
       return Internal("the model store has no info for some Engram tables");
     }
-    ENGRAM_ASSIGN_OR_RETURN(table_tier_, CreateNvmeTier(infos, o));
+    ENGRAM_ASSIGN_OR_RETURN(table_tier_, CreateNvmeTier(files, o));
   }
   ENGRAM_ASSIGN_OR_RETURN(copy_engine_,
                           CopyEngine::Create(*table_tier_, *backend_, hasher_->num_heads(), c));

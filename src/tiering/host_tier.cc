@@ -21,14 +21,13 @@ constexpr size_t kCopyChunkBytes = size_t{64} << 20;
 
 class HostTier final : public TableTier {
  public:
-  HostTier(std::vector<HostAllocation> allocs, std::vector<int64_t> rows, DType dtype, int64_t dh)
-      : allocs_(std::move(allocs)), rows_(std::move(rows)), dtype_(dtype), dh_(dh) {
+  HostTier(std::vector<HostAllocation> allocs, std::vector<int64_t> rows, RowFormat format)
+      : allocs_(std::move(allocs)), rows_(std::move(rows)), format_(format) {
     for (const auto& a : allocs_) resident_ += static_cast<int64_t>(a.info().mapped_bytes);
   }
   std::string_view name() const override { return "dram"; }
   int num_layers() const override { return static_cast<int>(allocs_.size()); }
-  DType dtype() const override { return dtype_; }
-  int64_t row_elems() const override { return dh_; }
+  RowFormat format() const override { return format_; }
   int64_t rows(int layer) const override { return rows_.at(layer); }
   int64_t resident_bytes() const override { return resident_; }
   TierStats stats() const override {
@@ -44,7 +43,7 @@ class HostTier final : public TableTier {
   }
   Tensor HostTable(int layer) const override {
     if (layer < 0 || layer >= num_layers()) return Tensor();
-    return HostView(allocs_[layer].data(), dtype_, {rows_[layer], dh_});
+    return HostView(allocs_[layer].data(), format_.storage_dtype(), {rows_[layer], format_.cols()});
   }
 
   Status ReadRows(int layer, std::span<const int64_t> rows, void* dst,
@@ -85,8 +84,7 @@ class HostTier final : public TableTier {
  private:
   std::vector<HostAllocation> allocs_;
   std::vector<int64_t> rows_;
-  DType dtype_;
-  int64_t dh_;
+  RowFormat format_;
   int64_t resident_ = 0;
   mutable std::mutex stats_mu_;
   TierStats stats_;  // GUARDED_BY(stats_mu_)
@@ -97,28 +95,23 @@ std::string TableName(const HostTierOptions& options, size_t i) {
   return "engram table layer " + std::to_string(i);
 }
 
-Status CheckTables(const std::vector<Tensor>& tables, const HostTierOptions& options) {
+Status CheckTables(const std::vector<TableSource>& tables, const HostTierOptions& options) {
   if (tables.empty()) return InvalidArgument("dram tier: no Engram tables");
   if (!options.infos.empty() && options.infos.size() != tables.size()) {
     return InvalidArgument("dram tier: {} table infos for {} tables", options.infos.size(),
                            tables.size());
   }
+  const RowFormat first = tables[0].format();
   for (size_t i = 0; i < tables.size(); ++i) {
-    const Tensor& t = tables[i];
+    const TableSource& src = tables[i];
+    const Tensor& t = src.weight;
     const std::string name = TableName(options, i);
-    if (t.device != Device::kCpu || t.data == nullptr) {
-      return InvalidArgument("dram tier: table {} is not in host memory", name);
-    }
-    if (t.shape.size() != 2 || t.shape[0] <= 0 || t.shape[1] <= 0) {
-      return InvalidArgument("dram tier: table {} has shape {}, expected [rows > 0, Dh > 0]", name,
-                             t.ShapeString());
-    }
-    if (t.dtype != tables[0].dtype || t.shape[1] != tables[0].shape[1]) {
+    if (Status st = src.Check(name); !st.ok()) return st.WithContext("dram tier");
+    if (t.dtype != first.dtype || t.shape[1] != first.dim) {
       return InvalidArgument(
           "dram tier: table {} is {} {}, but the first table is {} with Dh {}; all Engram "
           "tables must share dtype and Dh",
-          name, DTypeName(t.dtype), t.ShapeString(), DTypeName(tables[0].dtype),
-          tables[0].shape[1]);
+          name, DTypeName(t.dtype), t.ShapeString(), DTypeName(first.dtype), first.dim);
     }
     if (i < options.infos.size()) {
       const TensorInfo& info = options.infos[i];
@@ -138,30 +131,36 @@ Status CheckTables(const std::vector<Tensor>& tables, const HostTierOptions& opt
   return Status::Ok();
 }
 
-// Copies every table into its allocation with `threads` threads taking 64 MiB chunks, logging
-// progress every ~10% when the total is large.
-void CopyTables(const std::vector<Tensor>& tables, std::vector<HostAllocation>& allocs,
+// Copies every table into its allocation in the stored row form with `threads` threads taking
+// ~64 MiB chunks of rows, logging progress every ~10% when the total is large.
+void CopyTables(const std::vector<TableSource>& tables, std::vector<HostAllocation>& allocs,
                 int threads) {
   struct Chunk {
     size_t table;
-    size_t offset, bytes;
+    int64_t begin, end;  // rows
+    size_t bytes;
   };
   std::vector<Chunk> chunks;
   uint64_t total = 0;
   for (size_t i = 0; i < tables.size(); ++i) {
-    const size_t n = tables[i].nbytes();
-    for (size_t off = 0; off < n; off += kCopyChunkBytes) {
-      chunks.push_back({i, off, std::min(kCopyChunkBytes, n - off)});
+    const size_t rb = tables[i].format().bytes();
+    const int64_t rows = tables[i].rows();
+    const int64_t step = std::max<int64_t>(1, static_cast<int64_t>(kCopyChunkBytes / rb));
+    for (int64_t r = 0; r < rows; r += step) {
+      const int64_t end = std::min(rows, r + step);
+      chunks.push_back({i, r, end, static_cast<size_t>(end - r) * rb});
     }
-    total += n;
+    total += static_cast<uint64_t>(rows) * rb;
   }
   std::atomic<uint64_t> done{0};
   const bool log = total >= kProgressLogBytes;
   const auto start = std::chrono::steady_clock::now();
   (void)ParallelFor(chunks.size(), threads, [&](size_t c) {
     const Chunk& ch = chunks[c];
-    std::memcpy(static_cast<std::byte*>(allocs[ch.table].data()) + ch.offset,
-                static_cast<const std::byte*>(tables[ch.table].data) + ch.offset, ch.bytes);
+    const size_t rb = tables[ch.table].format().bytes();
+    tables[ch.table].CopyRows(
+        ch.begin, ch.end,
+        static_cast<std::byte*>(allocs[ch.table].data()) + static_cast<size_t>(ch.begin) * rb);
     const uint64_t before = done.fetch_add(ch.bytes);
     const uint64_t after = before + ch.bytes;
     if (log && before * 10 / total != after * 10 / total) {
@@ -176,11 +175,12 @@ void CopyTables(const std::vector<Tensor>& tables, std::vector<HostAllocation>& 
 
 }  // namespace
 
-Result<std::unique_ptr<TableTier>> CreateHostTier(const std::vector<Tensor>& tables,
+Result<std::unique_ptr<TableTier>> CreateHostTier(const std::vector<TableSource>& tables,
                                                   const HostTierOptions& options) {
   ENGRAM_RETURN_IF_ERROR(CheckTables(tables, options));
+  const RowFormat format = tables[0].format();
   uint64_t total = 0;
-  for (const Tensor& t : tables) total += t.nbytes();
+  for (const TableSource& t : tables) total += static_cast<uint64_t>(t.rows()) * format.bytes();
   if (options.budget_bytes > 0 && total > options.budget_bytes) {
     return ResourceExhausted(
         "dram tier: the {} Engram tables need {} bytes ({:.2f} GiB), more than the tiers' "
@@ -192,7 +192,7 @@ Result<std::unique_ptr<TableTier>> CreateHostTier(const std::vector<Tensor>& tab
   std::vector<int64_t> rows;
   for (size_t i = 0; i < tables.size(); ++i) {
     HostAllocOptions a;
-    a.bytes = tables[i].nbytes();
+    a.bytes = static_cast<size_t>(tables[i].rows()) * format.bytes();
     a.page = options.page;
     a.policy = options.numa;
     a.node = options.node;
@@ -205,7 +205,7 @@ Result<std::unique_ptr<TableTier>> CreateHostTier(const std::vector<Tensor>& tab
     auto alloc = AllocateHost(a);
     if (!alloc.ok()) return alloc.status().WithContext("dram tier: table " + a.label);
     allocs.push_back(std::move(alloc).value());
-    rows.push_back(tables[i].shape[0]);
+    rows.push_back(tables[i].rows());
   }
   const int threads = DefaultThreads(options.copy_threads);
   const auto start = std::chrono::steady_clock::now();
@@ -213,11 +213,12 @@ Result<std::unique_ptr<TableTier>> CreateHostTier(const std::vector<Tensor>& tab
   const double secs =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   spdlog::info(
-      "dram tier: {} Engram tables, {:.2f} GiB copied in {:.2f}s with {} thread(s); "
-      "layer 0: {}",
-      tables.size(), total / double(1 << 30), secs, threads, allocs[0].info().Summary());
-  return std::unique_ptr<TableTier>(std::make_unique<HostTier>(
-      std::move(allocs), std::move(rows), tables[0].dtype, tables[0].shape[1]));
+      "dram tier: {} Engram tables of {} B {} rows, {:.2f} GiB copied in {:.2f}s with {} "
+      "thread(s); layer 0: {}",
+      tables.size(), format.bytes(), DTypeName(format.dtype), total / double(1 << 30), secs,
+      threads, allocs[0].info().Summary());
+  return std::unique_ptr<TableTier>(
+      std::make_unique<HostTier>(std::move(allocs), std::move(rows), format));
 }
 
 }  // namespace engram

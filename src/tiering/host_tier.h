@@ -1,7 +1,8 @@
 // HostTier: every Engram table copied whole into host DRAM (AllocateHost: NUMA policy, huge
 // pages, pre-faulted, optionally pinned for DMA); ReadRows is a memcpy per row. The tables
-// (host Tensors [rows, Dh], e.g. views of mmapped safetensors files or synthetic in-memory
-// tensors) are only read while creating the tier; it keeps its own copy.
+// (TableSource: host tensors [rows, Dh], e.g. views of mmapped safetensors files or synthetic
+// in-memory tensors, with their scales for FP8) are only read while creating the tier; it keeps
+// its own copy in the stored row form (FP8 rows packed: codes then scales, row_format.h).
 //
 // Ownership: the tier owns one allocation per table. Thread safety: as TableTier (ReadRows
 // from one thread at a time, stats() from any).
@@ -15,6 +16,7 @@
 #include "kernels/tensor.h"
 #include "model/safetensors.h"
 #include "tiering/host_memory.h"
+#include "tiering/table_source.h"
 #include "tiering/table_tier.h"
 
 namespace engram {
@@ -39,10 +41,11 @@ struct HostTierOptions {
   std::vector<TensorInfo> infos;
 };
 
-// tables[l] is Engram layer l's table: a CPU tensor [rows, Dh]; all tables share dtype and Dh.
-// INVALID_ARGUMENT (naming the table) for a non-CPU, non-2-D, empty or mismatched table;
-// RESOURCE_EXHAUSTED naming the tiers' budget, or from AllocateHost.
-Result<std::unique_ptr<TableTier>> CreateHostTier(const std::vector<Tensor>& tables,
+// tables[l] is Engram layer l's table; all tables share dtype and Dh.
+// INVALID_ARGUMENT (naming the table) for a non-CPU, non-2-D, empty or mismatched table, or
+// FP8 weights without matching scales (TableSource::Check); RESOURCE_EXHAUSTED naming the
+// tiers' budget (counted in stored bytes, scales included), or from AllocateHost.
+Result<std::unique_ptr<TableTier>> CreateHostTier(const std::vector<TableSource>& tables,
                                                   const HostTierOptions& options);
 
 }  // namespace engram

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <optional>
 
 #include <fmt/ranges.h>
 
@@ -14,29 +15,35 @@
 namespace engram {
 namespace {
 
+// Where one stored row's bytes come from: a table's weights, or an FP8 table's scales (their
+// own tensor, possibly in another file). A stored row is the concatenation of its parts.
+struct Part {
+  IoUringReader* reader = nullptr;
+  uint64_t file_offset = 0;  // of the part's row 0
+  size_t bytes = 0;          // per row
+  size_t row_offset = 0;     // where the part starts in the stored row
+};
+
 struct Table {
   std::string name;
-  IoUringReader* reader = nullptr;
-  uint64_t file_offset = 0;
   int64_t rows = 0;
+  std::vector<Part> parts;  // weights, then scales (FP8)
 };
 
 class NvmeTier final : public TableTier {
  public:
   NvmeTier(std::vector<std::unique_ptr<IoUringReader>> readers, std::vector<Table> tables,
-           std::unique_ptr<RowCache> cache, DType dtype, int64_t dh, uint64_t merge_bytes,
+           std::unique_ptr<RowCache> cache, RowFormat format, uint64_t merge_bytes,
            uint64_t merge_buffer_bytes)
       : readers_(std::move(readers)),
         tables_(std::move(tables)),
         cache_(std::move(cache)),
-        dtype_(dtype),
-        dh_(dh),
+        format_(format),
         merge_bytes_(merge_bytes),
         merge_buffer_bytes_(merge_buffer_bytes) {}
   std::string_view name() const override { return "nvme"; }
   int num_layers() const override { return static_cast<int>(tables_.size()); }
-  DType dtype() const override { return dtype_; }
-  int64_t row_elems() const override { return dh_; }
+  RowFormat format() const override { return format_; }
   int64_t rows(int layer) const override { return tables_.at(layer).rows; }
   int64_t resident_bytes() const override { return static_cast<int64_t>(cache_->resident_bytes()); }
   TierStats stats() const override {
@@ -54,17 +61,19 @@ class NvmeTier final : public TableTier {
     uint64_t begin = 0, end = 0;
     size_t buf_offset = 0;
   };
-  // Reads the rows at miss_pos_ into out (+ i * row_bytes), offering each to the cache;
-  // failed rows are zeroed and flagged. Returns the first failure's status.
+  // Reads the rows at miss_pos_ into out (+ i * row_bytes), part by part, then offers each
+  // row read whole to the cache; failed rows are zeroed and flagged. Returns the first
+  // failure's status.
   Status ReadMisses(int layer, std::span<const int64_t> rows, std::byte* out,
                     std::span<uint8_t> failed);
-  void SetRowFailed(size_t i, std::byte* out, std::span<uint8_t> failed);
+  // One part of every missed row; sets row_failed_[i] for rows it could not read.
+  Status ReadPart(const Part& part, std::span<const int64_t> rows, std::byte* out,
+                  uint64_t* failures);
 
   std::vector<std::unique_ptr<IoUringReader>> readers_;
   std::vector<Table> tables_;
   std::unique_ptr<RowCache> cache_;
-  DType dtype_;
-  int64_t dh_;
+  RowFormat format_;
   uint64_t merge_bytes_;
   uint64_t merge_buffer_bytes_;
   // Per-call scratch, reused.
@@ -74,6 +83,7 @@ class NvmeTier final : public TableTier {
   std::vector<Run> runs_;
   std::vector<std::byte> merge_buf_;  // merged reads of one wave
   std::vector<size_t> split_;         // rows of failed merged reads, read again one by one
+  std::vector<uint8_t> row_failed_;   // per row of the call
   mutable std::mutex stats_mu_;
   TierStats stats_;  // GUARDED_BY(stats_mu_)
 };
@@ -108,11 +118,18 @@ Status NvmeTier::ReadRows(int layer, std::span<const int64_t> rows, void* dst,
   Status status;
   uint64_t io_reads = 0, io_retries = 0;
   if (!miss_pos_.empty()) {
-    const ReaderStats before = table.reader->stats();
+    std::vector<std::pair<IoUringReader*, ReaderStats>> before;
+    for (const Part& p : table.parts) {
+      if (before.empty() || before.back().first != p.reader) {
+        before.emplace_back(p.reader, p.reader->stats());
+      }
+    }
     status = ReadMisses(layer, rows, out, failed);
-    const ReaderStats& after = table.reader->stats();
-    io_reads = after.reads_submitted - before.reads_submitted;
-    io_retries = after.retries - before.retries;
+    for (const auto& [reader, b] : before) {
+      const ReaderStats& after = reader->stats();
+      io_reads += after.reads_submitted - b.reads_submitted;
+      io_retries += after.retries - b.retries;
+    }
     if (!status.ok()) {
       status = status.WithContext(fmt::format("nvme tier: layer {} table {}", layer, table.name));
     }
@@ -130,26 +147,54 @@ Status NvmeTier::ReadRows(int layer, std::span<const int64_t> rows, void* dst,
   return status;
 }
 
-void NvmeTier::SetRowFailed(size_t i, std::byte* out, std::span<uint8_t> failed) {
-  std::memset(out + i * row_bytes(), 0, row_bytes());  // never hand out a partial row
-  if (!failed.empty()) failed[i] = 1;
-}
-
 Status NvmeTier::ReadMisses(int layer, std::span<const int64_t> rows, std::byte* out,
                             std::span<uint8_t> failed) {
   const Table& table = tables_[static_cast<size_t>(layer)];
   const size_t rb = row_bytes();
-  const uint64_t align = table.reader->alignment();
-  auto row_offset = [&](size_t i) {
-    return table.file_offset + static_cast<uint64_t>(rows[i]) * rb;
-  };
-  // File order, then runs of rows whose aligned blocks overlap or touch.
+  // File order (of every part: a part's row r is at file_offset + r * bytes).
   std::sort(miss_pos_.begin(), miss_pos_.end(),
             [&](size_t a, size_t b) { return rows[a] < rows[b]; });
+  row_failed_.assign(rows.size(), 0);
+  Status status;  // the first row failure that stands
+  uint64_t failures = 0;
+  for (const Part& part : table.parts) {
+    Status st = ReadPart(part, rows, out, &failures);
+    if (status.ok() && !st.ok()) status = st;
+  }
+  for (const size_t i : miss_pos_) {
+    if (row_failed_[i]) {
+      std::memset(out + i * rb, 0, rb);  // never hand out a partial row
+      if (!failed.empty()) failed[i] = 1;
+    } else {
+      cache_->Offer(layer, rows[i], out + i * rb);
+    }
+  }
+  if (failures > 0) {
+    spdlog::warn("nvme tier: layer {} table {}: {} of {} rows unreadable after retries: {}", layer,
+                 table.name, failures, rows.size(), status.message());
+  }
+  return status;
+}
+
+Status NvmeTier::ReadPart(const Part& part, std::span<const int64_t> rows, std::byte* out,
+                          uint64_t* failures) {
+  const size_t rb = row_bytes(), pb = part.bytes;
+  IoUringReader& reader = *part.reader;
+  const uint64_t align = reader.alignment();
+  auto part_offset = [&](size_t i) {
+    return part.file_offset + static_cast<uint64_t>(rows[i]) * pb;
+  };
+  auto dest = [&](size_t i) { return out + i * rb + part.row_offset; };
+  auto fail = [&](size_t i, const Status& st, Status& first) {
+    if (first.ok()) first = st;
+    if (!row_failed_[i]) ++*failures;
+    row_failed_[i] = 1;
+  };
+  // Runs of rows whose aligned blocks overlap or touch.
   runs_.clear();
   for (size_t k = 0; k < miss_pos_.size(); ++k) {
-    const uint64_t begin = row_offset(miss_pos_[k]);
-    const uint64_t end = begin + rb;
+    const uint64_t begin = part_offset(miss_pos_[k]);
+    const uint64_t end = begin + pb;
     if (!runs_.empty()) {
       Run& run = runs_.back();
       const bool touches = begin / align * align <= (run.end + align - 1) / align * align;
@@ -162,8 +207,7 @@ Status NvmeTier::ReadMisses(int layer, std::span<const int64_t> rows, std::byte*
     runs_.push_back({k, k + 1, begin, end, 0});
   }
 
-  Status status;  // the first row failure that stands
-  uint64_t failures = 0;
+  Status status;
   split_.clear();
   // Waves of runs whose merged spans fit merge_buf_ (a merged span is at most merge_bytes_, so
   // every wave takes at least one run); lone rows are read straight into dst.
@@ -187,10 +231,10 @@ Status NvmeTier::ReadMisses(int layer, std::span<const int64_t> rows, std::byte*
       req.offset = run.begin;
       req.length = static_cast<uint32_t>(run.end - run.begin);
       req.dest = run.last - run.first > 1 ? static_cast<void*>(merge_buf_.data() + run.buf_offset)
-                                          : static_cast<void*>(out + miss_pos_[run.first] * rb);
+                                          : static_cast<void*>(dest(miss_pos_[run.first]));
       req_ptrs_[j] = &req;
     }
-    (void)table.reader->ReadBatch(req_ptrs_);  // each request says how it ended
+    (void)reader.ReadBatch(req_ptrs_);  // each request says how it ended
     for (size_t j = 0; j < w_end - w; ++j) {
       const Run& run = runs_[w + j];
       const bool merged = run.last - run.first > 1;
@@ -198,19 +242,14 @@ Status NvmeTier::ReadMisses(int layer, std::span<const int64_t> rows, std::byte*
         if (merged) {
           for (size_t k = run.first; k < run.last; ++k) split_.push_back(miss_pos_[k]);
         } else {
-          if (status.ok()) status = reqs_[j].status;
-          ++failures;
-          SetRowFailed(miss_pos_[run.first], out, failed);
+          fail(miss_pos_[run.first], reqs_[j].status, status);
         }
         continue;
       }
+      if (!merged) continue;
       for (size_t k = run.first; k < run.last; ++k) {
         const size_t i = miss_pos_[k];
-        if (merged) {
-          std::memcpy(out + i * rb,
-                      merge_buf_.data() + run.buf_offset + (row_offset(i) - run.begin), rb);
-        }
-        cache_->Offer(layer, rows[i], out + i * rb);
+        std::memcpy(dest(i), merge_buf_.data() + run.buf_offset + (part_offset(i) - run.begin), pb);
       }
     }
     w = w_end;
@@ -219,72 +258,78 @@ Status NvmeTier::ReadMisses(int layer, std::span<const int64_t> rows, std::byte*
     reqs_.assign(split_.size(), ReadRequest{});
     req_ptrs_.resize(split_.size());
     for (size_t k = 0; k < split_.size(); ++k) {
-      reqs_[k].offset = row_offset(split_[k]);
-      reqs_[k].length = static_cast<uint32_t>(rb);
-      reqs_[k].dest = out + split_[k] * rb;
+      reqs_[k].offset = part_offset(split_[k]);
+      reqs_[k].length = static_cast<uint32_t>(pb);
+      reqs_[k].dest = dest(split_[k]);
       req_ptrs_[k] = &reqs_[k];
     }
-    (void)table.reader->ReadBatch(req_ptrs_);
+    (void)reader.ReadBatch(req_ptrs_);
     for (size_t k = 0; k < split_.size(); ++k) {
-      if (reqs_[k].status.ok()) {
-        cache_->Offer(layer, rows[split_[k]], out + split_[k] * rb);
-      } else {
-        if (status.ok()) status = reqs_[k].status;
-        ++failures;
-        SetRowFailed(split_[k], out, failed);
-      }
+      if (!reqs_[k].status.ok()) fail(split_[k], reqs_[k].status, status);
     }
-  }
-  if (failures > 0) {
-    spdlog::warn("nvme tier: layer {} table {}: {} of {} rows unreadable after retries: {}", layer,
-                 table.name, failures, rows.size(), status.message());
   }
   return status;
 }
 
 }  // namespace
 
-Result<std::unique_ptr<TableTier>> CreateNvmeTier(const std::vector<TensorInfo>& tables,
+namespace {
+
+// A tensor the tier reads in place: it must lie in a file, hold shape x dtype bytes and end
+// within its file.
+Status CheckInFile(const TensorInfo& t, const char* what) {
+  if (t.file.empty()) {
+    return FailedPrecondition(
+        "nvme tier: {} {} is in memory, not in a file; the NVMe tier reads tables in place "
+        "from their files; write the model to disk with engram pack synth",
+        what, t.name);
+  }
+  uint64_t expected = DTypeSize(t.dtype);
+  for (const int64_t d : t.shape) expected *= static_cast<uint64_t>(std::max<int64_t>(d, 0));
+  if (t.nbytes != expected) {
+    return InvalidArgument("nvme tier: {}: {} {} holds {} bytes, expected {} ({} {})", t.file, what,
+                           t.name, t.nbytes, expected, DTypeName(t.dtype), t.shape);
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<std::unique_ptr<TableTier>> CreateNvmeTier(const std::vector<TableFiles>& tables,
                                                   const NvmeTierOptions& options) {
   if (tables.empty()) return InvalidArgument("nvme tier: no Engram tables");
-  const TensorInfo& first = tables[0];
-  for (const TensorInfo& t : tables) {
-    if (t.file.empty()) {
-      return FailedPrecondition(
-          "nvme tier: table {} is in memory, not in a file; the NVMe tier reads tables in "
-          "place from their files; write the model to disk with engram pack synth",
-          t.name);
+  const TableFiles& first = tables[0];
+  for (const TableFiles& t : tables) {
+    ENGRAM_RETURN_IF_ERROR(CheckInFile(t.weight, "table"));
+    std::optional<std::pair<DType, std::vector<int64_t>>> scale;
+    if (t.scale) {
+      ENGRAM_RETURN_IF_ERROR(CheckInFile(*t.scale, "scales"));
+      scale.emplace(t.scale->dtype, t.scale->shape);
     }
-    if (t.shape.size() != 2 || t.shape[0] <= 0 || t.shape[1] <= 0) {
-      return InvalidArgument("nvme tier: {}: table {} has shape {}, expected [rows > 0, Dh > 0]",
-                             t.file, t.name, t.shape);
-    }
-    const uint64_t expected =
-        static_cast<uint64_t>(t.shape[0]) * static_cast<uint64_t>(t.shape[1]) * DTypeSize(t.dtype);
-    if (t.nbytes != expected) {
-      return InvalidArgument("nvme tier: {}: table {} holds {} bytes, expected {} ({} {})", t.file,
-                             t.name, t.nbytes, expected, DTypeName(t.dtype), t.shape);
-    }
-    if (t.dtype != first.dtype || t.shape[1] != first.shape[1]) {
+    ENGRAM_RETURN_IF_ERROR(CheckTableShapes(t.weight.name, t.weight.dtype, t.weight.shape,
+                                            t.scale ? t.scale->name : t.weight.name + " scales",
+                                            scale)
+                               .WithContext("nvme tier: " + t.weight.file));
+    if (t.weight.dtype != first.weight.dtype || t.weight.shape[1] != first.weight.shape[1]) {
       return InvalidArgument(
           "nvme tier: {}: table {} is {} {}, but {} is {} {}; all Engram tables must share "
           "dtype and Dh",
-          t.file, t.name, DTypeName(t.dtype), t.shape, first.name, DTypeName(first.dtype),
-          first.shape);
+          t.weight.file, t.weight.name, DTypeName(t.weight.dtype), t.weight.shape,
+          first.weight.name, DTypeName(first.weight.dtype), first.weight.shape);
     }
   }
-  const size_t rb = static_cast<size_t>(first.shape[1]) * DTypeSize(first.dtype);
+  const RowFormat format = first.format();
+  const size_t rb = format.bytes();
   ReaderOptions ropts = options.reader;
   ropts.max_request_bytes = std::max<uint32_t>(ropts.max_request_bytes, static_cast<uint32_t>(rb));
 
   std::vector<std::unique_ptr<IoUringReader>> readers;
   std::map<std::string, IoUringReader*> by_file;
-  std::vector<Table> out;
-  for (const TensorInfo& t : tables) {
+  auto reader_of = [&](const TensorInfo& t) -> Result<IoUringReader*> {
     IoUringReader*& reader = by_file[t.file];
     if (reader == nullptr) {
       auto r = IoUringReader::Open(t.file, ropts);
-      if (!r.ok()) return r.status().WithContext("nvme tier: table " + t.name);
+      if (!r.ok()) return r.status().WithContext("nvme tier: tensor " + t.name);
       if (!(*r)->direct_io()) {
         spdlog::warn("nvme tier: {} is read with buffered I/O (no O_DIRECT)", t.file);
       }
@@ -292,20 +337,35 @@ Result<std::unique_ptr<TableTier>> CreateNvmeTier(const std::vector<TensorInfo>&
       reader = readers.back().get();
     }
     if (t.file_offset + t.nbytes > reader->file_size()) {
-      return OutOfRange("nvme tier: {}: table {} [{}, {}) runs past the end of the file ({} bytes)",
-                        t.file, t.name, t.file_offset, t.file_offset + t.nbytes,
-                        reader->file_size());
+      return OutOfRange(
+          "nvme tier: {}: tensor {} [{}, {}) runs past the end of the file ({} bytes)", t.file,
+          t.name, t.file_offset, t.file_offset + t.nbytes, reader->file_size());
     }
-    out.push_back({t.name, reader, t.file_offset, t.shape[0]});
+    return reader;
+  };
+  std::vector<Table> out;
+  for (const TableFiles& t : tables) {
+    Table table;
+    table.name = t.weight.name;
+    table.rows = t.weight.shape[0];
+    const size_t weight_bytes = static_cast<size_t>(t.weight.shape[1]) * DTypeSize(t.weight.dtype);
+    ENGRAM_ASSIGN_OR_RETURN(IoUringReader * wr, reader_of(t.weight));
+    table.parts.push_back({wr, t.weight.file_offset, weight_bytes, 0});
+    if (t.scale) {
+      ENGRAM_ASSIGN_OR_RETURN(IoUringReader * sr, reader_of(*t.scale));
+      table.parts.push_back({sr, t.scale->file_offset, rb - weight_bytes, weight_bytes});
+    }
+    out.push_back(std::move(table));
   }
   ENGRAM_ASSIGN_OR_RETURN(
       auto cache, RowCache::Create(rb, options.cache_bytes, options.policy, options.cache_page));
-  spdlog::info("nvme tier: {} Engram tables in {} file(s), {} B rows, row cache {} slots ({})",
-               tables.size(), readers.size(), rb, cache->capacity(), cache->policy().name());
+  spdlog::info("nvme tier: {} Engram tables in {} file(s), {} B {} rows, row cache {} slots ({})",
+               tables.size(), readers.size(), rb, DTypeName(format.dtype), cache->capacity(),
+               cache->policy().name());
   const uint64_t merge_bytes = std::min<uint64_t>(options.merge_bytes, ropts.max_request_bytes);
   return std::unique_ptr<TableTier>(
-      std::make_unique<NvmeTier>(std::move(readers), std::move(out), std::move(cache), first.dtype,
-                                 first.shape[1], merge_bytes, options.merge_buffer_bytes));
+      std::make_unique<NvmeTier>(std::move(readers), std::move(out), std::move(cache), format,
+                                 merge_bytes, options.merge_buffer_bytes));
 }
 
 }  // namespace engram

@@ -1,12 +1,17 @@
 #include "tiering/resident_tier.h"
 
+#include <string>
+
 namespace engram {
 
 Result<ResidentTier> ResidentTier::Create(Backend& backend,
-                                          const std::vector<Tensor>& host_tables) {
+                                          const std::vector<TableSource>& tables) {
   ResidentTier tier;
-  for (const Tensor& t : host_tables) {
-    ENGRAM_ASSIGN_OR_RETURN(Tensor prepared, backend.PrepareWeight(t, WeightUse::kEmbedding));
+  for (size_t i = 0; i < tables.size(); ++i) {
+    const std::string name = "of Engram layer index " + std::to_string(i);
+    if (Status st = tables[i].Check(name); !st.ok()) return st.WithContext("resident tier");
+    ENGRAM_ASSIGN_OR_RETURN(Tensor prepared,
+                            backend.PrepareWeight(tables[i].Stored(), WeightUse::kEmbedding));
     tier.tables_.push_back(std::move(prepared));
   }
   return tier;

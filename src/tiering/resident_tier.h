@@ -6,13 +6,16 @@
 #include <vector>
 
 #include "kernels/backend.h"
+#include "tiering/table_source.h"
 
 namespace engram {
 
 class ResidentTier {
  public:
-  // tables[i] is Engram layer i's table (host memory); prepared with WeightUse::kEmbedding.
-  static Result<ResidentTier> Create(Backend& backend, const std::vector<Tensor>& host_tables);
+  // tables[i] is Engram layer i's table (host memory), prepared with WeightUse::kEmbedding in
+  // its stored row form (FP8 rows packed with their scales; the backend dequantizes them in
+  // GatherRows). INVALID_ARGUMENT naming the layer for a table TableSource::Check refuses.
+  static Result<ResidentTier> Create(Backend& backend, const std::vector<TableSource>& tables);
 
   int num_layers() const { return static_cast<int>(tables_.size()); }
   int64_t rows(int layer) const { return tables_[layer].dim(0); }

@@ -9,6 +9,7 @@
 #include <string_view>
 
 #include "common/dtype.h"
+#include "common/row_format.h"
 #include "common/status.h"
 #include "kernels/tensor.h"
 
@@ -32,19 +33,20 @@ class TableTier {
   virtual ~TableTier() = default;
   virtual std::string_view name() const = 0;  // "dram", "nvme"
   virtual int num_layers() const = 0;
-  virtual DType dtype() const = 0;        // element type of the rows (BF16/F32)
-  virtual int64_t row_elems() const = 0;  // Dh
+  // How rows are stored (F32/F16/BF16, or packed FP8 with scales) and Dh.
+  virtual RowFormat format() const = 0;
   virtual int64_t rows(int layer) const = 0;
   // Copies the given rows (absolute row numbers of layer `layer`'s table; the caller has
-  // deduplicated them) to dst, one after another (rows.size() * row_elems() elements of
-  // dtype()). OUT_OF_RANGE for a row outside the table (nothing is copied). UNAVAILABLE for an
-  // I/O failure after retries, naming file, offset and cause; then, when `failed` is not empty
-  // (rows.size() flags), failed[i] is set to 1 for each row that could not be read, whose bytes
-  // in dst are zero, and every other row was copied (so one bad block fails only the requests
+  // deduplicated them) to dst, one after another in their stored form (rows.size() *
+  // row_bytes() bytes). OUT_OF_RANGE for a row outside the table (nothing is copied). UNAVAILABLE
+  // for an I/O failure after retries, naming file, offset and cause; then, when `failed` is not
+  // empty (rows.size() flags), failed[i] is set to 1 for each row that could not be read, whose
+  // bytes in dst are zero, and every other row was copied (so one bad block fails only the requests
   // that need it).
   virtual Status ReadRows(int layer, std::span<const int64_t> rows, void* dst,
                           std::span<uint8_t> failed) = 0;
-  // Layer `layer`'s whole table as a host tensor [rows, Dh] when the tier holds it in memory
+  // Layer `layer`'s whole table as a host tensor [rows, format().cols()] of
+  // format().storage_dtype() when the tier holds it in memory
   // (the DRAM tier: a zero-copy transfer can read it in place); an empty tensor otherwise.
   virtual Tensor HostTable(int /*layer*/) const { return Tensor(); }
   // Whether every host table is pinned (registered for DMA through the backend).
@@ -52,8 +54,8 @@ class TableTier {
   virtual TierStats stats() const = 0;
   virtual int64_t resident_bytes() const = 0;  // DRAM used by this tier
 
-  // Bytes of one row (row_elems() * element size).
-  size_t row_bytes() const { return static_cast<size_t>(row_elems()) * DTypeSize(dtype()); }
+  // Bytes of one stored row (scales included).
+  size_t row_bytes() const { return format().bytes(); }
 };
 
 }  // namespace engram

@@ -107,8 +107,7 @@ class SlowLayerTier final : public TableTier {
       : t_(inner), slow_layer_(slow_layer), delay_(delay) {}
   std::string_view name() const override { return t_.name(); }
   int num_layers() const override { return t_.num_layers(); }
-  DType dtype() const override { return t_.dtype(); }
-  int64_t row_elems() const override { return t_.row_elems(); }
+  RowFormat format() const override { return t_.format(); }
   int64_t rows(int layer) const override { return t_.rows(layer); }
   Status ReadRows(int layer, std::span<const int64_t> rows, void* dst,
                   std::span<uint8_t> failed) override {
@@ -142,7 +141,7 @@ class CopyEngineTest : public ::testing::Test {
     }
     HostTierOptions o;
     o.page = PageRequest::kNormal;
-    auto tier = CreateHostTier(tables, o);
+    auto tier = CreateHostTier({tables.begin(), tables.end()}, o);
     ASSERT_TRUE(tier.ok()) << tier.status().ToString();
     tier_ = std::move(tier).value();
     tables_ = std::move(tables);

@@ -26,13 +26,13 @@ HostTierOptions SmallOptions() {
 
 void ExpectRowsEqual(DType dtype) {
   std::vector<Tensor> tables = {RandomTable(dtype, 1000, 24, 1), RandomTable(dtype, 517, 24, 2)};
-  auto tier = CreateHostTier(tables, SmallOptions());
+  auto tier = CreateHostTier({tables.begin(), tables.end()}, SmallOptions());
   ASSERT_TRUE(tier.ok()) << tier.status().ToString();
   TableTier& t = **tier;
   EXPECT_EQ(t.name(), "dram");
   EXPECT_EQ(t.num_layers(), 2);
-  EXPECT_EQ(t.dtype(), dtype);
-  EXPECT_EQ(t.row_elems(), 24);
+  EXPECT_EQ(t.format().dtype, dtype);
+  EXPECT_EQ(t.format().dim, 24);
   EXPECT_EQ(t.rows(1), 517);
   EXPECT_GE(t.resident_bytes(), static_cast<int64_t>(tables[0].nbytes() + tables[1].nbytes()));
   const size_t rb = 24 * DTypeSize(dtype);
@@ -129,6 +129,74 @@ TEST(HostTier, CallsDmaHooks) {
     EXPECT_EQ(registered, 2);
   }
   EXPECT_EQ(unregistered, 2);
+}
+
+}  // namespace
+}  // namespace engram
+
+namespace engram {
+namespace {
+
+// FP8 rows are stored packed (codes then scales) and read back in that form; the budget counts
+// the scales; the host table the zero-copy path reads is U8 [rows, 264].
+TEST(HostTier, Fp8RowsArePackedWithTheirScales) {
+  constexpr int64_t kRows = 1000, kDh = 256;
+  const Tensor codes = RandomTable(DType::kF8E4M3, kRows, kDh, 5);
+  const Tensor scales = RandomTable(DType::kF8E8M0, kRows, kDh / 32, 6);
+  HostTierOptions o = SmallOptions();
+  o.budget_bytes = kRows * 264 - 1;
+  EXPECT_EQ(CreateHostTier({TableSource(codes, scales)}, o).status().code(),
+            StatusCode::kResourceExhausted);
+  o.budget_bytes = kRows * 264;
+  auto tier = CreateHostTier({TableSource(codes, scales)}, o);
+  ASSERT_TRUE(tier.ok()) << tier.status().ToString();
+  TableTier& t = **tier;
+  EXPECT_TRUE(t.format().fp8());
+  EXPECT_EQ(t.row_bytes(), 264u);
+  const Tensor host = t.HostTable(0);
+  EXPECT_EQ(host.dtype, DType::kU8);
+  EXPECT_EQ(host.shape, (std::vector<int64_t>{kRows, 264}));
+  const std::vector<int64_t> rows = {999, 0, 517, 3};
+  std::vector<uint8_t> out(rows.size() * 264);
+  ASSERT_TRUE(t.ReadRows(0, rows, out.data(), {}).ok());
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const uint8_t* row = out.data() + i * 264;
+    EXPECT_EQ(std::memcmp(row, codes.ptr<uint8_t>() + rows[i] * kDh, kDh), 0) << rows[i];
+    EXPECT_EQ(std::memcmp(row + kDh, scales.ptr<uint8_t>() + rows[i] * 8, 8), 0) << rows[i];
+  }
+  EXPECT_EQ(t.stats().bytes_moved, rows.size() * 264);
+}
+
+TEST(TableSource, ChecksNameWhatIsWrong) {
+  const Tensor codes = RandomTable(DType::kF8E4M3, 10, 64, 1);
+  auto message = [](const TableSource& s) { return s.Check("T").ToString(); };
+  EXPECT_TRUE(TableSource(codes, RandomTable(DType::kF8E8M0, 10, 2, 2)).Check("T").ok());
+  EXPECT_NE(message(TableSource(codes)).find("scales"), std::string::npos) << message(codes);
+  const std::string dtype = message(TableSource(codes, RandomTable(DType::kBF16, 10, 2, 2)));
+  EXPECT_NE(dtype.find("have dtype BF16, expected F8_E8M0"), std::string::npos) << dtype;
+  const std::string shape = message(TableSource(codes, RandomTable(DType::kF8E8M0, 10, 3, 2)));
+  EXPECT_NE(shape.find("expected [10, 2]"), std::string::npos) << shape;
+  const std::string ragged = message(
+      TableSource(RandomTable(DType::kF8E4M3, 10, 40, 1), RandomTable(DType::kF8E8M0, 10, 1, 2)));
+  EXPECT_NE(ragged.find("multiple of 32"), std::string::npos) << ragged;
+  const std::string extra = message(
+      TableSource(RandomTable(DType::kBF16, 10, 64, 1), RandomTable(DType::kF8E8M0, 10, 2, 2)));
+  EXPECT_NE(extra.find("scales belong to F8_E4M3 tables only"), std::string::npos) << extra;
+  EXPECT_NE(message(TableSource(RandomTable(DType::kI32, 10, 64, 1))).find("expected F32"),
+            std::string::npos);
+}
+
+TEST(TableSource, StoredPacksCodesThenScales) {
+  const Tensor codes = RandomTable(DType::kF8E4M3, 3, 32, 1);
+  const Tensor scales = RandomTable(DType::kF8E8M0, 3, 1, 2);
+  const Tensor stored = TableSource(codes, scales).Stored();
+  ASSERT_EQ(stored.shape, (std::vector<int64_t>{3, 33}));
+  for (int r = 0; r < 3; ++r) {
+    EXPECT_EQ(std::memcmp(stored.ptr<uint8_t>() + r * 33, codes.ptr<uint8_t>() + r * 32, 32), 0);
+    EXPECT_EQ(stored.ptr<uint8_t>()[r * 33 + 32], scales.ptr<uint8_t>()[r]);
+  }
+  const Tensor bf16 = RandomTable(DType::kBF16, 3, 8, 1);
+  EXPECT_EQ(TableSource(bf16).Stored().data, bf16.data);  // already stored as it is
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -22,6 +23,9 @@ namespace fs = std::filesystem;
 constexpr int64_t kDh = 24;        // BF16 rows of 48 bytes: never block-aligned
 constexpr int64_t kRows0 = 50000;  // ~2.3 MiB
 constexpr int64_t kRows1 = 7919;
+constexpr int64_t kFp8Dh = 256;      // packed FP8 rows: 256 codes + 8 scales = 264 bytes
+constexpr int64_t kFp8Rows = 30011;  // codes ~7.3 MiB; rows straddle 4 KiB blocks
+constexpr size_t kFp8RowBytes = 264;
 
 // A safetensors file: a small leading tensor (so tables start unaligned) and two BF16 tables.
 struct TableFile {
@@ -29,6 +33,9 @@ struct TableFile {
   std::string skip_reason;
   std::vector<TensorInfo> tables;
   std::vector<std::vector<uint8_t>> data;  // the tables' bytes
+  // An FP8 table (layer 7) and its E8M0 scales, each after an odd-sized tensor.
+  TensorInfo fp8, fp8_scale;
+  std::vector<uint8_t> fp8_codes, fp8_scales;
 
   TableFile() {
     std::vector<std::string> tried;
@@ -63,6 +70,10 @@ struct TableFile {
         {"model.layers.4.engram.multi_head_embedding.embedding.weight",
          DType::kBF16,
          {kRows1, kDh}},
+        {"odd.a", DType::kU8, {3}},
+        {"model.layers.7.engram.embed.weight", DType::kF8E4M3, {kFp8Rows, kFp8Dh}},
+        {"odd.b", DType::kU8, {5}},
+        {"model.layers.7.engram.embed.scale", DType::kF8E8M0, {kFp8Rows, kFp8Dh / 32}},
     };
     auto writer = SafetensorsWriter::Create(path, specs);
     if (!writer.ok()) {
@@ -78,6 +89,15 @@ struct TableFile {
       for (auto& b : data.back()) b = static_cast<uint8_t>(rng());
       if (st.ok()) st = (*writer)->Append(data.back().data(), data.back().size());
     }
+    const uint8_t odd[5] = {9, 9, 9, 9, 9};
+    fp8_codes.resize(kFp8Rows * kFp8Dh);
+    for (auto& b : fp8_codes) b = static_cast<uint8_t>(rng());
+    fp8_scales.resize(kFp8Rows * kFp8Dh / 32);
+    for (auto& b : fp8_scales) b = static_cast<uint8_t>(rng());
+    if (st.ok()) st = (*writer)->Append(odd, 3);
+    if (st.ok()) st = (*writer)->Append(fp8_codes.data(), fp8_codes.size());
+    if (st.ok()) st = (*writer)->Append(odd, 5);
+    if (st.ok()) st = (*writer)->Append(fp8_scales.data(), fp8_scales.size());
     if (st.ok()) st = (*writer)->Finish();
     auto store = st.ok() ? TensorStore::OpenFile(path) : Result<TensorStore>(st);
     if (!store.ok()) {
@@ -85,7 +105,9 @@ struct TableFile {
       path.clear();
       return;
     }
-    for (size_t i = 1; i < specs.size(); ++i) tables.push_back(*store->Info(specs[i].name));
+    for (size_t i = 1; i < 3; ++i) tables.push_back(*store->Info(specs[i].name));
+    fp8 = *store->Info(specs[4].name);
+    fp8_scale = *store->Info(specs[6].name);
     auto probe = IoUringReader::Open(path, {});
     if (!probe.ok()) skip_reason = probe.status().ToString();
   }
@@ -108,7 +130,7 @@ class NvmeTierTest : public ::testing::Test {
     }
   }
   std::unique_ptr<TableTier> Make(NvmeTierOptions o) {
-    auto tier = CreateNvmeTier(file_->tables, o);
+    auto tier = CreateNvmeTier({file_->tables.begin(), file_->tables.end()}, o);
     EXPECT_TRUE(tier.ok()) << tier.status().ToString();
     return tier.ok() ? std::move(tier).value() : nullptr;
   }
@@ -146,8 +168,8 @@ TEST_F(NvmeTierTest, RandomRowsEqualTheFile) {
   ASSERT_NE(tier, nullptr);
   EXPECT_EQ(tier->name(), "nvme");
   EXPECT_EQ(tier->num_layers(), 2);
-  EXPECT_EQ(tier->dtype(), DType::kBF16);
-  EXPECT_EQ(tier->row_elems(), kDh);
+  EXPECT_EQ(tier->format().dtype, DType::kBF16);
+  EXPECT_EQ(tier->format().dim, kDh);
   EXPECT_EQ(tier->rows(0), kRows0);
   EXPECT_EQ(tier->rows(1), kRows1);
   for (int layer = 0; layer < 2; ++layer) {
@@ -349,16 +371,18 @@ TEST_F(NvmeTierTest, OutOfRangeRow) {
 TEST_F(NvmeTierTest, RefusesBadTableInfo) {
   std::vector<TensorInfo> tables = file_->tables;
   tables[1].nbytes -= 2;
-  auto r = CreateNvmeTier(tables, {});
+  auto r = CreateNvmeTier({tables.begin(), tables.end()}, {});
   EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
   EXPECT_NE(r.status().message().find(tables[1].name), std::string::npos);
   tables = file_->tables;
-  tables[1].shape[0] += 1000;
-  tables[1].nbytes += 1000 * kDh * 2;
-  EXPECT_EQ(CreateNvmeTier(tables, {}).status().code(), StatusCode::kOutOfRange);
+  tables[1].shape[0] += 10000000;  // far past the file's end (the FP8 tensors follow it)
+  tables[1].nbytes += 10000000 * kDh * 2;
+  EXPECT_EQ(CreateNvmeTier({tables.begin(), tables.end()}, {}).status().code(),
+            StatusCode::kOutOfRange);
   NvmeTierOptions o;
   o.policy = "mru";
-  EXPECT_EQ(CreateNvmeTier(file_->tables, o).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(CreateNvmeTier({file_->tables.begin(), file_->tables.end()}, o).status().code(),
+            StatusCode::kInvalidArgument);
 }
 
 // Needs no file system: refused before any file is opened.
@@ -373,6 +397,115 @@ TEST(NvmeTier, InMemoryTableIsFailedPrecondition) {
   EXPECT_EQ(r.status().code(), StatusCode::kFailedPrecondition);
   EXPECT_NE(r.status().message().find(info.name), std::string::npos);
   EXPECT_NE(r.status().message().find("engram pack synth"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace engram
+
+namespace engram {
+namespace {
+
+// Packed FP8 row r of the fixture: its 256 codes, then its 8 scales.
+std::vector<uint8_t> PackedRow(const TableFile& f, int64_t r) {
+  std::vector<uint8_t> row(f.fp8_codes.begin() + r * kFp8Dh,
+                           f.fp8_codes.begin() + (r + 1) * kFp8Dh);
+  row.insert(row.end(), f.fp8_scales.begin() + r * (kFp8Dh / 32),
+             f.fp8_scales.begin() + (r + 1) * (kFp8Dh / 32));
+  return row;
+}
+
+class NvmeFp8Test : public NvmeTierTest {
+ protected:
+  std::unique_ptr<TableTier> MakeFp8(NvmeTierOptions o) {
+    auto tier = CreateNvmeTier({TableFiles(file_->fp8, file_->fp8_scale)}, o);
+    EXPECT_TRUE(tier.ok()) << tier.status().ToString();
+    return tier.ok() ? std::move(tier).value() : nullptr;
+  }
+  static void ExpectPacked(const std::vector<int64_t>& rows, const std::vector<uint8_t>& out) {
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const std::vector<uint8_t> want = PackedRow(*file_, rows[i]);
+      ASSERT_EQ(std::memcmp(out.data() + i * kFp8RowBytes, want.data(), kFp8RowBytes), 0)
+          << "row " << rows[i];
+    }
+  }
+};
+
+TEST_F(NvmeFp8Test, PackedRowsEqualTheFileWithEveryReadShape) {
+  struct Case {
+    uint32_t merge_bytes;
+    uint64_t cache_bytes;
+  };
+  // One read per part; merged neighbours; merged plus a row cache (hits on the second pass).
+  for (const Case c : {Case{0, 0}, Case{128 << 10, 0}, Case{128 << 10, 200 * kFp8RowBytes}}) {
+    NvmeTierOptions o;
+    o.merge_bytes = c.merge_bytes;
+    o.cache_bytes = c.cache_bytes;
+    auto tier = MakeFp8(o);
+    ASSERT_NE(tier, nullptr);
+    EXPECT_TRUE(tier->format().fp8());
+    EXPECT_EQ(tier->row_bytes(), kFp8RowBytes);
+    std::vector<int64_t> rows = DistinctRows(400, kFp8Rows, 11);
+    for (int64_t r = 1000; r < 1040; ++r) {  // neighbours: merged reads across blocks
+      if (std::find(rows.begin(), rows.end(), r) == rows.end()) rows.push_back(r);
+    }
+    rows.push_back(kFp8Rows - 1);
+    if (std::find(rows.begin(), rows.end(), 0) == rows.end()) rows.push_back(0);
+    for (int pass = 0; pass < 2; ++pass) {
+      std::vector<uint8_t> out(rows.size() * kFp8RowBytes, 0xCD);
+      ASSERT_TRUE(tier->ReadRows(0, rows, out.data(), {}).ok());
+      ExpectPacked(rows, out);
+    }
+    EXPECT_EQ(tier->stats().bytes_moved, 2 * rows.size() * kFp8RowBytes);
+    if (c.cache_bytes > 0) {
+      EXPECT_GT(tier->stats().cache_hits, 0u);
+    }
+  }
+}
+
+TEST_F(NvmeFp8Test, ABadScaleBlockFailsOnlyItsRows) {
+  // The scales of row 20000 sit in a poisoned block: that row fails, whole (its codes were
+  // read fine), and is zeroed; its neighbours far away are served and cached.
+  const int64_t rows[] = {100, 20000, 29000};
+  const uint64_t bad = file_->fp8_scale.file_offset + 20000 * (kFp8Dh / 32);
+  NvmeTierOptions o;
+  o.cache_bytes = 64 << 10;
+  o.reader.max_retries = 1;
+  o.reader.fault_hook = [bad](uint64_t offset, uint32_t length, int) {
+    return offset <= bad && bad < offset + length ? -EIO : 0;
+  };
+  auto tier = MakeFp8(o);
+  ASSERT_NE(tier, nullptr);
+  std::vector<uint8_t> out(3 * kFp8RowBytes, 0xAB);
+  std::vector<uint8_t> failed(3, 0);
+  const Status s = tier->ReadRows(0, rows, out.data(), failed);
+  EXPECT_EQ(s.code(), StatusCode::kUnavailable) << s.ToString();
+  EXPECT_EQ(failed, (std::vector<uint8_t>{0, 1, 0}));
+  ExpectPacked({100}, out);
+  const std::vector<uint8_t> third(out.begin() + 2 * kFp8RowBytes, out.end());
+  ExpectPacked({29000}, third);
+  for (size_t b = kFp8RowBytes; b < 2 * kFp8RowBytes; ++b) {
+    ASSERT_EQ(out[b], 0) << "failed row bytes are zeroed";
+  }
+  failed.assign(3, 0);  // not cached: it fails again
+  EXPECT_EQ(tier->ReadRows(0, rows, out.data(), failed).code(), StatusCode::kUnavailable);
+  EXPECT_EQ(failed, (std::vector<uint8_t>{0, 1, 0}));
+}
+
+TEST_F(NvmeFp8Test, ScalesAreRequiredAndChecked) {
+  auto missing = CreateNvmeTier({TableFiles(file_->fp8)}, {});
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find("scales"), std::string::npos)
+      << missing.status().ToString();
+  TensorInfo wrong = file_->fp8_scale;
+  wrong.dtype = DType::kBF16;
+  wrong.nbytes *= 2;
+  auto bad_dtype = CreateNvmeTier({TableFiles(file_->fp8, wrong)}, {});
+  ASSERT_FALSE(bad_dtype.ok());
+  EXPECT_NE(bad_dtype.status().message().find("expected F8_E8M0"), std::string::npos)
+      << bad_dtype.status().ToString();
+  // BF16 rows with scales beside them: refused (the scales would be ignored).
+  auto extra = CreateNvmeTier({TableFiles(file_->tables[0], file_->fp8_scale)}, {});
+  EXPECT_EQ(extra.status().code(), StatusCode::kInvalidArgument);
 }
 
 }  // namespace
