@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "common/fp8.h"
 #include "model/rope.h"
 
 namespace engram {
@@ -34,6 +35,20 @@ Tensor ConcatRows(const std::vector<const Tensor*>& parts) {
   return out;
 }
 
+// V4.1's fused wkv [(hc_mult + 1) * hidden, engram_dim] as F32 on the host: FP8 with its 32x32
+// E8M0 tiles dequantized (the values are exact in F32), BF16/F16 widened.
+Tensor WkvToF32(const EngramWeights& ew) {
+  const int64_t rows = ew.wkv.dim(0), cols = ew.wkv.dim(1);
+  Tensor out = HostTensor(DType::kF32, {rows, cols});
+  if (ew.wkv.dtype == DType::kF8E4M3) {
+    DequantFp8Tiles(ew.wkv.ptr<uint8_t>(), ew.wkv_scale.ptr<uint8_t>(), rows, cols,
+                    out.ptr<float>());
+  } else {
+    ConvertToF32(ew.wkv.dtype, ew.wkv.data, out.ptr<float>(), static_cast<size_t>(rows * cols));
+  }
+  return out;
+}
+
 }  // namespace
 
 Result<std::unique_ptr<LlamaModel>> LlamaModel::Create(const ModelConfig& config,
@@ -58,7 +73,22 @@ Result<std::unique_ptr<LlamaModel>> LlamaModel::Create(const ModelConfig& config
     ENGRAM_ASSIGN_OR_RETURN(L.gate_up_w,
                             prep(ConcatRows({&lw.gate_w, &lw.up_w}), WeightUse::kLinear));
     ENGRAM_ASSIGN_OR_RETURN(L.down_w, prep(lw.down_w, WeightUse::kLinear));
-    if (lw.engram) {
+    if (lw.engram && config.engram->v41()) {
+      // One module with switches: V4.1's key and value are the two halves of wkv's output
+      // (no biases), its gate weights q_weight[0] and k_weight[0] take the places of the
+      // query and key norms (the gate multiplies both into one dot product), and it has no
+      // short conv (config: short_conv false, norm_eps 1e-20).
+      const EngramWeights& ew = *lw.engram;
+      const int64_t H = config.hidden_size;
+      const Tensor wkv = WkvToF32(ew);
+      EngramLayer E;
+      ENGRAM_ASSIGN_OR_RETURN(E.key_w, prep(wkv.Rows(0, H), WeightUse::kLinear));
+      ENGRAM_ASSIGN_OR_RETURN(E.value_w, prep(wkv.Rows(H, 2 * H), WeightUse::kLinear));
+      ENGRAM_ASSIGN_OR_RETURN(E.norm_key, prep(ew.k_weight.Reshaped({H}), WeightUse::kVector));
+      ENGRAM_ASSIGN_OR_RETURN(E.norm_query, prep(ew.q_weight.Reshaped({H}), WeightUse::kVector));
+      L.engram_index = static_cast<int>(m->engram_.size());
+      m->engram_.push_back(std::move(E));
+    } else if (lw.engram) {
       const EngramWeights& ew = *lw.engram;
       EngramLayer E;
       ENGRAM_ASSIGN_OR_RETURN(E.key_w, prep(ew.key_w, WeightUse::kLinear));
@@ -148,8 +178,9 @@ Status LlamaModel::EngramForward(const EngramLayer& e, int ei, const BatchLayout
                     ec.engram_dim());
   }
   Tensor k = s_.ek.Rows(0, T), v = s_.ev.Rows(0, T);
-  ENGRAM_RETURN_IF_ERROR(backend_.Linear(r, e.key_w, &e.key_b, k));
-  ENGRAM_RETURN_IF_ERROR(backend_.Linear(r, e.value_w, &e.value_b, v));
+  ENGRAM_RETURN_IF_ERROR(backend_.Linear(r, e.key_w, e.key_b.empty() ? nullptr : &e.key_b, k));
+  ENGRAM_RETURN_IF_ERROR(
+      backend_.Linear(r, e.value_w, e.value_b.empty() ? nullptr : &e.value_b, v));
   ENGRAM_RETURN_IF_ERROR(
       backend_.EngramGate(k, x, e.norm_key, e.norm_query, static_cast<float>(ec.norm_eps), v));
   if (!ec.short_conv) return backend_.Add(x, v);

@@ -1,6 +1,6 @@
-// LlamaModel: the Llama/Qwen2 backbone with Engram modules (paper variant, hc_mult = 1) on a
-// Backend. Holds the prepared weights and per-step scratch; the KV cache and Engram conv
-// state are passed in, so several engines could share one model's weights.
+// LlamaModel: the Llama/Qwen2 backbone with Engram modules (the paper's or DeepSeek-V4.1's,
+// hc_mult = 1) on a Backend. Holds the prepared weights and per-step scratch; the KV cache and
+// Engram conv state are passed in, so several engines could share one model's weights.
 //
 // Thread safety: Forward is called from one thread at a time (the engine thread).
 #pragma once

@@ -49,6 +49,10 @@ Result<SynthOptions> ParseSynthSpec(const std::string& spec) {
       auto dt = ParseSynthDType(value);
       if (!dt.ok()) return dt.status().WithContext(spec);
       o.dtype = *dt;
+    } else if (key == "tables") {
+      auto dt = ParseSynthTableDType(value);
+      if (!dt.ok()) return dt.status().WithContext(spec);
+      o.table_dtype = *dt;
     } else if (key == "table_gb") {
       char* end = nullptr;
       const double gb = std::strtod(value.c_str(), &end);
@@ -60,7 +64,8 @@ Result<SynthOptions> ParseSynthSpec(const std::string& spec) {
       o.tokenizer_path = value;
     } else {
       return InvalidArgument(
-          "{}: unknown parameter \"{}\" (accepted: seed, dtype, table_gb, tokenizer)", spec, key);
+          "{}: unknown parameter \"{}\" (accepted: seed, dtype, tables, table_gb, tokenizer)", spec,
+          key);
     }
   }
   return o;

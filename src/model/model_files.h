@@ -22,7 +22,7 @@ struct ModelFiles {
 };
 
 // `spec` is a model directory (config.json, *.safetensors [+ index], optional tokenizer.json
-// and engram_compression.json) or "synth:PRESET[?seed=S&dtype=bf16|f32&table_gb=X&
+// and engram_compression.json) or "synth:PRESET[?seed=S&dtype=bf16|f32&tables=bf16|f32|fp8&table_gb=X&
 // tokenizer=PATH]" (SynthesizeInMemory). The compression map is engram_compression.json when
 // present, else computed natively from tokenizer.json by the reference's rules, else the
 // identity over vocab_size. A compression map with fewer entries than vocab_size (a

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -21,9 +22,13 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "common/fp8.h"
 #include "common/parallel.h"
+#include "common/row_format.h"
+#include "model/compression_builder.h"
 #include "model/engram_geometry.h"
 #include "model/table_checksum.h"
+#include "model/tokenizer.h"
 #include "model/weights.h"
 
 namespace engram {
@@ -55,12 +60,22 @@ uint64_t Fnv1a(std::string_view s) {
 
 // One tensor to generate: element i = mean + half_range * (2u - 1), u uniform in [0, 1)
 // drawn from the counter-based stream of `key`.
+// FP8 tensors (dtype F8_E4M3) are drawn the same way, times a magnitude per quantization block
+// in [0.5, 2) (so block scales vary as in trained tables), then quantized: tables per 32 values
+// of a row (kRows), wkv per 32x32 tile (kTiles, whose scales are computed once in Plan). A scale
+// tensor (F8_E8M0) is derived from its base tensor's values.
+enum class Fp8Blocks : uint8_t { kNone, kRows, kTiles };
+
 struct PlannedTensor {
   ExpectedTensor spec;
+  DType dtype = DType::kBF16;
   uint64_t key = 0;
   uint64_t numel = 0;
   float mean = 0.f;
-  float half_range = 0.f;  // std * sqrt(3)
+  float half_range = 0.f;               // std * sqrt(3)
+  Fp8Blocks blocks = Fp8Blocks::kNone;  // of an F8_E4M3 tensor, or of a scale tensor's base
+  std::vector<uint8_t> tile_scales;     // kTiles: [ceil(rows/32), ceil(cols/32)]
+  const PlannedTensor* base = nullptr;  // a scale tensor's F8_E4M3 tensor
 };
 
 // Element i takes 32 bits of draw i / 2 (low half for even i, high half for odd i), where
@@ -93,12 +108,66 @@ void FillTyped(const PlannedTensor& t, uint64_t first, uint64_t count, T* out) {
   if (i < end) *out = value(static_cast<uint32_t>(draw(i >> 1)));
 }
 
-// Writes elements [first, first + count) of `t` as `dtype` to out.
-void Fill(const PlannedTensor& t, uint64_t first, uint64_t count, DType dtype, void* out) {
-  if (dtype == DType::kF32) {
-    FillTyped(t, first, count, static_cast<float*>(out));
-  } else {
-    FillTyped(t, first, count, static_cast<uint16_t*>(out));
+// The magnitude of quantization block `block` of an FP8 tensor, in [0.5, 2).
+float BlockMagnitude(const PlannedTensor& t, uint64_t block) {
+  const uint64_t r = Mix(t.key ^ Mix(block + 0xB10Cull));
+  return std::exp2(static_cast<float>(r >> 40) / 16777216.0f * 2.0f - 1.0f);
+}
+
+uint64_t BlockOf(const PlannedTensor& t, uint64_t i) {
+  if (t.blocks == Fp8Blocks::kRows) return i / kFp8Block;
+  const uint64_t cols = static_cast<uint64_t>(t.spec.shape[1]);
+  const uint64_t tc = (cols + kFp8Block - 1) / kFp8Block;
+  return (i / cols / kFp8Block) * tc + (i % cols) / kFp8Block;
+}
+
+// Values [first, first + count) of an FP8 tensor before quantization.
+void Fp8Values(const PlannedTensor& t, uint64_t first, uint64_t count, float* out) {
+  FillTyped(t, first, count, out);
+  for (uint64_t k = 0; k < count; ++k) out[k] *= BlockMagnitude(t, BlockOf(t, first + k));
+}
+
+// Writes elements [first, first + count) of `t` in t.dtype to out. For kRows FP8 tensors and
+// their scales, first and count are whole blocks (Plan and the writers keep them aligned).
+void Fill(const PlannedTensor& t, uint64_t first, uint64_t count, void* out) {
+  switch (t.dtype) {
+    case DType::kF32:
+      FillTyped(t, first, count, static_cast<float*>(out));
+      return;
+    case DType::kF8E4M3: {
+      std::vector<float> v(count);
+      Fp8Values(t, first, count, v.data());
+      auto* codes = static_cast<uint8_t*>(out);
+      if (t.blocks == Fp8Blocks::kRows) {
+        std::vector<uint8_t> scales(count / kFp8Block);
+        QuantizeFp8Row(v.data(), static_cast<int64_t>(count), codes, scales.data());
+        return;
+      }
+      for (uint64_t k = 0; k < count; ++k) {
+        const int shift = 127 - static_cast<int>(t.tile_scales[BlockOf(t, first + k)]);
+        codes[k] = F32ToE4M3(std::ldexp(v[k], shift));
+      }
+      return;
+    }
+    case DType::kF8E8M0: {
+      auto* scales = static_cast<uint8_t*>(out);
+      const PlannedTensor& b = *t.base;
+      if (b.blocks == Fp8Blocks::kTiles) {
+        std::memcpy(scales, b.tile_scales.data() + first, count);
+        return;
+      }
+      float v[kFp8Block];
+      for (uint64_t k = 0; k < count; ++k) {
+        Fp8Values(b, (first + k) * kFp8Block, kFp8Block, v);
+        float amax = 0.f;
+        for (const float x : v) amax = std::max(amax, std::fabs(x));
+        scales[k] = E8M0ScaleFor(amax);
+      }
+      return;
+    }
+    default:
+      FillTyped(t, first, count, static_cast<uint16_t*>(out));
+      return;
   }
 }
 
@@ -110,16 +179,18 @@ struct FillJob {
 };
 
 // Runs the jobs on `threads` threads (the caller's thread included).
-void RunJobs(const std::vector<FillJob>& jobs, DType dtype, int threads) {
+void RunJobs(const std::vector<FillJob>& jobs, int threads) {
   (void)ParallelFor(jobs.size(), threads, [&](size_t j) {
-    Fill(*jobs[j].tensor, jobs[j].first, jobs[j].count, dtype, jobs[j].out);
+    Fill(*jobs[j].tensor, jobs[j].first, jobs[j].count, jobs[j].out);
     return Status::Ok();
   });
 }
 
-// Splits elements [first, first + count) of t (destination out) into chunk jobs.
+// Splits elements [first, first + count) of t (destination out) into chunk jobs (kChunkElems is
+// a multiple of the FP8 block).
 void AddJobs(std::vector<FillJob>& jobs, const PlannedTensor& t, uint64_t first, uint64_t count,
-             char* out, size_t esize) {
+             char* out) {
+  const size_t esize = DTypeSize(t.dtype);
   for (uint64_t done = 0; done < count; done += kChunkElems) {
     const uint64_t n = std::min(kChunkElems, count - done);
     jobs.push_back(FillJob{&t, first + done, n, out + done * esize});
@@ -158,24 +229,82 @@ std::pair<float, float> Distribution(const ExpectedTensor& e, const ModelConfig&
     case TensorRole::kEngramConv:
       stdev = 1.0 / std::sqrt(static_cast<double>(e.shape[2]));
       break;
+    case TensorRole::kEngramWkv:
+      stdev = 1.0 / std::sqrt(static_cast<double>(e.shape[1]));
+      break;
+    case TensorRole::kEngramGateW:
+      mean = 1.0;
+      stdev = 0.1;
+      break;
+    case TensorRole::kEngramScale:  // derived from the base tensor
+      break;
   }
   return {static_cast<float>(mean), static_cast<float>(stdev * std::sqrt(3.0))};
 }
 
-Result<std::vector<PlannedTensor>> Plan(const ModelConfig& c, uint64_t seed) {
+// The dtype each tensor is written in: Engram tables and V4.1's wkv may be FP8, everything
+// else is the backbone's dtype.
+struct PlanDTypes {
+  DType backbone = DType::kBF16;
+  DType tables = DType::kBF16;
+  DType wkv = DType::kBF16;
+};
+
+Result<std::vector<PlannedTensor>> Plan(const ModelConfig& c, uint64_t seed,
+                                        const PlanDTypes& dtypes) {
   ENGRAM_ASSIGN_OR_RETURN(std::vector<ExpectedTensor> expected, ExpectedTensors(c));
   std::vector<PlannedTensor> plan;
   plan.reserve(expected.size());
+  std::map<std::string, size_t> index;
   for (ExpectedTensor& e : expected) {
     PlannedTensor p;
+    p.dtype = e.role == TensorRole::kEngramTable ? dtypes.tables
+              : e.role == TensorRole::kEngramWkv ? dtypes.wkv
+                                                 : dtypes.backbone;
+    if (e.role == TensorRole::kEngramScale) {
+      auto it = index.find(e.scale_of);
+      if (it == index.end()) return Internal("synth: {} scales unknown {}", e.name, e.scale_of);
+      if (plan[it->second].dtype != DType::kF8E4M3) continue;  // only FP8 tensors have scales
+      p.dtype = DType::kF8E8M0;
+    }
     p.key = Mix(Mix(seed ^ 0x5EEDull) ^ Fnv1a(e.name));
     p.numel = 1;
     for (int64_t d : e.shape) p.numel *= static_cast<uint64_t>(d);
     std::tie(p.mean, p.half_range) = Distribution(e, c);
+    if (p.dtype == DType::kF8E4M3) {
+      p.blocks = e.role == TensorRole::kEngramTable ? Fp8Blocks::kRows : Fp8Blocks::kTiles;
+    }
     p.spec = std::move(e);
+    index[p.spec.name] = plan.size();
     plan.push_back(std::move(p));
   }
+  // Tile scales (wkv: small), then the scale tensors' bases (pointers are stable now).
+  for (PlannedTensor& p : plan) {
+    if (p.blocks != Fp8Blocks::kTiles) continue;
+    const int64_t rows = p.spec.shape[0], cols = p.spec.shape[1];
+    std::vector<float> w(static_cast<size_t>(rows * cols));
+    Fp8Values(p, 0, p.numel, w.data());
+    std::vector<uint8_t> codes(w.size());
+    p.tile_scales.resize(static_cast<size_t>(((rows + kFp8Block - 1) / kFp8Block) *
+                                             ((cols + kFp8Block - 1) / kFp8Block)));
+    QuantizeFp8Tiles(w.data(), rows, cols, codes.data(), p.tile_scales.data());
+  }
+  for (PlannedTensor& p : plan) {
+    if (p.dtype != DType::kF8E8M0) continue;
+    p.base = &plan[index.at(p.spec.scale_of)];
+    p.blocks = p.base->blocks;
+  }
   return plan;
+}
+
+// V4.1 presets store FP8 tables by default; FP8 tables come with an FP8 wkv (V4.1's layout).
+PlanDTypes DTypesOf(const SynthOptions& o, const ModelConfig& c) {
+  PlanDTypes d;
+  d.backbone = o.dtype;
+  const bool v41 = c.engram && c.engram->v41();
+  d.tables = o.table_dtype.value_or(v41 ? DType::kF8E4M3 : o.dtype);
+  d.wkv = d.tables == DType::kF8E4M3 ? DType::kF8E4M3 : o.dtype;
+  return d;
 }
 
 int ThreadCount(const SynthOptions& o) {
@@ -285,6 +414,27 @@ ModelConfig Llama3Like(int64_t hidden, int64_t inter, int64_t layers, int64_t he
   return c;
 }
 
+// DeepSeek-V4.1's Engram module on a backbone of ours: flat-key config, seed 0, no short conv,
+// the gate's eps 1e-20; compressed vocabulary = the vocabulary (identity compression, until a
+// tokenizer sets it).
+void MakeV41(ModelConfig& c, std::vector<int> layers, int n, int heads, int head_dim,
+             int64_t vocab) {
+  EngramConfig e;
+  e.variant = EngramVariant::kV41;
+  e.layer_ids = std::move(layers);
+  e.max_ngram_size = n;
+  e.engram_vocab_size.assign(static_cast<size_t>(n - 1), vocab);
+  e.n_head_per_ngram = heads;
+  e.n_embed_per_ngram = heads * head_dim;
+  e.pad_id = 2;
+  e.seed = 0;
+  e.short_conv = false;
+  e.norm_eps = 1e-20;
+  e.compressed_vocab_size = c.vocab_size;
+  e.hc_mult = 1;
+  c.engram = e;
+}
+
 struct Preset {
   const char* name;
   std::function<ModelConfig()> make;
@@ -304,6 +454,27 @@ const std::vector<Preset>& Presets() {
        },
        4.0},
       {"dense-8b", [] { return Llama3Like(4096, 14336, 32, 32, 8); }, 8.0},
+      {"tiny-v41",
+       [] {
+         ModelConfig c = TinyConfig();
+         MakeV41(c, {1, 2}, 3, 2, 32, 1000);
+         return c;
+       },
+       0},
+      {"small-v41",
+       [] {
+         ModelConfig c = SmallConfig();
+         MakeV41(c, {1, 5}, 4, 8, 256, 160000);  // 2 x 24 x ~160k rows of 264 B: 2.03 GB
+         return c;
+       },
+       0},
+      {"dense-8b-v41",
+       [] {
+         ModelConfig c = Llama3Like(4096, 14336, 32, 32, 8);
+         MakeV41(c, {1, 15}, 4, 8, 256, 1000000);
+         return c;
+       },
+       40.0},
   };
   return presets;
 }
@@ -399,14 +570,12 @@ class Progress {
 // Writes `tensors` to one safetensors file, generating window after window on `threads`
 // threads while the previous window is being written.
 Status WriteShard(const std::string& path, const std::vector<const PlannedTensor*>& tensors,
-                  DType dtype, int threads, const std::map<std::string, std::string>& metadata,
+                  int threads, const std::map<std::string, std::string>& metadata,
                   Progress& progress) {
   std::vector<SafetensorsWriter::Spec> specs;
-  for (const PlannedTensor* t : tensors) specs.push_back({t->spec.name, dtype, t->spec.shape});
+  for (const PlannedTensor* t : tensors) specs.push_back({t->spec.name, t->dtype, t->spec.shape});
   ENGRAM_ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsWriter> writer,
                           SafetensorsWriter::Create(path, specs, metadata));
-  const size_t esize = DTypeSize(dtype);
-  const uint64_t window_elems = kWindowBytes / esize;
   std::vector<char> buffers[2];
   buffers[0].resize(kWindowBytes);
   buffers[1].resize(kWindowBytes);
@@ -423,23 +592,29 @@ Status WriteShard(const std::string& path, const std::vector<const PlannedTensor
   int b = 0;
   while (t < tensors.size()) {
     std::vector<FillJob> jobs;
-    uint64_t filled = 0;
+    uint64_t filled = 0;  // bytes
     char* base = buffers[b].data();
-    while (t < tensors.size() && filled < window_elems) {
+    while (t < tensors.size() && filled < kWindowBytes) {
       const PlannedTensor& pt = *tensors[t];
-      const uint64_t n = std::min(pt.numel - off, window_elems - filled);
-      AddJobs(jobs, pt, off, n, base + filled * esize, esize);
-      filled += n;
+      const size_t esize = DTypeSize(pt.dtype);
+      uint64_t n = std::min(pt.numel - off, (kWindowBytes - filled) / esize);
+      // FP8 tables are quantized per 32 values: a window ends on a block boundary.
+      if (pt.blocks == Fp8Blocks::kRows && pt.dtype == DType::kF8E4M3 && off + n < pt.numel) {
+        n -= n % kFp8Block;
+      }
+      if (n == 0) break;
+      AddJobs(jobs, pt, off, n, base + filled);
+      filled += n * esize;
       off += n;
       if (off == pt.numel) {
         ++t;
         off = 0;
       }
     }
-    RunJobs(jobs, dtype, threads);
+    RunJobs(jobs, threads);
     if (io.joinable()) io.join();
     ENGRAM_RETURN_IF_ERROR(io_status);
-    const uint64_t bytes = filled * esize;
+    const uint64_t bytes = filled;
     io = std::thread([&, base, bytes] {
       io_status = writer->Append(base, bytes);
       progress.Add(bytes);
@@ -476,6 +651,16 @@ Result<DType> ParseSynthDType(std::string_view name) {
   return InvalidArgument("unknown dtype \"{}\" (expected bf16 or f32)", name);
 }
 
+Result<DType> ParseSynthTableDType(std::string_view name) {
+  std::string lower(name);
+  std::transform(lower.begin(), lower.end(), lower.begin(),
+                 [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+  if (lower == "fp8" || lower == "f8_e4m3") return DType::kF8E4M3;
+  auto dt = ParseSynthDType(name);
+  if (!dt.ok()) return InvalidArgument("unknown dtype \"{}\" (expected bf16, f32 or fp8)", name);
+  return dt;
+}
+
 Result<ModelConfig> SynthConfig(const SynthOptions& o) {
   const Preset* preset = nullptr;
   for (const Preset& p : Presets()) {
@@ -497,6 +682,25 @@ Result<ModelConfig> SynthConfig(const SynthOptions& o) {
     if (!tok.eos.empty()) c.eos_token_ids = tok.eos;
     if (c.bos_token_id >= c.vocab_size) c.bos_token_id = -1;
     std::erase_if(c.eos_token_ids, [&](int64_t id) { return id >= c.vocab_size; });
+    if (c.engram && c.engram->v41()) {  // the multipliers derive from the compressed vocabulary
+      ENGRAM_ASSIGN_OR_RETURN(Tokenizer tokenizer, Tokenizer::Load(o.tokenizer_path));
+      ENGRAM_ASSIGN_OR_RETURN(CompressionMap map, BuildCompressionMap(tokenizer));
+      c.engram->compressed_vocab_size = map.num_compressed();
+    }
+  } else if (c.engram && c.engram->v41()) {
+    c.engram->compressed_vocab_size = c.vocab_size;
+  }
+  if (o.table_dtype && *o.table_dtype != DType::kBF16 && *o.table_dtype != DType::kF32 &&
+      *o.table_dtype != DType::kF8E4M3) {
+    return InvalidArgument("synth table dtype {} is not supported (expected BF16, F32 or F8_E4M3)",
+                           DTypeName(*o.table_dtype));
+  }
+  if (c.engram && DTypesOf(o, c).tables == DType::kF8E4M3 &&
+      c.engram->head_dim() % kFp8Block != 0) {
+    return InvalidArgument(
+        "synth:{}: FP8 tables need rows of a multiple of {} values (one E8M0 scale each {}); "
+        "this preset's Engram rows have {}",
+        o.preset, kFp8Block, kFp8Block, c.engram->head_dim());
   }
   const double table_gb = o.table_gb.value_or(preset->default_table_gb);
   if (o.table_gb && !(*o.table_gb > 0)) {
@@ -504,8 +708,9 @@ Result<ModelConfig> SynthConfig(const SynthOptions& o) {
   }
   if (table_gb > 0) {
     EngramConfig& e = *c.engram;
-    const double per_row = static_cast<double>(e.layer_ids.size()) * e.num_heads() * e.head_dim() *
-                           static_cast<double>(DTypeSize(o.dtype));
+    const RowFormat row{DTypesOf(o, c).tables, e.head_dim()};
+    const double per_row =
+        static_cast<double>(e.layer_ids.size()) * e.num_heads() * static_cast<double>(row.bytes());
     const int64_t rows = std::max<int64_t>(2, std::llround(table_gb * 1e9 / per_row));
     e.engram_vocab_size.assign(static_cast<size_t>(e.max_ngram_size - 1), rows);
   }
@@ -515,7 +720,8 @@ Result<ModelConfig> SynthConfig(const SynthOptions& o) {
 
 Status WriteSynthModel(const SynthOptions& o, const std::string& out_dir) {
   ENGRAM_ASSIGN_OR_RETURN(ModelConfig config, SynthConfig(o));
-  ENGRAM_ASSIGN_OR_RETURN(std::vector<PlannedTensor> plan, Plan(config, o.seed));
+  ENGRAM_ASSIGN_OR_RETURN(std::vector<PlannedTensor> plan,
+                          Plan(config, o.seed, DTypesOf(o, config)));
   std::error_code ec;
   fs::create_directories(out_dir, ec);
   if (ec) return Unavailable("{}: cannot create the directory: {}", out_dir, ec.message());
@@ -523,8 +729,10 @@ Status WriteSynthModel(const SynthOptions& o, const std::string& out_dir) {
   std::vector<const PlannedTensor*> backbone, tables;
   uint64_t total = 0;
   for (const PlannedTensor& p : plan) {
-    (p.spec.role == TensorRole::kEngramTable ? tables : backbone).push_back(&p);
-    total += p.numel * DTypeSize(o.dtype);
+    const bool table = p.spec.role == TensorRole::kEngramTable ||
+                       (p.base != nullptr && p.base->spec.role == TensorRole::kEngramTable);
+    (table ? tables : backbone).push_back(&p);
+    total += p.numel * DTypeSize(p.dtype);
   }
   const std::map<std::string, std::string> metadata = {
       {"format", "pt"},
@@ -536,11 +744,11 @@ Status WriteSynthModel(const SynthOptions& o, const std::string& out_dir) {
   json weight_map = json::object();
   try {
     ENGRAM_RETURN_IF_ERROR(
-        WriteShard((dir / kBackboneFile).string(), backbone, o.dtype, threads, metadata, progress));
+        WriteShard((dir / kBackboneFile).string(), backbone, threads, metadata, progress));
     for (const PlannedTensor* p : backbone) weight_map[p->spec.name] = kBackboneFile;
     if (!tables.empty()) {
       ENGRAM_RETURN_IF_ERROR(
-          WriteShard((dir / kTableFile).string(), tables, o.dtype, threads, metadata, progress));
+          WriteShard((dir / kTableFile).string(), tables, threads, metadata, progress));
       for (const PlannedTensor* p : tables) weight_map[p->spec.name] = kTableFile;
     }
   } catch (const std::bad_alloc&) {
@@ -572,20 +780,20 @@ Status WriteSynthModel(const SynthOptions& o, const std::string& out_dir) {
 
 Result<SynthModel> SynthesizeInMemory(const SynthOptions& o) {
   ENGRAM_ASSIGN_OR_RETURN(ModelConfig config, SynthConfig(o));
-  ENGRAM_ASSIGN_OR_RETURN(std::vector<PlannedTensor> plan, Plan(config, o.seed));
+  ENGRAM_ASSIGN_OR_RETURN(std::vector<PlannedTensor> plan,
+                          Plan(config, o.seed, DTypesOf(o, config)));
   SynthModel m;
   m.config = std::move(config);
   m.tokenizer_path = o.tokenizer_path;
-  const size_t esize = DTypeSize(o.dtype);
   try {
     std::vector<Tensor> tensors;
     std::vector<FillJob> jobs;
     tensors.reserve(plan.size());
     for (const PlannedTensor& p : plan) {
-      tensors.push_back(HostTensor(o.dtype, p.spec.shape));
-      AddJobs(jobs, p, 0, p.numel, static_cast<char*>(tensors.back().data), esize);
+      tensors.push_back(HostTensor(p.dtype, p.spec.shape));
+      AddJobs(jobs, p, 0, p.numel, static_cast<char*>(tensors.back().data));
     }
-    RunJobs(jobs, o.dtype, ThreadCount(o));
+    RunJobs(jobs, ThreadCount(o));
     for (size_t i = 0; i < plan.size(); ++i) {
       m.store.AddInMemory(plan[i].spec.name, std::move(tensors[i]));
     }

@@ -277,15 +277,20 @@ Status WriteTableChecksums(const std::string& model_dir, int threads,
   *report = ChecksumReport{};
   const fs::path dir(model_dir);
   std::vector<std::string> names(tensor_names.begin(), tensor_names.end());
+  std::vector<std::string> scales;  // of FP8 tables: part of every row, checked with them
   if (names.empty()) {
     ENGRAM_ASSIGN_OR_RETURN(ModelConfig config, ModelConfig::Load((dir / "config.json").string()));
     if (config.engram) {
       for (int layer : config.engram->layer_ids) {
         names.push_back(EngramTableName(*config.engram, layer));
+        scales.push_back(EngramScaleName(*config.engram, layer));
       }
     }
   }
   ENGRAM_ASSIGN_OR_RETURN(TensorStore store, TensorStore::OpenDirectory(model_dir));
+  for (std::string& scale : scales) {
+    if (store.Has(scale)) names.push_back(std::move(scale));
+  }
   for (const std::string& name : names) {
     if (!store.Has(name)) return NotFound("{}: tensor {} is not in the model", model_dir, name);
   }

@@ -75,7 +75,8 @@ std::string TableChecksumsJson(const TableChecksums& checksums);
 // Writes `path` atomically (path.partial, then rename).
 Status SaveTableChecksums(const std::string& path, const TableChecksums& checksums);
 
-// Computes the checksums of `tensor_names` (empty: the Engram tables that config.json names)
+// Computes the checksums of `tensor_names` (empty: the Engram tables that config.json names,
+// with the E8M0 scales of FP8 tables)
 // of the model directory `model_dir` and writes model_dir/engram_checksums.json, replacing
 // any previous one. Opens only config.json and the safetensors headers. Logs the time and
 // GB/s at info level; fills *report when given.

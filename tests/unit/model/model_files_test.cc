@@ -69,8 +69,19 @@ TEST(OpenModel, BadSynthSpecs) {
   auto m = OpenModel("synth:tiny?sed=1");
   ASSERT_FALSE(m.ok());
   EXPECT_EQ(m.status().message(),
-            "synth:tiny?sed=1: unknown parameter \"sed\" (accepted: seed, dtype, table_gb, "
-            "tokenizer)");
+            "synth:tiny?sed=1: unknown parameter \"sed\" (accepted: seed, dtype, tables, "
+            "table_gb, tokenizer)");
+  EXPECT_FALSE(OpenModel("synth:tiny?tables=int4").ok());
+  auto fp8 = OpenModel("synth:tiny-v41");  // FP8 rows by default
+  ASSERT_TRUE(fp8.ok()) << fp8.status().ToString();
+  EXPECT_EQ(fp8->store.Info(EngramTableName(*fp8->config.engram, 1))->dtype, DType::kF8E4M3);
+  EXPECT_EQ(fp8->store.Info(EngramScaleName(*fp8->config.engram, 1))->dtype, DType::kF8E8M0);
+  auto bf16 = OpenModel("synth:tiny-v41?tables=bf16");
+  ASSERT_TRUE(bf16.ok()) << bf16.status().ToString();
+  EXPECT_EQ(bf16->store.Info(EngramTableName(*bf16->config.engram, 1))->dtype, DType::kBF16);
+  EXPECT_FALSE(bf16->store.Has(EngramScaleName(*bf16->config.engram, 1)));
+  // The paper preset's rows of 8 values cannot be FP8 (a scale covers 32).
+  EXPECT_FALSE(OpenModel("synth:tiny?tables=fp8").ok());
   EXPECT_FALSE(OpenModel("synth:tiny?seed=abc").ok());
   EXPECT_FALSE(OpenModel("synth:tiny?dtype=int8").ok());
   EXPECT_FALSE(OpenModel("synth:tiny?table_gb=-1").ok());

@@ -466,7 +466,7 @@ TEST(GpuGraphs, HostTierStepsRunEagerly) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Presets, GpuEngineTest,
-                         ::testing::Values("synth:tiny", "synth:tiny-qwen2"));
+                         ::testing::Values("synth:tiny", "synth:tiny-qwen2", "synth:tiny-v41"));
 
 }  // namespace
 }  // namespace engram

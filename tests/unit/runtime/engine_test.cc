@@ -103,7 +103,8 @@ TEST_P(ReferenceTest, DecodeEqualsPrefill) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Presets, ReferenceTest,
-                         ::testing::Values("synth:tiny?dtype=f32", "synth:tiny-qwen2?dtype=f32"));
+                         ::testing::Values("synth:tiny?dtype=f32", "synth:tiny-qwen2?dtype=f32",
+                                           "synth:tiny-v41?dtype=f32"));
 
 TEST(Engine, BatchedSequencesEqualSeparateRuns) {
   auto engine = MakeEngine("synth:tiny");

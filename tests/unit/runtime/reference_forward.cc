@@ -8,10 +8,76 @@ namespace {
 
 using Vec = std::vector<double>;
 
+// OCP E4M3 ("fn") and E8M0 from their definitions (DESIGN.md), independent of the codecs the
+// engine uses: sign, 4 exponent bits (bias 7), 3 mantissa bits; S.1111.111 is NaN.
+double E4M3(uint8_t v) {
+  const int e = (v >> 3) & 15, m = v & 7;
+  if (e == 15 && m == 7) return NAN;
+  const double mag = e == 0 ? m * std::pow(2.0, -9) : (1.0 + m / 8.0) * std::pow(2.0, e - 7);
+  return (v & 0x80) ? -mag : mag;
+}
+double E8M0(uint8_t v) { return v == 0xff ? NAN : std::pow(2.0, static_cast<int>(v) - 127); }
+
 Vec ToDouble(const Tensor& t) {
+  if (t.dtype == DType::kF8E4M3) {
+    Vec out(static_cast<size_t>(t.numel()));
+    for (size_t i = 0; i < out.size(); ++i) out[i] = E4M3(t.ptr<uint8_t>()[i]);
+    return out;
+  }
   std::vector<float> f(static_cast<size_t>(t.numel()));
   ConvertToF32(t.dtype, t.data, f.data(), f.size());
   return Vec(f.begin(), f.end());
+}
+
+// An FP8 table's rows times their per-32 scales; other tables as they are.
+Vec TableToDouble(const Tensor& table, const Tensor& scale) {
+  Vec v = ToDouble(table);
+  if (table.dtype != DType::kF8E4M3) return v;
+  for (size_t i = 0; i < v.size(); ++i) v[i] *= E8M0(scale.ptr<uint8_t>()[i / 32]);
+  return v;
+}
+
+// V4.1's wkv [O, I]: FP8 times its 32x32 tile scales [ceil(O/32), ceil(I/32)], or as it is.
+Vec WkvToDouble(const Tensor& wkv, const Tensor& scale) {
+  Vec v = ToDouble(wkv);
+  if (wkv.dtype != DType::kF8E4M3) return v;
+  const size_t O = static_cast<size_t>(wkv.dim(0)), I = static_cast<size_t>(wkv.dim(1));
+  const size_t tiles = (I + 31) / 32;
+  for (size_t o = 0; o < O; ++o) {
+    for (size_t i = 0; i < I; ++i)
+      v[o * I + i] *= E8M0(scale.ptr<uint8_t>()[o / 32 * tiles + i / 32]);
+  }
+  return v;
+}
+
+Vec MatVec(const Vec& W, const Vec* b, const Vec& x, size_t N);
+
+double SignSqrtSigmoid(double g) {
+  g = (g > 0 ? 1.0 : (g < 0 ? -1.0 : 0.0)) * std::sqrt(std::max(std::abs(g), 1e-6));
+  return 1.0 / (1.0 + std::exp(-g));
+}
+
+// DeepSeek-V4.1's module (DESIGN.md), per token: e = the dequantized rows; kv = wkv e;
+// key = kv[0:H], value = kv[H:2H]; w = q_weight[0] * k_weight[0];
+// d = sum(h w key) rsqrt(mean(h^2) + 1e-20) rsqrt(mean(key^2) + 1e-20) / sqrt(H);
+// h += sigmoid(sign(d) sqrt(max(|d|, 1e-6))) value.
+void V41Module(const EngramWeights& E, const std::vector<Vec>& rows_e, std::vector<Vec>& x) {
+  const size_t H = x.empty() ? 0 : x[0].size();
+  const Vec wkv = WkvToDouble(E.wkv, E.wkv_scale);
+  const Vec q = ToDouble(E.q_weight), k = ToDouble(E.k_weight);
+  for (size_t t = 0; t < x.size(); ++t) {
+    const Vec kv = MatVec(wkv, nullptr, rows_e[t], 2 * H);
+    double dot = 0, hh = 0, kk = 0;
+    for (size_t i = 0; i < H; ++i) {
+      dot += x[t][i] * q[i] * k[i] * kv[i];
+      hh += x[t][i] * x[t][i];
+      kk += kv[i] * kv[i];
+    }
+    const double d = dot / std::sqrt(hh / H + 1e-20) / std::sqrt(kk / H + 1e-20) /
+                     std::sqrt(static_cast<double>(H));
+    const double gate = SignSqrtSigmoid(d);
+    for (size_t i = 0; i < H; ++i) x[t][i] += gate * kv[H + i];
+  }
 }
 
 // y[n] = sum_k W[n, k] x[k] (+ b[n]) for W [N, K].
@@ -101,47 +167,55 @@ std::vector<double> ReferenceForward(const ModelConfig& c, const HostWeights& w,
       std::vector<int64_t> raw(ids.begin(), ids.end());
       std::vector<int64_t> rows(T * heads);
       hasher->Hash(engram_index, {}, raw, /*add_offsets=*/true, rows.data());
-      const Vec table = ToDouble(E.table);
-      const Vec kw = ToDouble(E.key_w), kb = ToDouble(E.key_b), vw = ToDouble(E.value_w),
-                vb = ToDouble(E.value_b), n1 = ToDouble(E.norm_key), n2 = ToDouble(E.norm_query);
-      std::vector<Vec> val(T), xn(T);
+      const Vec table = TableToDouble(E.table, E.table_scale);
+      std::vector<Vec> es(T);
       for (size_t t = 0; t < T; ++t) {
-        Vec e(heads * dh);
+        Vec& e = es[t];
+        e.resize(heads * dh);
         for (size_t h = 0; h < heads; ++h) {
           for (size_t d = 0; d < dh; ++d) {
             e[h * dh + d] = table[static_cast<size_t>(rows[t * heads + h]) * dh + d];
           }
         }
-        Vec k = MatVec(kw, &kb, e, H), v = MatVec(vw, &vb, e, H);
-        Vec nk = RmsNorm(k, n1, ec.norm_eps), nqv = RmsNorm(x[t], n2, ec.norm_eps);
-        double g = 0;
-        for (size_t i = 0; i < H; ++i) g += nk[i] * nqv[i];
-        g /= std::sqrt(static_cast<double>(H));
-        g = (g > 0 ? 1.0 : (g < 0 ? -1.0 : 0.0)) * std::sqrt(std::max(std::abs(g), 1e-6));
-        const double a = 1.0 / (1.0 + std::exp(-g));
-        for (double& vv : v) vv *= a;
-        val[t] = v;
       }
-      if (ec.short_conv) {
-        const Vec cw = ToDouble(E.conv_w), cn = ToDouble(E.conv_norm);
-        const size_t K = static_cast<size_t>(ec.kernel_size);
-        const size_t N = static_cast<size_t>(ec.max_ngram_size);
-        for (size_t t = 0; t < T; ++t) xn[t] = RmsNorm(val[t], cn, ec.conv_norm_eps);
+      if (ec.v41()) {
+        V41Module(E, es, x);
+      } else {
+        const Vec kw = ToDouble(E.key_w), kb = ToDouble(E.key_b), vw = ToDouble(E.value_w),
+                  vb = ToDouble(E.value_b), n1 = ToDouble(E.norm_key), n2 = ToDouble(E.norm_query);
+        std::vector<Vec> val(T), xn(T);
         for (size_t t = 0; t < T; ++t) {
-          for (size_t ch = 0; ch < H; ++ch) {
-            double y = 0;
-            for (size_t i = 0; i < K; ++i) {
-              const int64_t q = static_cast<int64_t>(t) - static_cast<int64_t>((K - 1 - i) * N);
-              if (q >= 0) y += cw[ch * K + i] * xn[static_cast<size_t>(q)][ch];
+          const Vec& e = es[t];
+          Vec k = MatVec(kw, &kb, e, H), v = MatVec(vw, &vb, e, H);
+          Vec nk = RmsNorm(k, n1, ec.norm_eps), nqv = RmsNorm(x[t], n2, ec.norm_eps);
+          double g = 0;
+          for (size_t i = 0; i < H; ++i) g += nk[i] * nqv[i];
+          g /= std::sqrt(static_cast<double>(H));
+          const double a = SignSqrtSigmoid(g);
+          for (double& vv : v) vv *= a;
+          val[t] = v;
+        }
+        if (ec.short_conv) {
+          const Vec cw = ToDouble(E.conv_w), cn = ToDouble(E.conv_norm);
+          const size_t K = static_cast<size_t>(ec.kernel_size);
+          const size_t N = static_cast<size_t>(ec.max_ngram_size);
+          for (size_t t = 0; t < T; ++t) xn[t] = RmsNorm(val[t], cn, ec.conv_norm_eps);
+          for (size_t t = 0; t < T; ++t) {
+            for (size_t ch = 0; ch < H; ++ch) {
+              double y = 0;
+              for (size_t i = 0; i < K; ++i) {
+                const int64_t q = static_cast<int64_t>(t) - static_cast<int64_t>((K - 1 - i) * N);
+                if (q >= 0) y += cw[ch * K + i] * xn[static_cast<size_t>(q)][ch];
+              }
+              x[t][ch] += val[t][ch] + Silu(y);
             }
-            x[t][ch] += val[t][ch] + Silu(y);
+          }
+        } else {
+          for (size_t t = 0; t < T; ++t) {
+            for (size_t ch = 0; ch < H; ++ch) x[t][ch] += val[t][ch];
           }
         }
-      } else {
-        for (size_t t = 0; t < T; ++t) {
-          for (size_t ch = 0; ch < H; ++ch) x[t][ch] += val[t][ch];
-        }
-      }
+      }  // paper module
       ++engram_index;
     }
     const Vec in_norm = ToDouble(L.input_norm), wq = ToDouble(L.q_w), wk = ToDouble(L.k_w),

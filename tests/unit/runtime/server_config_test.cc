@@ -223,7 +223,7 @@ TEST(ServerConfig, RefusesEmptyModel) {
 TEST(ServerConfig, RefusesUnknownSynthPreset) {
   EXPECT_EQ(ErrorMessage("model: synth:huge\n"),
             "model.yaml: model: unknown synth preset \"huge\" (expected one of: tiny, "
-            "tiny-qwen2, small, dense-4b, dense-8b)");
+            "tiny-qwen2, small, dense-4b, dense-8b, tiny-v41, small-v41, dense-8b-v41)");
 }
 
 TEST(ServerConfig, RefusesTokenizerTwice) {

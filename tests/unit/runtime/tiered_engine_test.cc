@@ -37,17 +37,54 @@ std::string DirectIoDir() {
 }
 
 // A tiny model written under a directory that accepts O_DIRECT; "" when there is none.
-std::string WriteTinyModel(const char* name, std::optional<double> table_gb = std::nullopt) {
+std::string WriteTinyModel(const char* name, std::optional<double> table_gb = std::nullopt,
+                           const char* preset = "tiny") {
   const std::string base = DirectIoDir();
   if (base.empty()) return "";
   const std::string dir = base + "/engram-" + name + "-" + std::to_string(::getpid());
   SynthOptions o;
-  o.preset = "tiny";
+  o.preset = preset;
   o.table_gb = table_gb;
   o.progress = false;
   const Status st = WriteSynthModel(o, dir);
   EXPECT_TRUE(st.ok()) << st.ToString();
   return st.ok() ? dir : "";
+}
+
+// period > 0 repeats the token pattern (recurring n-grams, so a hot cache gets hits).
+std::vector<float> TierLogits(const std::string& dir, const TableOptions& tables,
+                              OverlapStats* overlap = nullptr, int period = 0) {
+  auto files = OpenModel(dir);
+  EXPECT_TRUE(files.ok()) << files.status().ToString();
+  EngineOptions opt;
+  opt.backend.threads = 2;
+  opt.kv_tokens = 4096;
+  opt.max_seqs = 4;
+  opt.tables = tables;
+  auto e = Engine::Create(std::move(files).value(), opt);
+  EXPECT_TRUE(e.ok()) << e.status().ToString();
+  if (!e.ok()) return {};
+  Engine& engine = **e;
+  std::vector<int32_t> ids(30);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const size_t k = period > 0 ? i % static_cast<size_t>(period) : i;
+    ids[i] = static_cast<int32_t>((k * 29 + 3) % 512);
+  }
+  auto seq = engine.AddSequence();
+  std::vector<float> all;
+  // A prefill chunk, then decode steps: both paths through the tier.
+  StepChunk ch{*seq, std::span<const int32_t>(ids.data(), 20)};
+  auto out = engine.Step({&ch, 1}, true);
+  EXPECT_TRUE(out.ok()) << out.status().ToString();
+  all = *out;
+  for (size_t i = 20; i < ids.size(); ++i) {
+    StepChunk d{*seq, std::span<const int32_t>(&ids[i], 1)};
+    auto r = engine.Step({&d, 1}, true);
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    all.insert(all.end(), r->begin(), r->end());
+  }
+  if (overlap) *overlap = engine.overlap_stats();
+  return all;
 }
 
 class TieredEngine : public ::testing::Test {
@@ -57,40 +94,9 @@ class TieredEngine : public ::testing::Test {
     if (!dir_.empty()) fs::remove_all(dir_);
   }
 
-  // period > 0 repeats the token pattern (recurring n-grams, so a hot cache gets hits).
   std::vector<float> Logits(const TableOptions& tables, OverlapStats* overlap = nullptr,
                             int period = 0) {
-    auto files = OpenModel(dir_);
-    EXPECT_TRUE(files.ok()) << files.status().ToString();
-    EngineOptions opt;
-    opt.backend.threads = 2;
-    opt.kv_tokens = 4096;
-    opt.max_seqs = 4;
-    opt.tables = tables;
-    auto e = Engine::Create(std::move(files).value(), opt);
-    EXPECT_TRUE(e.ok()) << e.status().ToString();
-    if (!e.ok()) return {};
-    Engine& engine = **e;
-    std::vector<int32_t> ids(30);
-    for (size_t i = 0; i < ids.size(); ++i) {
-      const size_t k = period > 0 ? i % static_cast<size_t>(period) : i;
-      ids[i] = static_cast<int32_t>((k * 29 + 3) % 512);
-    }
-    auto seq = engine.AddSequence();
-    std::vector<float> all;
-    // A prefill chunk, then decode steps: both paths through the tier.
-    StepChunk ch{*seq, std::span<const int32_t>(ids.data(), 20)};
-    auto out = engine.Step({&ch, 1}, true);
-    EXPECT_TRUE(out.ok()) << out.status().ToString();
-    all = *out;
-    for (size_t i = 20; i < ids.size(); ++i) {
-      StepChunk d{*seq, std::span<const int32_t>(&ids[i], 1)};
-      auto r = engine.Step({&d, 1}, true);
-      EXPECT_TRUE(r.ok()) << r.status().ToString();
-      all.insert(all.end(), r->begin(), r->end());
-    }
-    if (overlap) *overlap = engine.overlap_stats();
-    return all;
+    return TierLogits(dir_, tables, overlap, period);
   }
 
   static std::string dir_;
@@ -487,6 +493,58 @@ TEST_F(TieredEngine, NvmeTierRefusesInMemoryTables) {
   auto e = Engine::Create(std::move(files).value(), opt);
   ASSERT_FALSE(e.ok());
   EXPECT_EQ(e.status().code(), StatusCode::kFailedPrecondition) << e.status().ToString();
+}
+
+}  // namespace
+}  // namespace engram
+
+namespace engram {
+namespace {
+
+// DeepSeek-V4.1's layout: FP8 rows of 32 values + 1 scale = 33 bytes (rows straddle every
+// alignment), 4 heads per token, two Engram layers.
+class V41TieredEngine : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = WriteTinyModel("v41-tiered-test", std::nullopt, "tiny-v41");
+  }
+  static void TearDownTestSuite() {
+    if (!dir_.empty()) fs::remove_all(dir_);
+  }
+  static std::string dir_;
+};
+std::string V41TieredEngine::dir_;
+
+TEST_F(V41TieredEngine, EveryTierAndModeEqualsResidentTables) {
+  if (dir_.empty()) GTEST_SKIP() << "no filesystem here accepts O_DIRECT";
+  constexpr int kPeriod = 7;
+  constexpr uint64_t kRowBytes = 33;
+  const auto want = TierLogits(dir_, TableOptions{}, nullptr, kPeriod);
+  ASSERT_FALSE(want.empty());
+  for (const char* tier : {"dram", "nvme"}) {
+    for (const char* transfer : {"copy", "zero_copy"}) {
+      if (std::string(tier) == "nvme" && std::string(transfer) == "zero_copy") continue;
+      for (const uint64_t hot : {uint64_t{0}, 2 * 20 * kRowBytes}) {
+        for (const bool prefetch : {true, false}) {
+          TableOptions t;
+          t.tier = tier;
+          t.transfer = transfer;
+          t.hot_cache_bytes = hot;
+          t.prefetch = prefetch;
+          t.cache_bytes = 40 * kRowBytes;  // a small row cache: hits and misses both happen
+          OverlapStats overlap;
+          const std::string what = std::string(tier) + " " + transfer + " hot " +
+                                   std::to_string(hot) + (prefetch ? " prefetch" : " sync");
+          EXPECT_EQ(TierLogits(dir_, t, &overlap, kPeriod), want) << what;
+          ASSERT_EQ(overlap.layers.size(), 2u) << what;
+          for (const LayerOverlap& l : overlap.layers) {
+            EXPECT_EQ(l.rows_requested, 30u * 4u) << what;  // 30 tokens x 4 heads
+            EXPECT_EQ(l.bytes_moved, (l.unique_rows - l.hot_hits) * kRowBytes) << what;
+          }
+        }
+      }
+    }
+  }
 }
 
 }  // namespace
