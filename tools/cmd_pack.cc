@@ -42,20 +42,29 @@ namespace {
 namespace fs = std::filesystem;
 
 void PackUsage() {
-  std::fprintf(stderr,
-               "usage: engram pack synth --preset NAME --out DIR [--seed S] [--dtype bf16|f32]\n"
-               "                         [--table-gb X] [--tokenizer tokenizer.json] [--force]\n"
-               "       engram pack checksum --model DIR [--threads N] [--chunk-bytes B]\n"
-               "       engram pack verify --model DIR [--threads N]\n"
-               "  presets: %s\n"
-               "  --table-gb X   total bytes (GB = 1e9) of the Engram tables of all layers\n"
-               "  --tokenizer F  copy F into DIR; vocab_size follows the tokenizer\n"
-               "  --force        write into a non-empty DIR\n"
-               "  checksum       (re)writes DIR/engram_checksums.json for the Engram tables\n"
-               "  verify         checks the tensors DIR/engram_checksums.json lists (exit 1 on\n"
-               "                 a mismatch or a bad file)\n"
-               "  --threads N    hashing threads (default min(cores, 8))\n",
-               fmt::format("{}", fmt::join(SynthPresetNames(), ", ")).c_str());
+  std::fprintf(
+      stderr,
+      "usage: engram pack synth --preset NAME --out DIR [--seed S] [--dtype bf16|f32]\n"
+      "                         [--tables bf16|f32|fp8] [--table-gb X]\n"
+      "                         [--tokenizer tokenizer.json] [--force]\n"
+      "       engram pack quantize --model DIR --out DIR2 --tables fp8 [--threads N]\n"
+      "       engram pack checksum --model DIR [--threads N] [--chunk-bytes B]\n"
+      "       engram pack verify --model DIR [--threads N]\n"
+      "  presets: %s\n"
+      "  --dtype        the backbone's weights (default bf16)\n"
+      "  --tables       the Engram tables (default: fp8 for the -v41 presets, else\n"
+      "                 --dtype); fp8 = E4M3 with an E8M0 scale per 32 values\n"
+      "  --table-gb X   total bytes (GB = 1e9) of the Engram tables of all layers\n"
+      "  --tokenizer F  copy F into DIR; vocab_size follows the tokenizer\n"
+      "  --force        write into a non-empty DIR\n"
+      "  checksum       (re)writes DIR/engram_checksums.json for the Engram tables\n"
+      "  verify         checks the tensors DIR/engram_checksums.json lists (exit 1 on\n"
+      "                 a mismatch or a bad file)\n"
+      "  quantize       copies DIR to DIR2 with its BF16/F16/F32 Engram tables as FP8 rows\n"
+      "                 (per-32 scales from each block's largest value, round to\n"
+      "                 nearest even, saturating), and writes DIR2's checksums\n"
+      "  --threads N    hashing / quantizing threads (default min(cores, 8))\n",
+      fmt::format("{}", fmt::join(SynthPresetNames(), ", ")).c_str());
 }
 
 int UsageError(const std::string& message) {
@@ -162,13 +171,14 @@ int RunPack(int argc, char** argv) {
   const std::string source = argv[2];
   if (source == "checksum") return RunPackChecksum(argc, argv);
   if (source == "verify") return RunPackVerify(argc, argv);
+  if (source == "quantize") return RunPackQuantize(argc, argv);
   if (source != "synth") {
-    return UsageError(
-        fmt::format("unknown pack source \"{}\" (expected: synth, checksum, verify)", argv[2]));
+    return UsageError(fmt::format(
+        "unknown pack source \"{}\" (expected: synth, checksum, verify, quantize)", argv[2]));
   }
-  auto args =
-      Args::Parse(argc, argv, 3, {"preset", "out", "seed", "dtype", "table-gb", "tokenizer"},
-                  {"force", "help"});
+  auto args = Args::Parse(argc, argv, 3,
+                          {"preset", "out", "seed", "dtype", "tables", "table-gb", "tokenizer"},
+                          {"force", "help"});
   if (!args.ok()) return UsageError(args.status().message());
   if (args->Flag("help")) {
     PackUsage();
@@ -196,6 +206,11 @@ int RunPack(int argc, char** argv) {
     auto dt = ParseSynthDType(*dtype);
     if (!dt.ok()) return UsageError("--dtype: " + dt.status().message());
     options.dtype = *dt;
+  }
+  if (auto tables = args->Get("tables")) {
+    auto dt = ParseSynthTableDType(*tables);
+    if (!dt.ok()) return UsageError("--tables: " + dt.status().message());
+    options.table_dtype = *dt;
   }
   if (args->Has("table-gb")) {
     auto gb = args->GetDouble("table-gb", 0);

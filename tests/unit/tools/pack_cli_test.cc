@@ -57,7 +57,7 @@ TEST(PackCli, UnknownPresetListsPresets) {
   RunResult r = RunCli("pack synth --preset giant --out " + (dir / "x"));
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.output.find("unknown preset \"giant\" (presets: tiny, tiny-qwen2, small, dense-4b, "
-                          "dense-8b)"),
+                          "dense-8b, tiny-v41, small-v41, dense-8b-v41)"),
             std::string::npos)
       << r.output;
   EXPECT_FALSE(std::filesystem::exists(dir / "x"));
@@ -166,6 +166,40 @@ TEST(PackCli, UsageErrors) {
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.output.find("unknown option --bogus"), std::string::npos) << r.output;
   EXPECT_EQ(RunCli("pack synth --help").exit_code, 0);
+}
+
+}  // namespace
+}  // namespace engram
+
+namespace engram {
+namespace {
+
+// pack synth --tables, then pack quantize of its BF16 tables: FP8 rows that pack verify
+// accepts, the rate printed; and the usage errors.
+TEST(PackCli, QuantizeTablesToFp8ThenVerify) {
+  TempDir dir;
+  const std::string bf16 = dir.path() + "/bf16", fp8 = dir.path() + "/fp8";
+  RunResult r = RunCli("pack synth --preset tiny-v41 --tables bf16 --out " + bf16);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = RunCli("pack quantize --model " + bf16 + " --out " + fp8 + " --tables fp8 --quiet");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("quantized 2 Engram tables"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("GB/s of tables read"), std::string::npos) << r.output;
+  r = RunCli("pack verify --model " + fp8);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  // A second quantize into the same (now full) directory needs --force; FP8 tables again are
+  // refused; only fp8 is a target.
+  r = RunCli("pack quantize --model " + bf16 + " --out " + fp8 + " --tables fp8");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  r = RunCli("pack quantize --model " + fp8 + " --out " + dir.path() + "/again --tables fp8");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("is F8_E4M3"), std::string::npos) << r.output;
+  r = RunCli("pack quantize --model " + bf16 + " --out " + dir.path() + "/x --tables int4");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  r = RunCli("pack quantize --out " + dir.path() + "/x --tables fp8");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  r = RunCli("pack synth --preset tiny --tables fp16 --out " + dir.path() + "/y");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
 }
 
 }  // namespace
