@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "common/logging.h"
+#include "common/row_format.h"
 #include "model/engram_geometry.h"
 #include "model/stop_matcher.h"
 #include "model/stream_decoder.h"
@@ -86,13 +87,20 @@ v1::ModelInfo DescribeModel(const Engine& engine, const std::string& backend, bo
     if (auto geo = ComputeEngramGeometry(e); geo.ok()) {
       for (size_t i = 0; i < geo->size(); ++i) {
         ei->add_table_rows((*geo)[i].total_rows);
-        const std::string name = EngramTableName(e, e.layer_ids[i]);
-        if (const TensorInfo* ti = engine.files().store.Info(name)) {
+        const int layer = e.layer_ids[i];
+        if (const TensorInfo* ti = engine.files().store.Info(EngramTableName(e, layer))) {
           bytes += static_cast<int64_t>(ti->nbytes);
+          const RowFormat row{ti->dtype, ti->shape.size() == 2 ? ti->shape[1] : 0};
+          ei->set_row_dtype(std::string(DTypeName(row.dtype)));
+          ei->set_row_bytes(static_cast<int64_t>(row.bytes()));
+        }
+        if (const TensorInfo* si = engine.files().store.Info(EngramScaleName(e, layer))) {
+          bytes += static_cast<int64_t>(si->nbytes);
         }
       }
     }
     ei->set_table_bytes(bytes);
+    ei->set_variant(e.v41() ? "v41" : "paper");
     v1::TierInfo* t = m.add_tiers();
     const TableOptions& to = engine.table_options();
     t->set_name(to.tier);

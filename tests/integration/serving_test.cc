@@ -37,6 +37,10 @@ TEST_F(Serving, ModelInfoDescribesTheTinyModel) {
   EXPECT_GE(info_.vocab_size(), 128000);  // the vocabulary follows the tokenizer
   ASSERT_TRUE(info_.has_engram());
   EXPECT_EQ(info_.engram().layer_ids_size(), 1);
+  EXPECT_EQ(info_.engram().variant(), "paper");
+  EXPECT_EQ(info_.engram().row_dtype(), "BF16");
+  EXPECT_EQ(info_.engram().row_bytes(), 16);  // the tiny preset: Dh 8
+  EXPECT_EQ(info_.engram().table_bytes(), info_.engram().table_rows(0) * 16);
 }
 
 TEST_F(Serving, TextPromptStreamsToLengthWithUsage) {
