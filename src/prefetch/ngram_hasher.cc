@@ -35,6 +35,13 @@ Result<NgramHasher> NgramHasher::Create(const EngramConfig& config, CompressionM
   if (c.layer_ids.empty()) {
     return InvalidArgument("engram.layer_ids is empty, expected at least one layer id");
   }
+  if (c.compressed_vocab_size > 0 && map.num_compressed() != c.compressed_vocab_size) {
+    // V4.1: the multipliers derive from engram_compressed_vocab_size (OpenModel checks the
+    // same; this keeps a hasher built any other way exact or refused).
+    return InvalidArgument(
+        "engram_compressed_vocab_size is {}, but the compression map has {} compressed ids",
+        c.compressed_vocab_size, map.num_compressed());
+  }
   std::set<int> seen_layers;
   for (int id : c.layer_ids) {
     if (id < 0) return InvalidArgument("engram.layer_ids has {}, expected ids >= 0", id);

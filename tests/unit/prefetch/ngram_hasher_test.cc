@@ -393,3 +393,30 @@ TEST(NgramHasher, InvalidConfigsNameTheKey) {
 
 }  // namespace
 }  // namespace engram
+
+namespace engram {
+namespace {
+
+// V4.1's multipliers derive from engram_compressed_vocab_size: a map of another size is
+// refused naming both numbers; an equal one hashes as the paper layout does.
+TEST(NgramHasher, V41CompressedVocabMustMatchTheMap) {
+  EngramConfig c;
+  c.engram_vocab_size = {101};
+  c.max_ngram_size = 2;
+  c.n_head_per_ngram = 1;
+  c.layer_ids = {0};
+  c.compressed_vocab_size = 12;
+  auto bad = NgramHasher::Create(c, CompressionMap::Identity(10));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().message(),
+            "engram_compressed_vocab_size is 12, but the compression map has 10 compressed ids");
+  auto good = NgramHasher::Create(c, CompressionMap::Identity(12));
+  ASSERT_TRUE(good.ok()) << good.status().ToString();
+  c.compressed_vocab_size = 0;
+  auto paper = NgramHasher::Create(c, CompressionMap::Identity(12));
+  ASSERT_TRUE(paper.ok());
+  EXPECT_EQ(good->layer(0).multipliers, paper->layer(0).multipliers);
+}
+
+}  // namespace
+}  // namespace engram
