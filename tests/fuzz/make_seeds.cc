@@ -1,6 +1,6 @@
 // fuzz_seeds REPO OUT: writes the seed corpora of the fuzz targets to OUT/<target>/ (a target's
 // name without "fuzz_"): repository files (configs/*.yaml, tests/data vectors and tokenizer
-// variants, tests/fuzz/seeds/), the tiny and tiny-qwen2 synth models (config.json,
+// variants, tests/fuzz/seeds/), the tiny, tiny-qwen2 and tiny-v41 synth models (config.json,
 // safetensors, engram_checksums.json), small hand-built safetensors files and DeepSeek-V3's
 // tokenizer.json cut down to its first ids (the whole file, 7.8 MB, is too slow a seed).
 // Existing files under OUT are replaced. Exit status 1 with a message on any failure.
@@ -55,7 +55,8 @@ Status CopyAll(const fs::path& dir, const fs::path& out) {
 }
 
 Status SynthSeeds(const fs::path& out, const fs::path& work) {
-  for (const char* preset : {"tiny", "tiny-qwen2"}) {
+  // tiny-v41: the flat engram_* config keys, F8_E4M3 tables and wkv with F8_E8M0 scales.
+  for (const char* preset : {"tiny", "tiny-qwen2", "tiny-v41"}) {
     SynthOptions o;
     o.preset = preset;
     o.progress = false;
@@ -73,6 +74,7 @@ Status SynthSeeds(const fs::path& out, const fs::path& work) {
       }
     }
     // The same config without its "engram" object (a plain Llama/Qwen2 config).
+    if (p == "tiny-v41") continue;
     ENGRAM_ASSIGN_OR_RETURN(
         Json cfg, ReadJsonFile((dir / "config.json").string(), kMaxConfigFileBytes, "config.json"));
     cfg.erase("engram");
@@ -97,6 +99,8 @@ Status SmallSafetensors(const fs::path& out) {
         {"d.i32", DType::kI32, {3}},
         {"e.i64", DType::kI64, {1}},
         {"f.u8", DType::kU8, {5}},
+        {"f.e4m3", DType::kF8E4M3, {2, 32}},
+        {"f.e8m0", DType::kF8E8M0, {2, 1}},
         {"g.empty", DType::kF32, {0, 4}},
         {"h.scalar", DType::kF32, {}}},
        {{"format", "pt"}}},
