@@ -2,10 +2,21 @@
 // different places (--modes): backbone (the same model with Engram removed), resident (held
 // whole by the backend: the fastest tier), dram (host tier, prefetch, rows copied through
 // pinned staging), zero_copy (host tier, prefetch, the device reads the pinned tables in
-// place), hot (dram + a device hot-row cache of --hot-fraction of the tables), nvme (NVMe tier
-// via io_uring + O_DIRECT, DRAM row cache = --cache-fraction of the tables) and sync (host
-// tier, rows read when the layer needs them). Throughput loss = 1 - tok/s / resident tok/s
-// (and 1 - tok/s / backbone tok/s when backbone runs).
+// place), hot (dram + a device hot-row cache of --hot-fraction of the tables, or --hot-bytes),
+// nvme (NVMe tier via io_uring + O_DIRECT, DRAM row cache = --cache-fraction of the tables, or
+// --cache-bytes) and sync (host tier, rows read when the layer needs them). Throughput loss =
+// 1 - tok/s / resident tok/s (and 1 - tok/s / backbone tok/s when backbone runs).
+//
+// --compare MODEL2 runs every mode for a second model too (e.g. FP8 tables against BF16 ones),
+// in the same run and interleaved with the first model's, so that machine noise hits both
+// alike; modes are then named "<label>/<mode>" and each model's losses are against its own
+// resident (and backbone) mode. Both models read the same token stream (tokenized once, with
+// the first model's tokenizer), so their vocabularies must agree. --cache-bytes / --hot-bytes
+// give both models caches of equal bytes (a smaller row fits more rows).
+//
+// Per mode it reports what the tables cost in traffic: rows and bytes moved from the table
+// tier per token processed (warm-up rounds included; 0 where the tables are resident), and for
+// nvme the row cache's hit rate and the NVMe reads per token.
 //
 // Workloads: `fixed` (B sequences prefill --prompt-len tokens, then decode --decode-steps, per
 // batch size of --batches) and `paper` (--seqs sequences with prompt lengths uniform in
@@ -31,7 +42,10 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "common/dtype.h"
+#include "common/row_format.h"
 #include "engine_args.h"
+#include "model/model_files.h"
 #include "model/tokenizer.h"
 #include "model/weights.h"
 #include "runtime/scheduler.h"
@@ -44,6 +58,9 @@ using Clock = std::chrono::steady_clock;
 
 constexpr const char* kUsage =
     "usage: engram bench offload --model DIR|synth:PRESET[?...&tokenizer=PATH] [options]\n"
+    "  --compare DIR|SPEC     a second model, run in the same run (every mode, interleaved):\n"
+    "                         modes become LABEL/MODE (LABEL: the synth preset or the\n"
+    "                         directory's name; a and b when they agree); same vocab_size\n"
     "  --corpus PATH[,PATH]   text to tokenize: files, or directories (every file under them)\n"
     "                         [/usr/share/common-licenses]\n"
     "  --modes LIST           comma-separated, run in this order, among: backbone (Engram\n"
@@ -60,7 +77,9 @@ constexpr const char* kUsage =
     "           [--decode-max N: decode lengths uniform in [decode-steps, N]]\n"
     "           --max-seqs 64 (sequences alive)  --step-tokens 8192 (tokens per step)\n"
     "  --cache-fraction 0.1   nvme: DRAM row cache, as a fraction of the tables\n"
+    "  --cache-bytes B        nvme: DRAM row cache of B bytes (overrides --cache-fraction)\n"
     "  --hot-fraction 0.05    hot: device hot-row cache, as a fraction of the tables\n"
+    "  --hot-bytes B          hot: device hot-row cache of B bytes (overrides --hot-fraction)\n"
     "  --cuda-graphs on|off   decode steps as CUDA graphs (resident/backbone modes) [off]\n"
     "  --repeats 3            timed rounds per mode (the median is reported)\n"
     "  --warmup 1             untimed rounds per mode first (caches, scratch)\n"
@@ -105,6 +124,7 @@ Result<std::string> ReadCorpus(const std::string& paths) {
 
 struct Options {
   std::string model;
+  std::string compare;  // a second model; empty: none
   std::string corpus;
   std::string backend = "cpu";
   int device = 0;
@@ -127,6 +147,8 @@ struct Options {
   int decode_steps = 32;
   double cache_fraction = 0.10;
   double hot_fraction = 0.05;
+  std::optional<uint64_t> cache_bytes;  // --cache-bytes: overrides cache_fraction
+  std::optional<uint64_t> hot_bytes;    // --hot-bytes: overrides hot_fraction
   int repeats = 3;
   int warmup = 1;
   bool sequential = false;
@@ -146,6 +168,8 @@ Result<int> IntIn(const Args& args, const std::string& key, long long fallback, 
 Result<Options> ParseOptions(const Args& args) {
   Options o;
   ENGRAM_ASSIGN_OR_RETURN(o.model, args.Require("model"));
+  o.compare = args.Get("compare").value_or("");
+  if (args.Has("compare") && o.compare.empty()) return InvalidArgument("--compare is empty");
   o.corpus = args.Get("corpus").value_or("/usr/share/common-licenses");
   o.backend = args.Get("backend").value_or("cpu");
   if (o.backend != "cpu" && o.backend != "cuda") {
@@ -215,6 +239,13 @@ Result<Options> ParseOptions(const Args& args) {
   }
   if (!(o.hot_fraction > 0 && o.hot_fraction <= 1)) {
     return InvalidArgument("--hot-fraction {} is out of range (0, 1]", o.hot_fraction);
+  }
+  for (const char* k : {"cache-bytes", "hot-bytes"}) {
+    if (!args.Has(k)) continue;
+    ENGRAM_ASSIGN_OR_RETURN(long long b, args.GetInt(k, 0));
+    const long long lo = std::string(k) == "hot-bytes" ? 1 : 0;
+    if (b < lo) return InvalidArgument("--{} {} is below {}", k, b, lo);
+    (std::string(k) == "hot-bytes" ? o.hot_bytes : o.cache_bytes) = static_cast<uint64_t>(b);
   }
   ENGRAM_ASSIGN_OR_RETURN(o.repeats, IntIn(args, "repeats", o.repeats, 1, 1000));
   ENGRAM_ASSIGN_OR_RETURN(o.warmup, IntIn(args, "warmup", o.warmup, 0, 1000));
@@ -386,8 +417,54 @@ Result<RunStats> RunPaper(Engine& e, const std::vector<int32_t>& stream,
   return rs;
 }
 
+// One model under test (--model, and --compare's), with what its tables hold.
+struct BenchModel {
+  std::string spec;
+  std::string label;  // "<label>/<mode>" names its modes under --compare
+  ModelFiles files;
+  uint64_t table_bytes = 0;  // the Engram tables, their scales included
+  bool tables_in_files = true;
+  RowFormat row;     // a table row as the tier stores and moves it
+  int64_t rows = 0;  // over all Engram layers
+};
+
+// The synth preset's name, or the directory's.
+std::string ShortName(const std::string& spec) {
+  if (spec.starts_with("synth:")) {
+    const std::string rest = spec.substr(6);
+    return rest.substr(0, rest.find('?'));
+  }
+  fs::path p(spec);
+  if (p.filename().empty()) p = p.parent_path();
+  return p.filename().string();
+}
+
+Result<BenchModel> OpenBenchModel(const std::string& spec) {
+  BenchModel m;
+  m.spec = spec;
+  m.label = ShortName(spec);
+  ENGRAM_ASSIGN_OR_RETURN(m.files, OpenModel(spec));
+  if (!m.files.config.engram) return FailedPrecondition("{} has no Engram layers", spec);
+  const EngramConfig& ec = *m.files.config.engram;
+  m.row.dim = ec.head_dim();
+  for (int l : ec.layer_ids) {
+    const TensorInfo* info = m.files.store.Info(EngramTableName(ec, l));
+    const TensorInfo* scale = m.files.store.Info(EngramScaleName(ec, l));
+    if (info) {
+      m.table_bytes += info->nbytes;
+      m.row.dtype = info->dtype;
+      if (!info->shape.empty()) m.rows += info->shape[0];
+    }
+    if (scale) m.table_bytes += scale->nbytes;
+    if (!info || info->file.empty() || (scale && scale->file.empty())) m.tables_in_files = false;
+  }
+  return m;
+}
+
 struct Mode {
-  std::string name;
+  std::string name;       // as reported: "<label>/<kind>" under --compare
+  std::string kind;       // the --modes name
+  size_t model = 0;       // index of its BenchModel
   bool backbone = false;  // Engram removed from the model
   TableOptions tables;
 };
@@ -400,19 +477,27 @@ struct ModeStats {
   double cache_hit_rate = 0;
   uint64_t cache_misses = 0, io_reads = 0;
   bool has_cache = false;
+  uint64_t rows_moved = 0, bytes_moved = 0;  // from the table tier (hot hits excluded)
+  int64_t tokens = 0;                        // prefill + decode, every round
+  double per_token(uint64_t x) const {
+    return tokens > 0 ? static_cast<double>(x) / static_cast<double>(tokens) : 0.0;
+  }
 };
 
-ModeStats Collect(const Engine& e, const Mode& m, double setup_s) {
+ModeStats Collect(const Engine& e, const Mode& m, double setup_s, int64_t tokens) {
   ModeStats s;
   s.setup_s = setup_s;
+  s.tokens = tokens;
   const OverlapStats o = e.overlap_stats();
   s.estimated_loss = o.estimated_loss();
   LayerOverlap all;
   for (const LayerOverlap& l : o.layers) {
     all.hot_hits += l.hot_hits;
     all.unique_rows += l.unique_rows;
+    s.bytes_moved += l.bytes_moved;
   }
   s.hot_hit_rate = all.hot_hit_rate();
+  s.rows_moved = all.unique_rows - all.hot_hits;
   if (m.tables.tier == "nvme") {
     const TierStats ts = e.tier_stats();
     s.cache_hit_rate = ts.cache_hit_rate();
@@ -433,14 +518,33 @@ double Median(const std::vector<RunStats>& runs, F value) {
 }
 
 Status BenchOffload(const Options& o) {
-  ENGRAM_ASSIGN_OR_RETURN(ModelFiles base, OpenModel(o.model));
+  std::vector<BenchModel> models;
+  ENGRAM_ASSIGN_OR_RETURN(BenchModel first, OpenBenchModel(o.model));
+  models.push_back(std::move(first));
+  const bool compare = !o.compare.empty();
+  if (compare) {
+    ENGRAM_ASSIGN_OR_RETURN(BenchModel second, OpenBenchModel(o.compare));
+    const int64_t va = models[0].files.config.vocab_size, vb = second.files.config.vocab_size;
+    if (va != vb) {
+      return InvalidArgument(
+          "--model {} has vocab_size {} and --compare {} has vocab_size {}: both run the same "
+          "token stream (tokenized with the first model's tokenizer), so they need the same "
+          "vocabulary",
+          o.model, va, o.compare, vb);
+    }
+    if (second.label == models[0].label) {
+      models[0].label = "a";
+      second.label = "b";
+    }
+    models.push_back(std::move(second));
+  }
+  const ModelFiles& base = models[0].files;
   if (base.tokenizer_path.empty()) {
     return FailedPrecondition(
         "{} has no tokenizer.json: the workload tokenizes real text (pack the model with "
         "--tokenizer, or use synth:PRESET?tokenizer=PATH)",
         o.model);
   }
-  if (!base.config.engram) return FailedPrecondition("{} has no Engram layers", o.model);
   ENGRAM_ASSIGN_OR_RETURN(Tokenizer tok, Tokenizer::Load(base.tokenizer_path));
   ENGRAM_ASSIGN_OR_RETURN(std::string text, ReadCorpus(o.corpus));
   ENGRAM_ASSIGN_OR_RETURN(std::vector<int32_t> stream, tok.Encode(text, false));
@@ -450,43 +554,44 @@ Status BenchOffload(const Options& o) {
     return InvalidArgument("--corpus {} has {} tokens; the workload needs at least {}", o.corpus,
                            stream.size(), 2 * longest);
   }
-  uint64_t table_bytes = 0;
-  bool tables_in_files = true;
-  for (int l : base.config.engram->layer_ids) {
-    const TensorInfo* info = base.store.Info(EngramTableName(*base.config.engram, l));
-    if (info) table_bytes += info->nbytes;
-    if (!info || info->file.empty()) tables_in_files = false;
-  }
 
+  // Mode after mode, each for every model in turn (a/dram, b/dram, a/nvme, ...).
   std::vector<Mode> modes;
-  for (const std::string& name : o.modes) {
-    Mode m;
-    m.name = name;
-    if (name == "backbone") {
-      m.backbone = true;
-    } else if (name == "dram" || name == "zero_copy" || name == "sync" || name == "hot" ||
-               name == "hot_lru") {
-      m.tables.tier = "dram";
-      m.tables.transfer = name == "zero_copy" ? "zero_copy" : "copy";
-      m.tables.prefetch = name != "sync";
-      if (name == "hot" || name == "hot_lru") {
-        m.tables.hot_cache_bytes = static_cast<uint64_t>(o.hot_fraction * table_bytes);
+  for (const std::string& kind : o.modes) {
+    for (size_t mi = 0; mi < models.size(); ++mi) {
+      const BenchModel& bm = models[mi];
+      Mode m;
+      m.kind = kind;
+      m.model = mi;
+      m.name = compare ? bm.label + "/" + kind : kind;
+      if (kind == "backbone") {
+        m.backbone = true;
+      } else if (kind == "dram" || kind == "zero_copy" || kind == "sync" || kind == "hot" ||
+                 kind == "hot_lru") {
+        m.tables.tier = "dram";
+        m.tables.transfer = kind == "zero_copy" ? "zero_copy" : "copy";
+        m.tables.prefetch = kind != "sync";
+        if (kind == "hot" || kind == "hot_lru") {
+          m.tables.hot_cache_bytes =
+              o.hot_bytes.value_or(static_cast<uint64_t>(o.hot_fraction * bm.table_bytes));
+        }
+        if (kind == "hot_lru") m.tables.cache_policy = "lru";
+      } else if (kind == "nvme" || kind == "nvme_lru" || kind == "nvme_nomerge") {
+        if (!bm.tables_in_files) {
+          return FailedPrecondition(
+              "mode nvme reads the tables from the model's files, and {} holds them in memory; "
+              "pack it first (engram pack synth --preset P --tokenizer T --out DIR) or leave "
+              "nvme out of --modes",
+              bm.spec);
+        }
+        m.tables.tier = "nvme";
+        m.tables.cache_bytes =
+            o.cache_bytes.value_or(static_cast<uint64_t>(o.cache_fraction * bm.table_bytes));
+        if (kind == "nvme_lru") m.tables.cache_policy = "lru";
+        if (kind == "nvme_nomerge") m.tables.nvme_merge_bytes = 0;
       }
-      if (name == "hot_lru") m.tables.cache_policy = "lru";
-    } else if (name == "nvme" || name == "nvme_lru" || name == "nvme_nomerge") {
-      if (!tables_in_files) {
-        return FailedPrecondition(
-            "mode nvme reads the tables from the model's files, and {} holds them in memory; "
-            "pack it first (engram pack synth --preset P --tokenizer T --out DIR) or leave nvme "
-            "out of --modes",
-            o.model);
-      }
-      m.tables.tier = "nvme";
-      m.tables.cache_bytes = static_cast<uint64_t>(o.cache_fraction * table_bytes);
-      if (name == "nvme_lru") m.tables.cache_policy = "lru";
-      if (name == "nvme_nomerge") m.tables.nvme_merge_bytes = 0;
+      modes.push_back(std::move(m));
     }
-    modes.push_back(std::move(m));
   }
 
   EngineOptions eo;
@@ -509,7 +614,8 @@ Status BenchOffload(const Options& o) {
     eo.kv_tokens = static_cast<int64_t>(eo.max_seqs) * (o.prompt_len + o.decode_steps + 16);
   }
   auto create = [&](const Mode& m) -> Result<std::unique_ptr<Engine>> {
-    ModelFiles files = base;  // shares the tensors (mapped or in memory) with `base`
+    // Shares the tensors (mapped or in memory) with models[m.model].
+    ModelFiles files = models[m.model].files;
     if (m.backbone) files.config.engram.reset();
     EngineOptions opt = eo;
     opt.tables = m.tables;
@@ -539,12 +645,14 @@ Status BenchOffload(const Options& o) {
   std::vector<std::vector<std::vector<RunStats>>> runs(
       modes.size(), std::vector<std::vector<RunStats>>(cases.size()));
   std::vector<ModeStats> stats(modes.size());
+  std::vector<int64_t> tokens(modes.size(), 0);  // every round's, warm-up included
   auto note = [&](size_t i, size_t c, int r, const RunStats& rs) {
     if (o.verbose) {
       std::fprintf(stderr, "bench offload: %s %s%s round %d%s: %.1f tok/s (%.2f s)\n",
                    modes[i].name.c_str(), o.paper ? "" : "batch ", cases[c].c_str(), r,
                    r < o.warmup ? " (warm-up)" : "", rs.tok_s(), rs.seconds);
     }
+    tokens[i] += rs.prefill_tokens + rs.decode_tokens;
     if (r >= o.warmup) runs[i][c].push_back(rs);
   };
   if (o.sequential) {
@@ -562,7 +670,7 @@ Status BenchOffload(const Options& o) {
           note(i, c, r, rs);
         }
       }
-      stats[i] = Collect(*e, modes[i], setup);
+      stats[i] = Collect(*e, modes[i], setup, tokens[i]);
     }
   } else {
     // All engines stay alive and the runs interleave (mode after mode, round after round), so
@@ -583,18 +691,27 @@ Status BenchOffload(const Options& o) {
         }
       }
     }
-    for (size_t i = 0; i < modes.size(); ++i) stats[i] = Collect(*engines[i], modes[i], setup[i]);
+    for (size_t i = 0; i < modes.size(); ++i) {
+      stats[i] = Collect(*engines[i], modes[i], setup[i], tokens[i]);
+    }
   }
 
   // Medians and losses. Over several batch sizes a mode's tok_s is the mean of its medians and
-  // its loss 1 - sum / reference sum.
-  auto index_of = [&](const std::string& name) -> int {
-    for (size_t i = 0; i < modes.size(); ++i) {
-      if (modes[i].name == name) return static_cast<int>(i);
+  // its loss 1 - sum / reference sum. A mode's references are its own model's modes.
+  auto ref_of = [&](size_t i, const char* kind) -> int {
+    for (size_t k = 0; k < modes.size(); ++k) {
+      if (k != i && modes[k].model == modes[i].model && modes[k].kind == kind) {
+        return static_cast<int>(k);
+      }
     }
     return -1;
   };
-  const int resident = index_of("resident"), backbone = index_of("backbone");
+  std::vector<int> resident(modes.size()), backbone(modes.size());
+  for (size_t i = 0; i < modes.size(); ++i) {
+    resident[i] = ref_of(i, "resident");
+    backbone[i] = ref_of(i, "backbone");
+  }
+  const bool has_backbone = std::find(o.modes.begin(), o.modes.end(), "backbone") != o.modes.end();
   std::vector<std::vector<double>> med(modes.size(), std::vector<double>(cases.size()));
   std::vector<double> sum(modes.size(), 0.0), decode_med(modes.size(), 0.0);
   for (size_t i = 0; i < modes.size(); ++i) {
@@ -607,15 +724,26 @@ Status BenchOffload(const Options& o) {
   // Keys in insertion order: the modes as --modes named them.
   nlohmann::ordered_json j;
   j["model"] = o.model;
+  if (compare) j["compare"] = o.compare;
   j["backend"] = o.backend;
   j["corpus"] = o.corpus;
   j["corpus_tokens"] = stream.size();
-  j["table_bytes"] = table_bytes;
+  j["table_bytes"] = models[0].table_bytes;
   j["repeats"] = o.repeats;
   j["warmup"] = o.warmup;
   j["sequential"] = o.sequential;
   j["max_seqs"] = eo.max_seqs;
   j["kv_tokens"] = eo.kv_tokens;
+  nlohmann::ordered_json& models_j = j["models"];
+  models_j = nlohmann::ordered_json::array();
+  for (const BenchModel& bm : models) {
+    models_j.push_back({{"label", bm.label},
+                        {"model", bm.spec},
+                        {"table_bytes", bm.table_bytes},
+                        {"row_bytes", bm.row.bytes()},
+                        {"table_dtype", std::string(DTypeName(bm.row.dtype))},
+                        {"rows", bm.rows}});
+  }
   nlohmann::ordered_json& wj = j["workload"];
   if (o.paper) {
     const RunStats& w = paper_workload;
@@ -642,36 +770,35 @@ Status BenchOffload(const Options& o) {
   auto loss = [&](size_t i, size_t c, int base) { return 1.0 - med[i][c] / med[base][c]; };
   for (size_t i = 0; i < modes.size(); ++i) {
     const Mode& m = modes[i];
+    const ModeStats& s = stats[i];
     nlohmann::ordered_json& mj = j["modes"][m.name];
+    if (compare) mj["model"] = models[m.model].label;
     if (!o.paper) {
       for (size_t c = 0; c < cases.size(); ++c) {
         nlohmann::ordered_json& bj = mj["batch"][cases[c]];
         bj["tok_s"] = med[i][c];
-        if (resident >= 0 && static_cast<int>(i) != resident) {
-          bj["loss"] = loss(i, c, resident);
-        }
-        if (backbone >= 0 && static_cast<int>(i) != backbone) {
-          bj["loss_vs_backbone"] = loss(i, c, backbone);
-        }
+        if (resident[i] >= 0) bj["loss"] = loss(i, c, resident[i]);
+        if (backbone[i] >= 0) bj["loss_vs_backbone"] = loss(i, c, backbone[i]);
       }
     }
     mj["tok_s"] = sum[i] / static_cast<double>(cases.size());
     if (o.paper) mj["decode_tok_s"] = decode_med[i];  // generated tokens only (nano-vLLM's)
-    if (resident >= 0 && static_cast<int>(i) != resident) mj["loss"] = 1.0 - sum[i] / sum[resident];
-    if (backbone >= 0 && static_cast<int>(i) != backbone) {
-      mj["loss_vs_backbone"] = 1.0 - sum[i] / sum[backbone];
-    }
-    mj["estimated_loss_from_stall"] = stats[i].estimated_loss;
-    mj["setup_s"] = stats[i].setup_s;
+    if (resident[i] >= 0) mj["loss"] = 1.0 - sum[i] / sum[resident[i]];
+    if (backbone[i] >= 0) mj["loss_vs_backbone"] = 1.0 - sum[i] / sum[backbone[i]];
+    mj["estimated_loss_from_stall"] = s.estimated_loss;
+    mj["setup_s"] = s.setup_s;
+    mj["rows_per_token"] = s.per_token(s.rows_moved);
+    mj["row_bytes_per_token"] = s.per_token(s.bytes_moved);
     if (m.tables.hot_cache_bytes > 0) {
       mj["hot_cache_bytes"] = m.tables.hot_cache_bytes;
-      mj["hot_hit_rate"] = stats[i].hot_hit_rate;
+      mj["hot_hit_rate"] = s.hot_hit_rate;
     }
-    if (stats[i].has_cache) {
-      mj["cache_hit_rate"] = stats[i].cache_hit_rate;
+    if (s.has_cache) {
+      mj["cache_hit_rate"] = s.cache_hit_rate;
+      mj["nvme_reads_per_token"] = s.per_token(s.io_reads);
       mj["cache_bytes"] = m.tables.cache_bytes;
-      mj["cache_misses"] = stats[i].cache_misses;
-      mj["io_reads"] = stats[i].io_reads;
+      mj["cache_misses"] = s.cache_misses;
+      mj["io_reads"] = s.io_reads;
     }
   }
   if (o.json) {
@@ -679,8 +806,13 @@ Status BenchOffload(const Options& o) {
     return Status::Ok();
   }
 
-  std::printf("model %s, %s backend, corpus %s (%zu tokens), tables %.2f GB\n", o.model.c_str(),
-              o.backend.c_str(), o.corpus.c_str(), stream.size(), table_bytes / 1e9);
+  for (const BenchModel& bm : models) {
+    std::printf("model %s%s, %s backend, tables %.2f GB: %lld rows of %zu B (%s)\n",
+                bm.spec.c_str(), compare ? (" (" + bm.label + ")").c_str() : "", o.backend.c_str(),
+                bm.table_bytes / 1e9, static_cast<long long>(bm.rows), bm.row.bytes(),
+                std::string(DTypeName(bm.row.dtype)).c_str());
+  }
+  std::printf("corpus %s (%zu tokens)\n", o.corpus.c_str(), stream.size());
   if (o.paper) {
     std::printf(
         "workload paper: %d sequences, prompts %d..%d tokens, decode %s tokens (seed %llu), "
@@ -700,40 +832,45 @@ Status BenchOffload(const Options& o) {
   std::printf("median of %d rounds after %d warm-up, modes %s\n", o.repeats, o.warmup,
               o.sequential ? "one after another (--sequential)" : "interleaved");
   auto pct = [](double x) { return fmt::format("{:.2f}%", 100 * x); };
-  std::printf("%-12s", "mode");
+  int width = 12;
+  for (const Mode& m : modes) width = std::max(width, static_cast<int>(m.name.size()));
+  std::printf("%-*s", width, "mode");
   for (const std::string& c : cases) {
     std::printf(" %14s %8s", (o.paper ? std::string("tok/s") : "batch " + c).c_str(), "loss");
-    if (backbone >= 0) std::printf(" %11s", "vs backbone");
+    if (has_backbone) std::printf(" %11s", "vs backbone");
   }
   if (o.paper) std::printf(" %16s", "decode tok/s");
-  std::printf(" %10s\n", "stall loss");
+  std::printf(" %10s %9s %10s\n", "stall loss", "rows/tok", "row B/tok");
   for (size_t i = 0; i < modes.size(); ++i) {
-    std::printf("%-12s", modes[i].name.c_str());
+    const ModeStats& s = stats[i];
+    std::printf("%-*s", width, modes[i].name.c_str());
     for (size_t c = 0; c < cases.size(); ++c) {
-      const bool has_loss = resident >= 0 && static_cast<int>(i) != resident;
-      const bool has_bb = backbone >= 0 && static_cast<int>(i) != backbone;
-      std::printf(" %10.1f t/s %8s", med[i][c], has_loss ? pct(loss(i, c, resident)).c_str() : "-");
-      if (backbone >= 0) {
-        std::printf(" %11s", has_bb ? pct(loss(i, c, backbone)).c_str() : "-");
+      std::printf(" %10.1f t/s %8s", med[i][c],
+                  resident[i] >= 0 ? pct(loss(i, c, resident[i])).c_str() : "-");
+      if (has_backbone) {
+        std::printf(" %11s", backbone[i] >= 0 ? pct(loss(i, c, backbone[i])).c_str() : "-");
       }
     }
     if (o.paper) std::printf(" %12.1f t/s", decode_med[i]);
-    std::printf(" %10s\n", pct(stats[i].estimated_loss).c_str());
+    std::printf(" %10s %9.1f %10.0f\n", pct(s.estimated_loss).c_str(), s.per_token(s.rows_moved),
+                s.per_token(s.bytes_moved));
   }
   for (size_t i = 0; i < modes.size(); ++i) {
     const Mode& m = modes[i];
+    const ModeStats& s = stats[i];
+    const double tables = static_cast<double>(models[m.model].table_bytes);
     if (m.tables.hot_cache_bytes > 0) {
       std::printf("%s: device hot-row cache %.1f MB (%.3g%% of the tables): hit rate %.1f%%\n",
-                  m.name.c_str(), m.tables.hot_cache_bytes / 1e6, 100 * o.hot_fraction,
-                  100 * stats[i].hot_hit_rate);
+                  m.name.c_str(), m.tables.hot_cache_bytes / 1e6,
+                  100 * m.tables.hot_cache_bytes / tables, 100 * s.hot_hit_rate);
     }
-    if (stats[i].has_cache) {
+    if (s.has_cache) {
       std::printf(
           "%s: row cache %.1f MB (%.3g%% of the tables): hit rate %.1f%%; %llu missed rows in "
-          "%llu NVMe reads\n",
-          m.name.c_str(), m.tables.cache_bytes / 1e6, 100 * o.cache_fraction,
-          100 * stats[i].cache_hit_rate, static_cast<unsigned long long>(stats[i].cache_misses),
-          static_cast<unsigned long long>(stats[i].io_reads));
+          "%llu NVMe reads, %.1f reads per token\n",
+          m.name.c_str(), m.tables.cache_bytes / 1e6, 100 * m.tables.cache_bytes / tables,
+          100 * s.cache_hit_rate, static_cast<unsigned long long>(s.cache_misses),
+          static_cast<unsigned long long>(s.io_reads), s.per_token(s.io_reads));
     }
   }
   return Status::Ok();
@@ -742,13 +879,14 @@ Status BenchOffload(const Options& o) {
 }  // namespace
 
 int RunBenchOffload(int argc, char** argv) {
-  auto args = Args::Parse(
-      argc, argv, 3,
-      {"model",        "corpus",   "modes",       "backend",      "device",     "threads",
-       "workload",     "batches",  "prompt-len",  "seqs",         "prompt-min", "prompt-max",
-       "seed",         "max-seqs", "step-tokens", "decode-steps", "decode-max", "cache-fraction",
-       "hot-fraction", "repeats",  "warmup",      "cuda-graphs"},
-      {"help", "json", "sequential", "verbose"});
+  auto args =
+      Args::Parse(argc, argv, 3,
+                  {"model",        "compare",      "corpus",     "modes",          "backend",
+                   "device",       "threads",      "workload",   "batches",        "prompt-len",
+                   "seqs",         "prompt-min",   "prompt-max", "seed",           "max-seqs",
+                   "step-tokens",  "decode-steps", "decode-max", "cache-fraction", "cache-bytes",
+                   "hot-fraction", "hot-bytes",    "repeats",    "warmup",         "cuda-graphs"},
+                  {"help", "json", "sequential", "verbose"});
   if (!args.ok() || args->Flag("help")) {
     std::fputs(kUsage, stderr);
     if (!args.ok()) return Fail("bench offload", args.status()) + 1;
