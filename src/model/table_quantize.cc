@@ -4,9 +4,11 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <set>
+#include <thread>
 #include <vector>
 
 #include <fmt/format.h>
@@ -51,8 +53,24 @@ class Progress {
   Clock::time_point start_ = Clock::now(), last_ = Clock::now();
 };
 
-// Quantizes rows [begin, end) of `table` (F32/F16/BF16 [rows, dh]) into codes (and, when not
-// null, scales), `threads` ways.
+// The E8M0 scales of one row's blocks alone (the second pass): from each block's largest
+// magnitude, as QuantizeFp8Row chooses them (a NaN anywhere in a block gives 0xFF).
+void RowScales(const float* x, int64_t dh, uint8_t* scales) {
+  for (int64_t b = 0; b < dh / kFp8Block; ++b) {
+    uint32_t amax = 0;
+    for (int64_t i = 0; i < kFp8Block; ++i) {
+      uint32_t bits;
+      std::memcpy(&bits, &x[b * kFp8Block + i], 4);
+      amax = std::max(amax, bits & 0x7fffffffu);
+    }
+    float a;
+    std::memcpy(&a, &amax, 4);
+    scales[b] = E8M0ScaleFor(a);
+  }
+}
+
+// Rows [begin, end) of `table` (F32/F16/BF16 [rows, dh]) as FP8 codes into `codes`, or (codes
+// null) only their scales into `scales`, `threads` ways.
 Status QuantizeRows(const Tensor& table, int64_t begin, int64_t end, uint8_t* codes,
                     uint8_t* scales, int threads) {
   const int64_t dh = table.dim(1);
@@ -63,19 +81,48 @@ Status QuantizeRows(const Tensor& table, int64_t begin, int64_t end, uint8_t* co
       static_cast<size_t>((n + kRowsPerJob - 1) / kRowsPerJob), threads, [&](size_t j) {
         std::vector<float> row(static_cast<size_t>(dh));
         std::vector<uint8_t> row_scales(static_cast<size_t>(dh / kFp8Block));
-        std::vector<uint8_t> row_codes(static_cast<size_t>(dh));
         const int64_t r0 = begin + static_cast<int64_t>(j) * kRowsPerJob;
         const int64_t r1 = std::min(end, r0 + kRowsPerJob);
         for (int64_t r = r0; r < r1; ++r) {
           ConvertToF32(table.dtype, table.ptr<char>() + static_cast<size_t>(r * dh) * esize,
                        row.data(), static_cast<size_t>(dh));
-          uint8_t* c = codes ? codes + (r - begin) * dh : row_codes.data();
-          uint8_t* s = scales ? scales + (r - begin) * (dh / kFp8Block) : row_scales.data();
-          QuantizeFp8Row(row.data(), dh, c, s);
+          if (codes != nullptr) {
+            QuantizeFp8Row(row.data(), dh, codes + (r - begin) * dh, row_scales.data());
+          } else {
+            RowScales(row.data(), dh, scales + (r - begin) * (dh / kFp8Block));
+          }
         }
         return Status::Ok();
       });
 }
+
+// Appends windows to a writer on a thread of its own while the next window is computed.
+class OverlappedWriter {
+ public:
+  explicit OverlappedWriter(SafetensorsWriter& w) : w_(w) {}
+  ~OverlappedWriter() { (void)Wait(); }
+  // The buffer to fill next (the one not being written).
+  std::vector<uint8_t>& Next() { return buf_[next_]; }
+  // Writes Next() (after the previous write ended) and flips the buffers.
+  Status Submit() {
+    ENGRAM_RETURN_IF_ERROR(Wait());
+    std::vector<uint8_t>& b = buf_[next_];
+    io_ = std::thread([this, &b] { status_ = w_.Append(b.data(), b.size()); });
+    next_ ^= 1;
+    return Status::Ok();
+  }
+  Status Wait() {
+    if (io_.joinable()) io_.join();
+    return status_;
+  }
+
+ private:
+  SafetensorsWriter& w_;
+  std::vector<uint8_t> buf_[2];
+  int next_ = 0;
+  std::thread io_;
+  Status status_;
+};
 
 struct ShardTensor {
   std::string name;
@@ -97,30 +144,31 @@ Status WriteShard(const TensorStore& store, const std::string& path,
                      {t.info->shape[0], t.info->shape[1] / kFp8Block}});
   }
   ENGRAM_ASSIGN_OR_RETURN(auto writer, SafetensorsWriter::Create(path, specs, {{"format", "pt"}}));
-  std::vector<uint8_t> buf;
+  OverlappedWriter out(*writer);
   for (const ShardTensor& t : tensors) {
     ENGRAM_ASSIGN_OR_RETURN(Tensor src, store.Get(t.name));
     if (!t.quantize) {
+      ENGRAM_RETURN_IF_ERROR(out.Wait());
       ENGRAM_RETURN_IF_ERROR(writer->Append(src.data, src.nbytes()));
       continue;
     }
     const int64_t rows = src.dim(0), dh = src.dim(1);
     const size_t in_row = static_cast<size_t>(dh) * DTypeSize(src.dtype);
     const int64_t window = std::max<int64_t>(1, static_cast<int64_t>(kWindowBytes / in_row));
-    for (int64_t r = 0; r < rows; r += window) {  // pass 1: the codes
-      const int64_t e = std::min(rows, r + window);
-      buf.resize(static_cast<size_t>((e - r) * dh));
-      ENGRAM_RETURN_IF_ERROR(QuantizeRows(src, r, e, buf.data(), nullptr, threads));
-      ENGRAM_RETURN_IF_ERROR(writer->Append(buf.data(), buf.size()));
-      progress.Add(static_cast<uint64_t>(e - r) * in_row);
-    }
-    for (int64_t r = 0; r < rows; r += window) {  // pass 2: the scales
-      const int64_t e = std::min(rows, r + window);
-      buf.resize(static_cast<size_t>((e - r) * (dh / kFp8Block)));
-      ENGRAM_RETURN_IF_ERROR(QuantizeRows(src, r, e, nullptr, buf.data(), threads));
-      ENGRAM_RETURN_IF_ERROR(writer->Append(buf.data(), buf.size()));
+    for (int pass = 0; pass < 2; ++pass) {  // the codes, then the scales
+      const int64_t out_row = pass == 0 ? dh : dh / kFp8Block;
+      for (int64_t r = 0; r < rows; r += window) {
+        const int64_t e = std::min(rows, r + window);
+        std::vector<uint8_t>& buf = out.Next();
+        buf.resize(static_cast<size_t>((e - r) * out_row));
+        ENGRAM_RETURN_IF_ERROR(QuantizeRows(src, r, e, pass == 0 ? buf.data() : nullptr,
+                                            pass == 0 ? nullptr : buf.data(), threads));
+        ENGRAM_RETURN_IF_ERROR(out.Submit());
+        if (pass == 0) progress.Add(static_cast<uint64_t>(e - r) * in_row);
+      }
     }
   }
+  ENGRAM_RETURN_IF_ERROR(out.Wait());
   return writer->Finish();
 }
 
