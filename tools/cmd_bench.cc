@@ -25,10 +25,17 @@ double Median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-// Bytes of the matrices a decode step streams and the multiply-adds per token they imply.
+// Bytes of the matrices a decode step streams and the multiply-adds they imply. Every token
+// of a step runs the backbone's Linears, but only the last token of each sequence runs the
+// lm_head (the engine computes logits for that token only), so a prefill of L tokens costs
+// L * body_flops_per_token + head_flops, not L * (body + head).
 struct ModelCost {
-  double weight_bytes = 0;  // every Linear weight, read once per step
-  double flops_per_token = 0;
+  double weight_bytes = 0;          // every Linear weight, read once per step
+  double body_flops_per_token = 0;  // Linears other than the lm_head, per token
+  double head_flops = 0;            // the lm_head, per sequence (its last token)
+  double flops_per_token() const { return body_flops_per_token + head_flops; }  // decode
+  // Flops of a prefill of `len` tokens of one sequence.
+  double prefill_flops(double len) const { return len * body_flops_per_token + head_flops; }
 };
 
 ModelCost CostOf(const ModelConfig& c, const TensorStore& store) {
@@ -40,13 +47,13 @@ ModelCost CostOf(const ModelConfig& c, const TensorStore& store) {
     if (!matrix) continue;
     const double n = static_cast<double>(info->shape[0]) * static_cast<double>(info->shape[1]);
     m.weight_bytes += n * static_cast<double>(DTypeSize(info->dtype));
-    m.flops_per_token += 2 * n;
+    (name == "lm_head.weight" ? m.head_flops : m.body_flops_per_token) += 2 * n;
   }
   if (c.tie_word_embeddings) {
     const double n = static_cast<double>(c.vocab_size) * static_cast<double>(c.hidden_size);
     m.weight_bytes +=
         n * static_cast<double>(DTypeSize(store.Info("model.embed_tokens.weight")->dtype));
-    m.flops_per_token += 2 * n;
+    m.head_flops += 2 * n;
   }
   return m;
 }
@@ -142,13 +149,19 @@ Status BenchForward(const Args& args) {
   const double fma = cpu ? MeasureFmaGflops(bound_threads) : 0.0;
   // tok/s bounds; infinite (so the fractions read 0) where not measured.
   const double decode_bound = cpu ? bw * 1e9 / cost.weight_bytes : INFINITY;
-  const double prefill_bound = cpu ? fma * 1e9 / cost.flops_per_token : INFINITY;
+  // Prefill: one sequence of prompt_len tokens, the lm_head run for its last token only.
+  const double prefill_bound = cpu ? fma * 1e9 * static_cast<double>(prompt_len) /
+                                         cost.prefill_flops(static_cast<double>(prompt_len))
+                                   : INFINITY;
   if (args.Flag("json")) {
     nlohmann::json j;
     j["model"] = engine->files().source;
     j["backend"] = std::string(engine->backend().name());
     j["weight_bytes"] = cost.weight_bytes;
-    j["flops_per_token"] = cost.flops_per_token;
+    j["flops_per_token"] = cost.flops_per_token();
+    j["body_flops_per_token"] = cost.body_flops_per_token;
+    j["head_flops_per_sequence"] = cost.head_flops;
+    j["prefill_flops"] = cost.prefill_flops(static_cast<double>(prompt_len));
     j["bandwidth_gbs"] = bw;
     j["fma_gflops"] = fma;
     j["prefill"] = {{"prompt_len", prompt_len},
@@ -169,8 +182,11 @@ Status BenchForward(const Args& args) {
   }
   std::printf("model %s on %s\n", engine->files().source.c_str(),
               std::string(engine->backend().name()).c_str());
-  std::printf("weights streamed per step: %.3f GB; %.3f GFLOP per token\n", cost.weight_bytes / 1e9,
-              cost.flops_per_token / 1e9);
+  std::printf(
+      "weights streamed per step: %.3f GB; %.3f GFLOP per decode token (lm_head %.3f); "
+      "prefill %lld tokens: %.3f GFLOP (lm_head for the last token only)\n",
+      cost.weight_bytes / 1e9, cost.flops_per_token() / 1e9, cost.head_flops / 1e9, prompt_len,
+      cost.prefill_flops(static_cast<double>(prompt_len)) / 1e9);
   std::printf(
       "bounds (%d threads): read bandwidth %.2f GB/s -> batch-1 decode <= %.2f tok/s; "
       "FMA %.1f GFLOP/s -> prefill <= %.1f tok/s\n",
