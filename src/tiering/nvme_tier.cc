@@ -57,6 +57,7 @@ class NvmeTier final : public TableTier {
   // Neighbouring missed rows read as one request: miss_pos_[first, last) in file order, the
   // file range [begin, end) they span, and where that range lands in merge_buf_.
   struct Run {
+    const Part* part = nullptr;
     size_t first = 0, last = 0;
     uint64_t begin = 0, end = 0;
     size_t buf_offset = 0;
@@ -66,9 +67,10 @@ class NvmeTier final : public TableTier {
   // failure's status.
   Status ReadMisses(int layer, std::span<const int64_t> rows, std::byte* out,
                     std::span<uint8_t> failed);
-  // One part of every missed row; sets row_failed_[i] for rows it could not read.
-  Status ReadPart(const Part& part, std::span<const int64_t> rows, std::byte* out,
-                  uint64_t* failures);
+  // Parts (of one reader) of every missed row, their reads submitted together (an FP8 row's
+  // codes and scales in one round trip); sets row_failed_[i] for rows it could not read.
+  Status ReadParts(IoUringReader& reader, std::span<const int64_t> rows, std::byte* out,
+                   uint64_t* failures);
 
   std::vector<std::unique_ptr<IoUringReader>> readers_;
   std::vector<Table> tables_;
@@ -81,9 +83,11 @@ class NvmeTier final : public TableTier {
   std::vector<ReadRequest*> req_ptrs_;
   std::vector<size_t> miss_pos_;
   std::vector<Run> runs_;
-  std::vector<std::byte> merge_buf_;  // merged reads of one wave
-  std::vector<size_t> split_;         // rows of failed merged reads, read again one by one
-  std::vector<uint8_t> row_failed_;   // per row of the call
+  std::vector<std::byte> merge_buf_;                   // merged reads of one wave
+  std::vector<std::pair<size_t, const Part*>> split_;  // rows of failed merged reads, read
+                                                       // again one by one
+  std::vector<const Part*> parts_;                     // of the reader being read
+  std::vector<uint8_t> row_failed_;                    // per row of the call
   mutable std::mutex stats_mu_;
   TierStats stats_;  // GUARDED_BY(stats_mu_)
 };
@@ -157,8 +161,16 @@ Status NvmeTier::ReadMisses(int layer, std::span<const int64_t> rows, std::byte*
   row_failed_.assign(rows.size(), 0);
   Status status;  // the first row failure that stands
   uint64_t failures = 0;
-  for (const Part& part : table.parts) {
-    Status st = ReadPart(part, rows, out, &failures);
+  for (size_t p = 0; p < table.parts.size(); ++p) {
+    IoUringReader* reader = table.parts[p].reader;
+    bool seen = false;  // a reader's parts are read together, once
+    for (size_t q = 0; q < p; ++q) seen |= table.parts[q].reader == reader;
+    if (seen) continue;
+    parts_.clear();
+    for (const Part& part : table.parts) {
+      if (part.reader == reader) parts_.push_back(&part);
+    }
+    Status st = ReadParts(*reader, rows, out, &failures);
     if (status.ok() && !st.ok()) status = st;
   }
   for (const size_t i : miss_pos_) {
@@ -176,35 +188,37 @@ Status NvmeTier::ReadMisses(int layer, std::span<const int64_t> rows, std::byte*
   return status;
 }
 
-Status NvmeTier::ReadPart(const Part& part, std::span<const int64_t> rows, std::byte* out,
-                          uint64_t* failures) {
-  const size_t rb = row_bytes(), pb = part.bytes;
-  IoUringReader& reader = *part.reader;
+Status NvmeTier::ReadParts(IoUringReader& reader, std::span<const int64_t> rows, std::byte* out,
+                           uint64_t* failures) {
+  const size_t rb = row_bytes();
   const uint64_t align = reader.alignment();
-  auto part_offset = [&](size_t i) {
-    return part.file_offset + static_cast<uint64_t>(rows[i]) * pb;
+  auto part_offset = [&](const Part& part, size_t i) {
+    return part.file_offset + static_cast<uint64_t>(rows[i]) * part.bytes;
   };
-  auto dest = [&](size_t i) { return out + i * rb + part.row_offset; };
+  auto dest = [&](const Part& part, size_t i) { return out + i * rb + part.row_offset; };
   auto fail = [&](size_t i, const Status& st, Status& first) {
     if (first.ok()) first = st;
     if (!row_failed_[i]) ++*failures;
     row_failed_[i] = 1;
   };
-  // Runs of rows whose aligned blocks overlap or touch.
+  // Per part, runs of rows whose aligned blocks overlap or touch (miss_pos_ is in file order).
   runs_.clear();
-  for (size_t k = 0; k < miss_pos_.size(); ++k) {
-    const uint64_t begin = part_offset(miss_pos_[k]);
-    const uint64_t end = begin + pb;
-    if (!runs_.empty()) {
-      Run& run = runs_.back();
-      const bool touches = begin / align * align <= (run.end + align - 1) / align * align;
-      if (touches && end - run.begin <= merge_bytes_) {
-        run.end = std::max(run.end, end);
-        run.last = k + 1;
-        continue;
+  for (const Part* part : parts_) {
+    const size_t first_run = runs_.size();
+    for (size_t k = 0; k < miss_pos_.size(); ++k) {
+      const uint64_t begin = part_offset(*part, miss_pos_[k]);
+      const uint64_t end = begin + part->bytes;
+      if (runs_.size() > first_run) {
+        Run& run = runs_.back();
+        const bool touches = begin / align * align <= (run.end + align - 1) / align * align;
+        if (touches && end - run.begin <= merge_bytes_) {
+          run.end = std::max(run.end, end);
+          run.last = k + 1;
+          continue;
+        }
       }
+      runs_.push_back({part, k, k + 1, begin, end, 0});
     }
-    runs_.push_back({k, k + 1, begin, end, 0});
   }
 
   Status status;
@@ -230,8 +244,9 @@ Status NvmeTier::ReadPart(const Part& part, std::span<const int64_t> rows, std::
       ReadRequest& req = reqs_[j];
       req.offset = run.begin;
       req.length = static_cast<uint32_t>(run.end - run.begin);
-      req.dest = run.last - run.first > 1 ? static_cast<void*>(merge_buf_.data() + run.buf_offset)
-                                          : static_cast<void*>(dest(miss_pos_[run.first]));
+      req.dest = run.last - run.first > 1
+                     ? static_cast<void*>(merge_buf_.data() + run.buf_offset)
+                     : static_cast<void*>(dest(*run.part, miss_pos_[run.first]));
       req_ptrs_[j] = &req;
     }
     (void)reader.ReadBatch(req_ptrs_);  // each request says how it ended
@@ -240,7 +255,7 @@ Status NvmeTier::ReadPart(const Part& part, std::span<const int64_t> rows, std::
       const bool merged = run.last - run.first > 1;
       if (!reqs_[j].status.ok()) {
         if (merged) {
-          for (size_t k = run.first; k < run.last; ++k) split_.push_back(miss_pos_[k]);
+          for (size_t k = run.first; k < run.last; ++k) split_.emplace_back(miss_pos_[k], run.part);
         } else {
           fail(miss_pos_[run.first], reqs_[j].status, status);
         }
@@ -249,7 +264,9 @@ Status NvmeTier::ReadPart(const Part& part, std::span<const int64_t> rows, std::
       if (!merged) continue;
       for (size_t k = run.first; k < run.last; ++k) {
         const size_t i = miss_pos_[k];
-        std::memcpy(dest(i), merge_buf_.data() + run.buf_offset + (part_offset(i) - run.begin), pb);
+        std::memcpy(dest(*run.part, i),
+                    merge_buf_.data() + run.buf_offset + (part_offset(*run.part, i) - run.begin),
+                    run.part->bytes);
       }
     }
     w = w_end;
@@ -258,14 +275,15 @@ Status NvmeTier::ReadPart(const Part& part, std::span<const int64_t> rows, std::
     reqs_.assign(split_.size(), ReadRequest{});
     req_ptrs_.resize(split_.size());
     for (size_t k = 0; k < split_.size(); ++k) {
-      reqs_[k].offset = part_offset(split_[k]);
-      reqs_[k].length = static_cast<uint32_t>(pb);
-      reqs_[k].dest = dest(split_[k]);
+      const auto& [i, part] = split_[k];
+      reqs_[k].offset = part_offset(*part, i);
+      reqs_[k].length = static_cast<uint32_t>(part->bytes);
+      reqs_[k].dest = dest(*part, i);
       req_ptrs_[k] = &reqs_[k];
     }
     (void)reader.ReadBatch(req_ptrs_);
     for (size_t k = 0; k < split_.size(); ++k) {
-      if (!reqs_[k].status.ok()) fail(split_[k], reqs_[k].status, status);
+      if (!reqs_[k].status.ok()) fail(split_[k].first, reqs_[k].status, status);
     }
   }
   return status;

@@ -42,8 +42,9 @@ struct NvmeTierOptions {
 
 // tables[l] is Engram layer l's table as TensorStore::Info reports it ([rows, Dh], one
 // dtype and Dh for all), with its scales for an F8_E4M3 table: a stored row is read as its
-// weight bytes and its scale bytes (two reads, merged with their neighbours like any row;
-// rows need not be aligned to blocks), and cached packed. FAILED_PRECONDITION for a tensor
+// weight bytes and its scale bytes (two reads, submitted together when both tensors are in one
+// file, each merged with its neighbours like any row; rows need not be aligned to blocks),
+// and cached packed. FAILED_PRECONDITION for a tensor
 // without a file (in memory); INVALID_ARGUMENT for a bad shape, dtype or scales
 // (CheckTableShapes) or a byte size that is not shape x dtype; OUT_OF_RANGE when a tensor runs
 // past its file's end; the reader's status when a file cannot be opened.
