@@ -155,9 +155,17 @@ void PrintModelInfo(const v1::ModelInfo& m) {
   if (m.has_engram()) {
     const v1::EngramInfo& e = m.engram();
     t.Row("engram layers", JoinInts(e.layer_ids()));
-    t.Row("engram n-gram",
-          fmt::format("max {}, {} heads x {} dims, kernel {}", e.max_ngram_size(),
-                      e.n_head_per_ngram(), e.n_embed_per_ngram(), e.kernel_size()));
+    const int heads = std::max(1, e.n_head_per_ngram());
+    t.Row("engram module", e.variant() == "v41"
+                               ? "DeepSeek-V4.1 (fused wkv, no short conv)"
+                               : fmt::format("paper (conv kernel {})", e.kernel_size()));
+    t.Row("engram n-gram", fmt::format("max {}, {} heads of {} values per order",
+                                       e.max_ngram_size(), heads, e.n_embed_per_ngram() / heads));
+    if (!e.row_dtype().empty()) {
+      t.Row("engram rows",
+            fmt::format("{}, {} B each{}", e.row_dtype(), e.row_bytes(),
+                        e.row_dtype() == "F8_E4M3" ? " (E8M0 scales included)" : ""));
+    }
     t.Row("engram vocab", fmt::format("{} compressed ids", e.compressed_vocab_size()));
     t.Row("engram table rows", JoinInts(e.table_rows()));
     t.Row("engram table size", Bytes(e.table_bytes()));
