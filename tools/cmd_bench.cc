@@ -1,6 +1,8 @@
 // engram bench forward: prefill and decode throughput of the offline engine, printed beside
 // the machine's bounds measured in the same run (memory bandwidth for weight streaming, the
-// FMA rate for prefill arithmetic).
+// FMA rate for prefill arithmetic). With --weights int8 the bytes are the int8 format's (1.125
+// bytes per weight); the prefill bound is still the F32 FMA peak (an int8 dot-product peak is
+// not measured yet).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -38,21 +40,30 @@ struct ModelCost {
   double prefill_flops(double len) const { return len * body_flops_per_token + head_flops; }
 };
 
-ModelCost CostOf(const ModelConfig& c, const TensorStore& store) {
+// Bytes a Linear weight [n, k] of `dtype` streams in the backend's format: as stored, or with
+// int8 weights 32 one-byte values plus a 4-byte scale per block of 32 inputs per row.
+double LinearBytes(double n, double k, DType dtype, bool int8) {
+  return int8 ? n * std::ceil(k / 32) * 36 : n * k * static_cast<double>(DTypeSize(dtype));
+}
+
+ModelCost CostOf(const ModelConfig& c, const TensorStore& store, bool int8) {
   ModelCost m;
   for (const std::string& name : store.Names()) {
     const TensorInfo* info = store.Info(name);
     const bool matrix = info->shape.size() == 2 && name.find("embed_tokens") == std::string::npos &&
                         name.find("multi_head_embedding") == std::string::npos;
     if (!matrix) continue;
-    const double n = static_cast<double>(info->shape[0]) * static_cast<double>(info->shape[1]);
-    m.weight_bytes += n * static_cast<double>(DTypeSize(info->dtype));
+    const double rows = static_cast<double>(info->shape[0]);
+    const double cols = static_cast<double>(info->shape[1]);
+    const double n = rows * cols;
+    m.weight_bytes += LinearBytes(rows, cols, info->dtype, int8);
     (name == "lm_head.weight" ? m.head_flops : m.body_flops_per_token) += 2 * n;
   }
   if (c.tie_word_embeddings) {
     const double n = static_cast<double>(c.vocab_size) * static_cast<double>(c.hidden_size);
     m.weight_bytes +=
-        n * static_cast<double>(DTypeSize(store.Info("model.embed_tokens.weight")->dtype));
+        LinearBytes(static_cast<double>(c.vocab_size), static_cast<double>(c.hidden_size),
+                    store.Info("model.embed_tokens.weight")->dtype, int8);
     m.head_flops += 2 * n;
   }
   return m;
@@ -132,7 +143,8 @@ Status BenchForward(const Args& args) {
     return InvalidArgument("--prompt-len, --decode-steps and --repeats must be >= 1");
   }
   ENGRAM_ASSIGN_OR_RETURN(auto engine, OpenEngine(args));
-  const ModelCost cost = CostOf(engine->config(), engine->files().store);
+  const std::string weights = args.Get("weights").value_or("bf16");
+  const ModelCost cost = CostOf(engine->config(), engine->files().store, weights == "int8");
   Measured m;
   ENGRAM_ASSIGN_OR_RETURN(m.prefill_tok_s, TimePrefill(*engine, static_cast<int>(prompt_len),
                                                        static_cast<int>(repeats)));
@@ -157,6 +169,14 @@ Status BenchForward(const Args& args) {
     nlohmann::json j;
     j["model"] = engine->files().source;
     j["backend"] = std::string(engine->backend().name());
+    j["weights"] = weights;
+    j["prefill_tok_s"] = m.prefill_tok_s;
+    j["prefill_bound_tok_s"] = prefill_bound;
+    j["decode_batch1_bound_tok_s"] = decode_bound;
+    for (auto [b, tps] : m.decode_tok_s) {
+      if (b == 1) j["decode_batch1_tok_s"] = tps;
+      if (b == 16) j["decode_batch16_tok_s"] = tps;
+    }
     j["weight_bytes"] = cost.weight_bytes;
     j["flops_per_token"] = cost.flops_per_token();
     j["body_flops_per_token"] = cost.body_flops_per_token;
@@ -180,8 +200,8 @@ Status BenchForward(const Args& args) {
     std::printf("%s\n", j.dump(2).c_str());
     return Status::Ok();
   }
-  std::printf("model %s on %s\n", engine->files().source.c_str(),
-              std::string(engine->backend().name()).c_str());
+  std::printf("model %s on %s, %s weights\n", engine->files().source.c_str(),
+              std::string(engine->backend().name()).c_str(), weights.c_str());
   std::printf(
       "weights streamed per step: %.3f GB; %.3f GFLOP per decode token (lm_head %.3f); "
       "prefill %lld tokens: %.3f GFLOP (lm_head for the last token only)\n",
@@ -217,7 +237,7 @@ int RunBench(int argc, char** argv) {
         stderr,
         "usage: engram bench forward --model DIR|synth:PRESET [--prompt-len N] "
         "[--decode-steps N] [--batches 1,16] [--repeats N] [--threads N] [--backend cpu|cuda] "
-        "[--cuda-graphs on|off] [--json]\n");
+        "[--cuda-graphs on|off] [--weights bf16|int8] [--json]\n");
     return 2;
   }
   auto names = EngineOptionNames();

@@ -57,7 +57,8 @@ Status Generate(const Args& args) {
   const auto t2 = Clock::now();
   const double prefill_s = std::chrono::duration<double>(t1 - t0).count();
   const double decode_s = std::chrono::duration<double>(t2 - t1).count();
-  std::fprintf(stderr, "prompt %zu tokens in %.3f s (%.1f tok/s); %zu tokens generated in %.3f s "
+  std::fprintf(stderr,
+               "prompt %zu tokens in %.3f s (%.1f tok/s); %zu tokens generated in %.3f s "
                "(%.1f tok/s)\n",
                prompt.size(), prefill_s, prompt.size() / prefill_s, out.size(), decode_s,
                out.size() > 1 ? (out.size() - 1) / decode_s : 0.0);
@@ -76,7 +77,7 @@ int RunGenerate(int argc, char** argv) {
     std::fprintf(stderr,
                  "engram generate --model DIR|synth:PRESET --prompt-ids 1,2,3 [--max-tokens N] "
                  "[--temperature T] [--top-k K] [--top-p P] [--seed S] [--ignore-eos] "
-                 "[--backend cpu|cuda] [--threads N]\n");
+                 "[--backend cpu|cuda] [--threads N] [--weights bf16|int8]\n");
     return 0;
   }
   Status st = Generate(*args);

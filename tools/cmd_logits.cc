@@ -49,9 +49,10 @@ int RunLogits(int argc, char** argv) {
   auto args = Args::Parse(argc, argv, 2, names, {"help"});
   if (!args.ok()) return Fail("logits", args.status()) + 1;
   if (args->Flag("help")) {
-    std::fprintf(stderr,
-                 "engram logits --model DIR|synth:PRESET --ids 1,2,3 --out FILE.npy "
-                 "[--mode prefill|decode] [--backend cpu|cuda] [--threads N]\n");
+    std::fprintf(
+        stderr,
+        "engram logits --model DIR|synth:PRESET --ids 1,2,3 --out FILE.npy "
+        "[--mode prefill|decode] [--backend cpu|cuda] [--threads N] [--weights bf16|int8]\n");
     return 0;
   }
   Status st = Logits(*args);

@@ -1,5 +1,6 @@
 // Shared options of the offline commands: --model DIR|synth:PRESET, --backend, --threads,
-// --kv-tokens, --max-seqs, --cuda-graphs on|off (decode steps as CUDA graphs).
+// --kv-tokens, --max-seqs, --cuda-graphs on|off (decode steps as CUDA graphs), --weights
+// bf16|int8 (the Linear weight format; int8 quantizes at load, BackendOptions::weights).
 #pragma once
 
 #include <memory>

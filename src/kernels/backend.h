@@ -20,7 +20,8 @@
 namespace engram {
 
 enum class WeightUse : uint8_t {
-  kLinear,     // [N, K] matrix used as x · Wᵀ; may be repacked (Layout::kBackendPacked)
+  kLinear,     // [N, K] matrix used as x · Wᵀ; may be repacked (Layout::kBackendPacked) or,
+               // with BackendOptions::weights = "int8", quantized (Layout::kInt8Block32)
   kEmbedding,  // [rows, D] table read by row (Embedding, GatherRows)
   kVector,     // small vectors and matrices read elementwise (norms, biases, conv); kept F32
 };
@@ -187,7 +188,16 @@ struct BackendOptions {
   // once per step shape, then replayed; src/kernels/cuda/NOTES.md). Off until verified on a
   // GPU; ignored with the CPU backend.
   bool cuda_graphs = false;
+  // Format of the Linear weights (WeightUse::kLinear, the lm_head included): "bf16" keeps the
+  // file's F32/F16/BF16 weights as they are (packed), "int8" quantizes them at PrepareWeight to
+  // symmetric int8 in blocks of 32 inputs with an F32 scale per block and output row, the
+  // activations quantized per token and block on the fly (Layout::kInt8Block32). CPU only;
+  // embeddings and vectors are never quantized.
+  std::string weights = "bf16";
 };
+
+// INVALID_ARGUMENT unless `weights` is a format BackendOptions::weights accepts.
+Status ValidateWeightFormat(std::string_view weights);
 
 // Creates the backend named by options.kind; UNAVAILABLE when it is not built or no device
 // is visible, INVALID_ARGUMENT for an unknown kind.

@@ -14,8 +14,11 @@ namespace engram {
 enum class Device : uint8_t { kCpu, kCuda };
 
 // Layouts a backend may give a prepared weight. Ops accept only the layouts their own
-// PrepareWeight produces; kRowMajor is understood by every backend.
-enum class Layout : uint8_t { kRowMajor = 0, kBackendPacked = 1 };
+// PrepareWeight produces; kRowMajor is understood by every backend. kInt8Block32: a Linear
+// weight quantized to symmetric int8 in blocks of 32 inputs with one F32 scale per block and
+// output row (BackendOptions::weights = "int8"), dtype U8, logical shape [N, K]; its bytes are
+// the backend's (CPU: src/kernels/cpu/linear_int8.h), not numel() * 1.
+enum class Layout : uint8_t { kRowMajor = 0, kBackendPacked = 1, kInt8Block32 = 2 };
 
 struct Tensor {
   std::shared_ptr<void> owner;  // keeps `data` alive; null for a non-owning view

@@ -45,7 +45,7 @@ constexpr std::string_view kTransfers[] = {"copy", "zero_copy"};
 constexpr std::string_view kPins[] = {"auto", "on", "off"};
 constexpr std::string_view kTiers[] = {"resident", "dram", "nvme"};
 constexpr std::string_view kCachePolicies[] = {"tinylfu", "lru"};
-constexpr std::string_view kBackendKeys[] = {"kind", "threads", "device", "cuda_graphs"};
+constexpr std::string_view kBackendKeys[] = {"kind", "threads", "device", "cuda_graphs", "weights"};
 constexpr std::string_view kServerKeys[] = {"listen", "max_message_bytes", "drain_grace_s",
                                             "handler_threads"};
 constexpr std::string_view kLimitsKeys[] = {
@@ -54,6 +54,7 @@ constexpr std::string_view kLimitsKeys[] = {
 constexpr std::string_view kLoggingKeys[] = {"level"};
 constexpr std::string_view kMetricsKeys[] = {"listen"};
 constexpr std::string_view kBackendKinds[] = {"cpu", "cuda"};
+constexpr std::string_view kWeightFormats[] = {"bf16", "int8"};
 constexpr std::string_view kLogLevels[] = {"trace", "debug",    "info", "warn",
                                            "error", "critical", "off"};
 
@@ -377,6 +378,7 @@ Status Parser::Parse(const YAML::Node& root, ServerConfig& c) {
   std::optional<bool> cuda_graphs;
   ENGRAM_RETURN_IF_ERROR(Bool(backend, "cuda_graphs", cuda_graphs));
   if (cuda_graphs) b.cuda_graphs = *cuda_graphs;
+  ENGRAM_RETURN_IF_ERROR(Enum(backend, "weights", kWeightFormats, b.weights));
 
   ENGRAM_ASSIGN_OR_RETURN(Section server, section("server", kServerKeys));
   auto& s = c.server;
@@ -571,6 +573,7 @@ EngineOptions ServerConfig::ToEngineOptions() const {
   o.backend.threads = backend.threads;
   o.backend.device_index = backend.device;
   o.backend.cuda_graphs = backend.cuda_graphs;
+  o.backend.weights = backend.weights;
   o.max_seqs = limits.max_running_seqs;
   o.kv_tokens = limits.kv_tokens;
   o.block_size = limits.kv_block_size;
@@ -606,6 +609,7 @@ std::string ServerConfig::ToYaml() const {
   e << YAML::Key << "threads" << YAML::Value << backend.threads;
   e << YAML::Key << "device" << YAML::Value << backend.device;
   e << YAML::Key << "cuda_graphs" << YAML::Value << backend.cuda_graphs;
+  e << YAML::Key << "weights" << YAML::Value << backend.weights;
   e << YAML::EndMap;
 
   e << YAML::Key << "server" << YAML::Value << YAML::BeginMap;

@@ -33,10 +33,11 @@ struct ServerConfig {
   std::optional<bool> add_bos;
 
   struct BackendSection {
-    std::string kind = "cpu";  // "cpu" | "cuda"
-    int threads = 0;           // CPU compute threads; 0 = one per physical core
-    int device = 0;            // CUDA device index
-    bool cuda_graphs = false;  // CUDA: decode steps as CUDA graphs (BackendOptions)
+    std::string kind = "cpu";      // "cpu" | "cuda"
+    int threads = 0;               // CPU compute threads; 0 = one per physical core
+    int device = 0;                // CUDA device index
+    bool cuda_graphs = false;      // CUDA: decode steps as CUDA graphs (BackendOptions)
+    std::string weights = "bf16";  // "bf16" | "int8": Linear weight format (BackendOptions)
     bool operator==(const BackendSection&) const = default;
   } backend;
 

@@ -19,6 +19,7 @@
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/engram_ops.h"
 #include "kernels/cpu/linear.h"
+#include "kernels/cpu/linear_int8.h"
 #include "kernels/cpu/sampling.h"
 #include "kernels/cpu/thread_pool.h"
 
@@ -110,8 +111,11 @@ Status CheckLayoutArrays(std::string_view op, const BatchLayout& l) {
 
 class CpuBackend final : public Backend {
  public:
-  CpuBackend(int threads, CpuIsa isa) : pool_(threads), isa_(isa) {
-    name_ = fmt::format("cpu ({} threads, {})", pool_.num_threads(), CpuIsaName(isa_));
+  CpuBackend(int threads, CpuIsa isa, bool int8)
+      : pool_(threads), isa_(isa), int8_(int8), int8_kernel_(Int8KernelFor(isa)) {
+    name_ = int8_ ? fmt::format("cpu ({} threads, {}, int8 weights: {} kernels)",
+                                pool_.num_threads(), CpuIsaName(isa_), Int8KernelName(int8_kernel_))
+                  : fmt::format("cpu ({} threads, {})", pool_.num_threads(), CpuIsaName(isa_));
   }
 
   std::string_view name() const override { return name_; }
@@ -137,6 +141,13 @@ class CpuBackend final : public Backend {
       }
       return InvalidArgument("{}: host has a backend-packed layout", op);
     }
+    if (host.layout == Layout::kInt8Block32) {
+      if (use == WeightUse::kLinear && host.shape.size() == 2 && host.dtype == DType::kU8) {
+        return host;  // already ours
+      }
+      return InvalidArgument("{}: host has the int8 block layout but is not a [N, K] U8 {}", op,
+                             "linear weight");
+    }
     const bool float_type =
         host.dtype == DType::kF32 || host.dtype == DType::kBF16 || host.dtype == DType::kF16;
     // U8 [rows, Fp8RowBytes(Dh)]: an Engram table of packed FP8 rows (GatherRows reads it).
@@ -152,6 +163,7 @@ class CpuBackend final : public Backend {
           return InvalidArgument("{}: linear weight has shape {}, expected [N, K]", op,
                                  host.ShapeString());
         }
+        if (int8_) return QuantizeLinearWeightInt8(host, pool_);
         return PackLinearWeight(host, pool_);
       case WeightUse::kEmbedding:
         if (host.shape.size() != 2) {
@@ -264,8 +276,10 @@ class CpuBackend final : public Backend {
     ENGRAM_ASSIGN_OR_RETURN(auto mk, CheckF32Matrix(op, "x", x));
     ENGRAM_RETURN_IF_ERROR(CheckHost(op, "w", w));
     const bool packed = w.layout == Layout::kBackendPacked;
-    const bool dtype_ok =
-        w.dtype == DType::kF32 || w.dtype == DType::kBF16 || (!packed && w.dtype == DType::kF16);
+    const bool int8 = w.layout == Layout::kInt8Block32;
+    const bool dtype_ok = int8 ? w.dtype == DType::kU8
+                               : w.dtype == DType::kF32 || w.dtype == DType::kBF16 ||
+                                     (!packed && w.dtype == DType::kF16);
     if (!dtype_ok) {
       return InvalidArgument("{}: w has dtype {}, expected F32 or BF16 (prepared with kLinear)", op,
                              DTypeName(w.dtype));
@@ -278,6 +292,11 @@ class CpuBackend final : public Backend {
     if (bias != nullptr) ENGRAM_RETURN_IF_ERROR(CheckF32(op, "bias", *bias, {N}));
     ENGRAM_RETURN_IF_ERROR(CheckF32(op, "out", out, {mk.first, N}));
     if (Overlap(out, x)) return InvalidArgument("{}: out overlaps x", op);
+    if (int8) {
+      LinearInt8Forward(int8_kernel_, pool_, x.ptr<float>(), mk.first, w,
+                        bias != nullptr ? bias->ptr<float>() : nullptr, out.ptr<float>());
+      return Status::Ok();
+    }
     LinearForward(isa_, pool_, x.ptr<float>(), mk.first, w,
                   bias != nullptr ? bias->ptr<float>() : nullptr, out.ptr<float>());
     return Status::Ok();
@@ -586,6 +605,8 @@ class CpuBackend final : public Backend {
 
   ThreadPool pool_;
   CpuIsa isa_;
+  bool int8_;               // kLinear weights quantized to int8 (BackendOptions::weights)
+  Int8Kernel int8_kernel_;  // the int8 kernels isa_ runs
   std::string name_;
   // Working memory of EngramShortConv, kept between calls (sized by the largest step).
   std::vector<float> conv_x_, conv_w_;
@@ -602,8 +623,9 @@ Result<std::unique_ptr<Backend>> CreateCpuBackend(const BackendOptions& options,
     return Unavailable("cpu backend: this CPU cannot run the {} kernels (best: {})",
                        CpuIsaName(isa), CpuIsaName(BestCpuIsa()));
   }
+  ENGRAM_RETURN_IF_ERROR(ValidateWeightFormat(options.weights));
   const int threads = options.threads > 0 ? options.threads : PhysicalCoreCount();
-  return std::unique_ptr<Backend>(new CpuBackend(threads, isa));
+  return std::unique_ptr<Backend>(new CpuBackend(threads, isa, options.weights == "int8"));
 }
 
 Result<std::unique_ptr<Backend>> CreateCpuBackend(const BackendOptions& options) {

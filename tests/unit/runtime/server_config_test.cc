@@ -135,7 +135,7 @@ TEST(ServerConfig, RefusesIntegerBeyondInt64) {
 TEST(ServerConfig, RefusesUnknownNestedKey) {
   EXPECT_EQ(ErrorMessage("model: synth:tiny\nbackend:\n  kindd: cpu\n", "cpu-demo.yaml"),
             "cpu-demo.yaml: unknown key \"backend.kindd\" (allowed: kind, threads, device, "
-            "cuda_graphs)");
+            "cuda_graphs, weights)");
 }
 
 TEST(ServerConfig, RefusesUnknownTopLevelKey) {
@@ -152,6 +152,22 @@ TEST(ServerConfig, RefusesDuplicateKey) {
 TEST(ServerConfig, RefusesBadEnum) {
   EXPECT_EQ(ErrorMessage("model: synth:tiny\nbackend:\n  kind: tpu\n"),
             "model.yaml: backend.kind: \"tpu\" (expected one of: cpu, cuda)");
+}
+
+TEST(ServerConfig, BackendWeights) {
+  EXPECT_EQ(WithModel("synth:tiny").backend.weights, "bf16");  // the default
+  EXPECT_EQ(WithModel("synth:tiny").ToEngineOptions().backend.weights, "bf16");
+  auto c = ServerConfig::FromYaml("model: synth:tiny\nbackend: {weights: int8}\n", "model.yaml");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->backend.weights, "int8");
+  EXPECT_EQ(c->ToEngineOptions().backend.weights, "int8");
+  auto b = ServerConfig::FromYaml(c->ToYaml(), "effective.yaml");
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  EXPECT_EQ(*b, *c);
+  EXPECT_EQ(ErrorMessage("model: synth:tiny\nbackend:\n  weights: fp4\n"),
+            "model.yaml: backend.weights: \"fp4\" (expected one of: bf16, int8)");
+  EXPECT_EQ(ErrorMessage("model: synth:tiny\nbackend:\n  weights: INT8\n"),
+            "model.yaml: backend.weights: \"INT8\" (expected one of: bf16, int8)");
 }
 
 TEST(ServerConfig, RefusesBadLogLevel) {

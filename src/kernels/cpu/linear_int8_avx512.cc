@@ -1,0 +1,102 @@
+// AVX-512 VNNI tiles of the int8 Linear (linear_int8.h): vpdpbusd of the offset-binary weights
+// (u8) with broadcast activation groups (s8), the int32 accumulators started at -128 * sum qx
+// (the offset's contribution), one zmm of 16 columns per panel; up to 6 rows x 2 panels (12
+// int32 + 12 F32 accumulators). Used only when the CPU has AVX-512 VNNI and BW.
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "kernels/cpu/linear_int8.h"
+
+#define ENGRAM_VNNI __attribute__((target("avx512f,avx512bw,avx512vnni,avx2,fma")))
+
+namespace engram::linear_int8_internal {
+namespace {
+
+// The all-lanes maskz forms are the plain instructions; they avoid GCC 12's false
+// -Wmaybe-uninitialized on the unmasked intrinsics' _mm512_undefined operand.
+constexpr __mmask16 kAll = 0xffff;
+
+template <int MR, int NP>
+ENGRAM_VNNI void TileVnni(const TileArgs& p) {
+  __m512 facc[MR][NP];
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r) {
+#pragma GCC unroll 2
+    for (int j = 0; j < NP; ++j) facc[r][j] = _mm512_setzero_ps();
+  }
+  for (int64_t b = 0; b < p.kb; ++b) {
+    __m512i iacc[MR][NP];
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      const __m512i init = _mm512_set1_epi32(-128 * p.xsum[r * p.kb + b]);
+#pragma GCC unroll 2
+      for (int j = 0; j < NP; ++j) iacc[r][j] = init;
+    }
+    const uint8_t* blk = p.w + b * kInt8BlockBytes;
+#pragma GCC unroll 8
+    for (int g = 0; g < 8; ++g) {
+      __m512i wv[NP];
+#pragma GCC unroll 2
+      for (int j = 0; j < NP; ++j) {
+        wv[j] = _mm512_loadu_si512(blk + j * p.panel_stride + 64 * g);
+      }
+#pragma GCC unroll 8
+      for (int r = 0; r < MR; ++r) {
+        int32_t x4;
+        std::memcpy(&x4, p.q + r * p.ldq + b * kInt8Block + 4 * g, 4);
+        const __m512i xb = _mm512_set1_epi32(x4);
+#pragma GCC unroll 2
+        for (int j = 0; j < NP; ++j) iacc[r][j] = _mm512_dpbusd_epi32(iacc[r][j], wv[j], xb);
+      }
+    }
+#pragma GCC unroll 2
+    for (int j = 0; j < NP; ++j) {
+      const __m512 ws =
+          _mm512_loadu_ps(reinterpret_cast<const float*>(blk + j * p.panel_stride + 512));
+#pragma GCC unroll 8
+      for (int r = 0; r < MR; ++r) {
+        const __m512 sc = _mm512_mul_ps(ws, _mm512_set1_ps(p.xs[r * p.kb + b]));
+        facc[r][j] = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(kAll, iacc[r][j]), sc, facc[r][j]);
+      }
+    }
+  }
+#pragma GCC unroll 2
+  for (int j = 0; j < NP; ++j) {
+    const int cols = p.nc - j * kInt8PanelWidth;
+    if (cols <= 0) break;
+    const __mmask16 mask = cols >= kInt8PanelWidth ? static_cast<__mmask16>(0xffff)
+                                                   : static_cast<__mmask16>((1u << cols) - 1);
+    const __m512 bias = p.bias != nullptr
+                            ? _mm512_maskz_loadu_ps(mask, p.bias + j * kInt8PanelWidth)
+                            : _mm512_setzero_ps();
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      _mm512_mask_storeu_ps(p.c + r * p.ldc + j * kInt8PanelWidth, mask,
+                            _mm512_add_ps(facc[r][j], bias));
+    }
+  }
+}
+
+template <int NP>
+void Fill(TileKernels& k) {
+  k.fn[NP][1] = &TileVnni<1, NP>;
+  k.fn[NP][2] = &TileVnni<2, NP>;
+  k.fn[NP][3] = &TileVnni<3, NP>;
+  k.fn[NP][4] = &TileVnni<4, NP>;
+  k.fn[NP][5] = &TileVnni<5, NP>;
+  k.fn[NP][6] = &TileVnni<6, NP>;
+}
+
+}  // namespace
+
+TileKernels Avx512VnniTileKernels() {
+  TileKernels k;
+  k.max_mr = 6;  // 6 x 2 tiles: 12 int32 + 12 F32 accumulators, weights and broadcasts
+  k.max_np = 2;
+  Fill<1>(k);
+  Fill<2>(k);
+  return k;
+}
+
+}  // namespace engram::linear_int8_internal
