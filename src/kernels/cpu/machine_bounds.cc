@@ -8,6 +8,7 @@
 
 #include "kernels/cpu/cpu_memory.h"
 #include "kernels/cpu/isa.h"
+#include "kernels/cpu/linear_int8.h"
 #include "kernels/cpu/simd_avx2.h"
 #include "kernels/cpu/thread_pool.h"
 
@@ -128,7 +129,63 @@ double FlopsPerIteration(CpuIsa isa) {
   }
 }
 
+__attribute__((target("avx512f,avx512bw,avx512vnni,avx2,fma"))) int32_t DotLoopVnni(int64_t iters) {
+  __m512i acc[12];
+  for (int j = 0; j < 12; ++j) acc[j] = _mm512_set1_epi32(j);
+  const __m512i a = _mm512_set1_epi8(3), b = _mm512_set1_epi8(-2);
+  for (int64_t i = 0; i < iters; ++i) {
+#pragma GCC unroll 12
+    for (int j = 0; j < 12; ++j) acc[j] = _mm512_dpbusd_epi32(acc[j], a, b);
+  }
+  for (int j = 1; j < 12; ++j) acc[0] = _mm512_add_epi32(acc[0], acc[j]);
+  alignas(64) int32_t lanes[16];
+  _mm512_store_si512(lanes, acc[0]);
+  int32_t s = 0;
+  for (int32_t v : lanes) s += v;
+  return s;
+}
+
+ENGRAM_AVX2 int32_t DotLoopAvx2(int64_t iters) {
+  __m256i acc[8];
+  for (int j = 0; j < 8; ++j) acc[j] = _mm256_set1_epi32(j);
+  const __m256i a = _mm256_set1_epi8(3), b = _mm256_set1_epi8(-2), ones = _mm256_set1_epi16(1);
+  for (int64_t i = 0; i < iters; ++i) {
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; ++j) {
+      acc[j] = _mm256_add_epi32(acc[j], _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), ones));
+    }
+  }
+  for (int j = 1; j < 8; ++j) acc[0] = _mm256_add_epi32(acc[0], acc[j]);
+  alignas(32) int32_t lanes[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), acc[0]);
+  int32_t s = 0;
+  for (int32_t v : lanes) s += v;
+  return s;
+}
+
 }  // namespace
+
+double MeasureInt8Gops(int threads) {
+  const Int8Kernel kernel = Int8KernelFor(DefaultCpuIsa());
+  if (kernel == Int8Kernel::kScalar) return 0.0;
+  ThreadPool pool(std::max(threads, 1));
+  const int n = pool.num_threads();
+  const bool vnni = kernel == Int8Kernel::kAvx512Vnni;
+  const int64_t iters = 20'000'000;
+  // Multiply-adds per iteration: 12 vpdpbusd x 64, or 8 maddubs/madd sequences x 32.
+  const double ops_per_iter = vnni ? 12 * 64 * 2 : 8 * 32 * 2;
+  std::vector<int32_t> sink(n);
+  auto loop = [&](int64_t it) { return vnni ? DotLoopVnni(it) : DotLoopAvx2(it); };
+  TimeOnAllThreads(pool, [&](int t) { sink[t] += loop(iters / 4); });  // warm-up
+  std::vector<double> rates;
+  for (int run = 0; run < kRuns; ++run) {
+    const double s = TimeOnAllThreads(pool, [&](int t) { sink[t] += loop(iters); });
+    rates.push_back(ops_per_iter * static_cast<double>(iters) * n / s / 1e9);
+  }
+  volatile int32_t keep = sink[0];
+  (void)keep;
+  return Median(rates);
+}
 
 double MeasureMemoryBandwidthGBs(int threads) {
   const int64_t bytes = int64_t{1} << 30;

@@ -14,4 +14,10 @@ double MeasureMemoryBandwidthGBs(int threads);
 // 16 lanes, AVX2/FMA 8 lanes, or plain scalar code), i.e. the peak the kernels could reach.
 double MeasureFmaGflops(int threads);
 
+// Peak int8 dot-product rate in GOP/s (2 ops per int8 multiply-add) of independent chains held
+// in registers, with the instructions the int8 Linear kernels use (linear_int8.h): AVX-512
+// VNNI vpdpbusd (64 multiply-adds each) where Int8KernelFor(DefaultCpuIsa()) picks it, AVX2
+// vpmaddubsw + vpmaddwd + vpaddd (32), 0 for the scalar kernels (not measured).
+double MeasureInt8Gops(int threads);
+
 }  // namespace engram
