@@ -1,0 +1,102 @@
+// `--weights bf16|int8` on the real `engram` binary (ENGRAM_CLI): logits and bench forward
+// take it, the backend named at start says int8, and a bad value is a clear usage error.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace engram {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string ReadFile(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+struct CliResult {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+class WeightsCli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(fs::exists(ENGRAM_CLI)) << "build the engram binary first: " << ENGRAM_CLI;
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    dir_ = fs::temp_directory_path() /
+           ("engram_weights_cli_" + std::to_string(::getpid()) + "_" + info->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  CliResult Run(const std::string& args) {
+    const fs::path out = dir_ / "stdout.txt", err = dir_ / "stderr.txt";
+    std::string cmd = Quote(ENGRAM_CLI);
+    cmd += " " + args + " >" + Quote(out) + " 2>" + Quote(err);
+    const int status = std::system(cmd.c_str());
+    CliResult r;
+    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    r.out = ReadFile(out);
+    r.err = ReadFile(err);
+    return r;
+  }
+
+  static std::string Quote(const fs::path& p) {
+    std::string q = "'";
+    q += p.string();
+    q += "'";
+    return q;
+  }
+
+  fs::path dir_;
+};
+
+TEST_F(WeightsCli, LogitsWithInt8Weights) {
+  const fs::path out = dir_ / "a.npy";
+  CliResult r =
+      Run("logits --model 'synth:tiny?dtype=f32' --ids 1,2,3,4 --threads 2 --weights "
+          "int8 --out '" +
+          out.string() + "'");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(fs::exists(out));
+  EXPECT_NE(r.err.find("int8 weights"), std::string::npos) << r.err;  // logged at start
+}
+
+TEST_F(WeightsCli, BadWeightsValueIsAUsageError) {
+  CliResult r =
+      Run("logits --model synth:tiny --ids 1,2 --out " + Quote(dir_ / "a.npy") + " --weights fp4");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("--weights \"fp4\" (expected bf16 or int8)"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(dir_ / "a.npy"));
+}
+
+TEST_F(WeightsCli, BenchForwardJsonNamesTheFormat) {
+  CliResult r =
+      Run("bench forward --model synth:tiny --weights int8 --json --prompt-len 8 --decode-steps 1 "
+          "--repeats 1 --batches 1 --threads 1");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out, nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << r.out;
+  EXPECT_EQ(j["weights"], "int8");
+  EXPECT_GT(j["prefill_tok_s"].get<double>(), 0);
+  EXPECT_GT(j["decode_batch1_tok_s"].get<double>(), 0);
+  EXPECT_TRUE(j.contains("int8_gops"));
+  // The lm_head runs once per prefill: the prefill's flops are below prompt_len x decode's.
+  EXPECT_LT(j["prefill_flops"].get<double>(), 8 * j["flops_per_token"].get<double>());
+}
+
+}  // namespace
+}  // namespace engram
