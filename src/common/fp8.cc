@@ -42,13 +42,21 @@ float InverseScale(uint8_t s) {
 
 uint8_t E8M0ScaleFor(float amax) { return ScaleForAbsBits(AbsBits(amax)); }
 
+uint8_t BlockScale(const float* xb) {
+  uint32_t amax = 0;
+  for (int64_t i = 0; i < kFp8Block; ++i) amax = std::max(amax, AbsBits(xb[i]));
+  return ScaleForAbsBits(amax);
+}
+
+void Fp8RowScales(const float* x, int64_t dim, uint8_t* scales) {
+  for (int64_t b = 0; b < dim / kFp8Block; ++b) scales[b] = BlockScale(x + b * kFp8Block);
+}
+
 void QuantizeFp8Row(const float* x, int64_t dim, uint8_t* codes, uint8_t* scales) {
   for (int64_t b = 0; b < dim / kFp8Block; ++b) {
     const float* xb = x + b * kFp8Block;
     uint8_t* cb = codes + b * kFp8Block;
-    uint32_t amax = 0;
-    for (int64_t i = 0; i < kFp8Block; ++i) amax = std::max(amax, AbsBits(xb[i]));
-    const uint8_t s = ScaleForAbsBits(amax);
+    const uint8_t s = BlockScale(xb);
     scales[b] = s;
     if (s == 0xff) {
       std::memset(cb, 0x7f, kFp8Block);

@@ -26,6 +26,8 @@ uint8_t E8M0ScaleFor(float amax);
 // One row of `dim` values (a multiple of 32): codes[i] = e4m3(x[i] / scale of i's block),
 // rounded to nearest even and saturating; scales[b] = E8M0ScaleFor(max |x| of block b).
 void QuantizeFp8Row(const float* x, int64_t dim, uint8_t* codes, uint8_t* scales);
+// The scales QuantizeFp8Row would choose, without the codes.
+void Fp8RowScales(const float* x, int64_t dim, uint8_t* scales);
 // out[i] = e4m3(codes[i]) * e8m0(scales[i / 32]). The scalar reference of the kernels.
 void DequantFp8Row(const uint8_t* codes, const uint8_t* scales, int64_t dim, float* out);
 

@@ -159,9 +159,7 @@ void Fill(const PlannedTensor& t, uint64_t first, uint64_t count, void* out) {
       float v[kFp8Block];
       for (uint64_t k = 0; k < count; ++k) {
         Fp8Values(b, (first + k) * kFp8Block, kFp8Block, v);
-        float amax = 0.f;
-        for (const float x : v) amax = std::max(amax, std::fabs(x));
-        scales[k] = E8M0ScaleFor(amax);
+        Fp8RowScales(v, kFp8Block, &scales[k]);  // exactly the scale QuantizeFp8Row chose
       }
       return;
     }
@@ -602,7 +600,7 @@ Status WriteShard(const std::string& path, const std::vector<const PlannedTensor
       if (pt.blocks == Fp8Blocks::kRows && pt.dtype == DType::kF8E4M3 && off + n < pt.numel) {
         n -= n % kFp8Block;
       }
-      if (n == 0) break;
+      if (n == 0 && pt.numel > 0) break;  // the window is full
       AddJobs(jobs, pt, off, n, base + filled);
       filled += n * esize;
       off += n;

@@ -7,7 +7,6 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
-#include <set>
 #include <thread>
 #include <vector>
 
@@ -53,22 +52,6 @@ class Progress {
   Clock::time_point start_ = Clock::now(), last_ = Clock::now();
 };
 
-// The E8M0 scales of one row's blocks alone (the second pass): from each block's largest
-// magnitude, as QuantizeFp8Row chooses them (a NaN anywhere in a block gives 0xFF).
-void RowScales(const float* x, int64_t dh, uint8_t* scales) {
-  for (int64_t b = 0; b < dh / kFp8Block; ++b) {
-    uint32_t amax = 0;
-    for (int64_t i = 0; i < kFp8Block; ++i) {
-      uint32_t bits;
-      std::memcpy(&bits, &x[b * kFp8Block + i], 4);
-      amax = std::max(amax, bits & 0x7fffffffu);
-    }
-    float a;
-    std::memcpy(&a, &amax, 4);
-    scales[b] = E8M0ScaleFor(a);
-  }
-}
-
 // Rows [begin, end) of `table` (F32/F16/BF16 [rows, dh]) as FP8 codes into `codes`, or (codes
 // null) only their scales into `scales`, `threads` ways.
 Status QuantizeRows(const Tensor& table, int64_t begin, int64_t end, uint8_t* codes,
@@ -89,7 +72,7 @@ Status QuantizeRows(const Tensor& table, int64_t begin, int64_t end, uint8_t* co
           if (codes != nullptr) {
             QuantizeFp8Row(row.data(), dh, codes + (r - begin) * dh, row_scales.data());
           } else {
-            RowScales(row.data(), dh, scales + (r - begin) * (dh / kFp8Block));
+            Fp8RowScales(row.data(), dh, scales + (r - begin) * (dh / kFp8Block));
           }
         }
         return Status::Ok();
@@ -127,27 +110,26 @@ class OverlappedWriter {
 struct ShardTensor {
   std::string name;
   const TensorInfo* info = nullptr;
-  bool quantize = false;
+  std::string scale;  // a table to quantize: the name of its scales (EngramScaleName); else ""
+  bool quantize() const { return !scale.empty(); }
 };
 
 Status WriteShard(const TensorStore& store, const std::string& path,
                   const std::vector<ShardTensor>& tensors, int threads, Progress& progress) {
   std::vector<SafetensorsWriter::Spec> specs;
   for (const ShardTensor& t : tensors) {
-    if (!t.quantize) {
+    if (!t.quantize()) {
       specs.push_back({t.name, t.info->dtype, t.info->shape});
       continue;
     }
     specs.push_back({t.name, DType::kF8E4M3, t.info->shape});
-    specs.push_back({t.name.substr(0, t.name.size() - 6) + "scale",
-                     DType::kF8E8M0,
-                     {t.info->shape[0], t.info->shape[1] / kFp8Block}});
+    specs.push_back({t.scale, DType::kF8E8M0, {t.info->shape[0], t.info->shape[1] / kFp8Block}});
   }
   ENGRAM_ASSIGN_OR_RETURN(auto writer, SafetensorsWriter::Create(path, specs, {{"format", "pt"}}));
   OverlappedWriter out(*writer);
   for (const ShardTensor& t : tensors) {
     ENGRAM_ASSIGN_OR_RETURN(Tensor src, store.Get(t.name));
-    if (!t.quantize) {
+    if (!t.quantize()) {
       ENGRAM_RETURN_IF_ERROR(out.Wait());
       ENGRAM_RETURN_IF_ERROR(writer->Append(src.data, src.nbytes()));
       continue;
@@ -184,7 +166,7 @@ Result<QuantizeReport> QuantizeModelTables(const std::string& in, const std::str
   ENGRAM_ASSIGN_OR_RETURN(ModelFiles model, OpenModel(in));
   if (!model.config.engram) return InvalidArgument("{}: config.json has no Engram layers", in);
   const EngramConfig& e = *model.config.engram;
-  std::set<std::string> tables;
+  std::map<std::string, std::string> tables;  // table -> its scales
   QuantizeReport report;
   for (const int l : e.layer_ids) {
     const std::string name = EngramTableName(e, l);
@@ -200,7 +182,7 @@ Result<QuantizeReport> QuantizeModelTables(const std::string& in, const std::str
           "of {}",
           in, name, fmt::join(info->shape, ", "), kFp8Block);
     }
-    tables.insert(name);
+    tables[name] = EngramScaleName(e, l);
     report.table_bytes_in += info->nbytes;
     report.table_bytes_out += static_cast<uint64_t>(info->shape[0]) * Fp8RowBytes(info->shape[1]);
     ++report.tables;
@@ -212,7 +194,8 @@ Result<QuantizeReport> QuantizeModelTables(const std::string& in, const std::str
   std::map<std::string, std::vector<ShardTensor>> shards;
   for (const std::string& name : model.store.Names()) {
     const TensorInfo* info = model.store.Info(name);
-    shards[info->file].push_back({name, info, tables.count(name) > 0});
+    auto it = tables.find(name);
+    shards[info->file].push_back({name, info, it != tables.end() ? it->second : std::string()});
   }
   Progress progress(options.progress, report.table_bytes_in);
   const int threads = DefaultThreads(options.threads);
@@ -224,10 +207,10 @@ Result<QuantizeReport> QuantizeModelTables(const std::string& in, const std::str
     });
     const std::string base = fs::path(file).filename().string();
     const bool has_table = std::any_of(tensors.begin(), tensors.end(),
-                                       [](const ShardTensor& t) { return t.quantize; });
+                                       [](const ShardTensor& t) { return t.quantize(); });
     for (const ShardTensor& t : tensors) {
       weight_map[t.name] = base;
-      if (t.quantize) weight_map[t.name.substr(0, t.name.size() - 6) + "scale"] = base;
+      if (t.quantize()) weight_map[t.scale] = base;
     }
     const std::string dst = (fs::path(out) / base).string();
     if (has_table) {
@@ -261,9 +244,9 @@ Result<QuantizeReport> QuantizeModelTables(const std::string& in, const std::str
     if (std::fclose(f) != 0 || !ok) return Unavailable("{}: short write", path);
   }
   std::vector<std::string> names;
-  for (const std::string& t : tables) {
-    names.push_back(t);
-    names.push_back(t.substr(0, t.size() - 6) + "scale");
+  for (const auto& [table, scale] : tables) {
+    names.push_back(table);
+    names.push_back(scale);
   }
   ENGRAM_RETURN_IF_ERROR(WriteTableChecksums(out, options.threads, names));
   report.total_seconds = Since(start);

@@ -131,9 +131,22 @@ Status Engine::CreateTier() {
   if (verify && (t.tier != "dram" || fp8)) {
     ENGRAM_RETURN_IF_ERROR(VerifyTableChecksums(files_, names));
   }
+  // Once a tier holds its own copy of the tables: in-memory (synthetic) tables are freed rather
+  // than held twice; file-backed ones are page cache the kernel may reclaim.
+  auto release_sources = [&] {
+    tables.clear();
+    for (const int l : layer_ids) {
+      EngramWeights& ew = *host_weights_.layers[static_cast<size_t>(l)].engram;
+      ew.table = Tensor();
+      ew.table_scale = Tensor();
+    }
+    for (const std::string& name : names) files_.store.ReleaseInMemory(name);
+  };
   if (t.tier == "resident") {
     ENGRAM_ASSIGN_OR_RETURN(ResidentTier tier, ResidentTier::Create(*backend_, tables));
     tier_ = std::make_unique<ResidentTier>(std::move(tier));
+    // FP8 tables were packed into a copy of their own (the CPU backend aliases BF16 ones).
+    if (fp8) release_sources();
     return Status::Ok();
   }
   if (t.tier != "dram" && t.tier != "nvme") {
@@ -178,15 +191,7 @@ Status Engine::CreateTier() {
       }
       ENGRAM_RETURN_IF_ERROR(VerifyTableChecksums(files_, names, 0, nullptr, &copies));
     }
-    // The tier holds its own copy: in-memory (synthetic) tables are freed rather than held
-    // twice; file-backed ones are page cache the kernel may reclaim.
-    tables.clear();
-    for (const int l : layer_ids) {
-      EngramWeights& ew = *host_weights_.layers[static_cast<size_t>(l)].engram;
-      ew.table = Tensor();
-      ew.table_scale = Tensor();
-    }
-    for (const std::string& name : names) files_.store.ReleaseInMemory(name);
+    release_sources();
     if (pin && !table_tier_->pinned()) {
       spdlog::warn("dram tier: the Engram tables could not all be pinned; they stay pageable");
     }
