@@ -1,7 +1,5 @@
 // Runs the real `engram hash` binary (ENGRAM_CLI) on the reference fixture and on bad input.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -11,6 +9,8 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+
+#include "../../support/cli_test.h"
 
 #include "model/compression_map.h"
 #include "prefetch/ngram_hasher.h"
@@ -24,57 +24,19 @@ using OrderedJson = nlohmann::ordered_json;
 const std::string kData = ENGRAM_TEST_DATA;
 const std::string kFixture = kData + "/demo_default_config.json";
 
-std::string ReadFile(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+using testing::CliResult;
+using testing::ReadFile;
 
 void WriteFile(const fs::path& p, const std::string& text) {
   std::ofstream out(p, std::ios::binary | std::ios::trunc);
   out << text;
 }
 
-struct CliResult {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
-
-class HashCli : public ::testing::Test {
+class HashCli : public testing::CliTest {
  protected:
-  void SetUp() override {
-    ASSERT_TRUE(fs::exists(ENGRAM_CLI)) << "build the engram binary first: " << ENGRAM_CLI;
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = fs::temp_directory_path() /
-           ("engram_hash_cli_" + std::to_string(::getpid()) + "_" + info->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
+  HashCli() : CliTest("engram_hash_cli") {}
   // Runs `engram hash <args>` with stdout and stderr captured.
-  CliResult Run(const std::string& args) {
-    const fs::path out = dir_ / "stdout.txt", err = dir_ / "stderr.txt";
-    std::string cmd = Quote(ENGRAM_CLI);
-    cmd += " hash " + args + " >" + Quote(out) + " 2>" + Quote(err);
-    const int status = std::system(cmd.c_str());
-    CliResult r;
-    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    r.out = ReadFile(out);
-    r.err = ReadFile(err);
-    return r;
-  }
-
-  static std::string Quote(const fs::path& p) {
-    std::string q = "'";
-    q += p.string();
-    q += "'";
-    return q;
-  }
-
-  fs::path dir_;
+  CliResult Run(const std::string& args) { return CliTest::Run("hash " + args); }
 };
 
 TEST_F(HashCli, ReproducesTheFixtureByteForByte) {

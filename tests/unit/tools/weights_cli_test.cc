@@ -1,8 +1,6 @@
 // `--weights bf16|int8` on the real `engram` binary (ENGRAM_CLI): logits and bench forward
 // take it, the backend named at start says int8, and a bad value is a clear usage error.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -12,56 +10,19 @@
 
 #include <nlohmann/json.hpp>
 
+#include "../../support/cli_test.h"
+
 namespace engram {
 namespace {
 
 namespace fs = std::filesystem;
 
-std::string ReadFile(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+using testing::CliResult;
+using testing::ReadFile;
 
-struct CliResult {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
-
-class WeightsCli : public ::testing::Test {
+class WeightsCli : public testing::CliTest {
  protected:
-  void SetUp() override {
-    ASSERT_TRUE(fs::exists(ENGRAM_CLI)) << "build the engram binary first: " << ENGRAM_CLI;
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = fs::temp_directory_path() /
-           ("engram_weights_cli_" + std::to_string(::getpid()) + "_" + info->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
-  CliResult Run(const std::string& args) {
-    const fs::path out = dir_ / "stdout.txt", err = dir_ / "stderr.txt";
-    std::string cmd = Quote(ENGRAM_CLI);
-    cmd += " " + args + " >" + Quote(out) + " 2>" + Quote(err);
-    const int status = std::system(cmd.c_str());
-    CliResult r;
-    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    r.out = ReadFile(out);
-    r.err = ReadFile(err);
-    return r;
-  }
-
-  static std::string Quote(const fs::path& p) {
-    std::string q = "'";
-    q += p.string();
-    q += "'";
-    return q;
-  }
-
-  fs::path dir_;
+  WeightsCli() : CliTest("engram_weights_cli") {}
 };
 
 TEST_F(WeightsCli, LogitsWithInt8Weights) {
