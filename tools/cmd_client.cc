@@ -148,6 +148,7 @@ void PrintModelInfo(const v1::ModelInfo& m) {
   t.Row("hidden size", std::to_string(m.hidden_size()));
   t.Row("heads (kv)", fmt::format("{} ({}), head_dim {}", m.num_attention_heads(),
                                   m.num_key_value_heads(), m.head_dim()));
+  if (!m.weights().empty()) t.Row("weights", m.weights());
   t.Row("vocab size", std::to_string(m.vocab_size()));
   t.Row("max context", std::to_string(m.max_context()));
   t.Row("tokenizer", m.has_tokenizer() ? "yes" : "no (token-id prompts only)");

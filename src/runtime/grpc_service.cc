@@ -72,6 +72,7 @@ v1::ModelInfo DescribeModel(const Engine& engine, const std::string& backend, bo
   m.set_head_dim(static_cast<int32_t>(c.head_dim));
   m.set_max_context(static_cast<int32_t>(c.max_position_embeddings));
   m.set_backend(backend);
+  m.set_weights(engine.weight_format());
   m.set_has_tokenizer(has_tokenizer);
   for (int64_t e : c.eos_token_ids) m.add_eos_token_ids(static_cast<int32_t>(e));
   if (c.engram) {

@@ -37,6 +37,7 @@ TEST_F(Serving, ModelInfoDescribesTheTinyModel) {
   EXPECT_GE(info_.vocab_size(), 128000);  // the vocabulary follows the tokenizer
   ASSERT_TRUE(info_.has_engram());
   EXPECT_EQ(info_.engram().layer_ids_size(), 1);
+  EXPECT_EQ(info_.weights(), "bf16");
   EXPECT_EQ(info_.engram().variant(), "paper");
   EXPECT_EQ(info_.engram().row_dtype(), "BF16");
   EXPECT_EQ(info_.engram().row_bytes(), 16);  // the tiny preset: Dh 8
