@@ -5,6 +5,7 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/cpu/gather_loop.h"
 #include "kernels/cpu/simd_avx2.h"
 
 namespace engram {
@@ -135,19 +136,9 @@ ENGRAM_AVX2 void F16ToF32Avx2(const uint16_t* s, float* d, int64_t n) {
 template <typename Index>
 void GatherImpl(CpuIsa isa, ThreadPool& pool, const void* table, DType dtype, int64_t d,
                 const Index* index, int64_t count, float* out) {
-  const size_t row_bytes = static_cast<size_t>(d) * DTypeSize(dtype);
-  const char* base = static_cast<const char*>(table);
-  constexpr int64_t kAhead = 4;  // rows prefetched ahead of the copy
-  const int64_t grain = std::max<int64_t>(1, kElementGrain / std::max<int64_t>(d, 1));
-  ParallelRange(pool, count, grain, [&](int64_t begin, int64_t end, int) {
-    for (int64_t i = begin; i < end; ++i) {
-      if (i + kAhead < end) {
-        const char* ahead = base + static_cast<size_t>(index[i + kAhead]) * row_bytes;
-        for (size_t off = 0; off < row_bytes; off += 64) __builtin_prefetch(ahead + off, 0, 0);
-      }
-      RowToF32(isa, dtype, base + static_cast<size_t>(index[i]) * row_bytes, out + i * d, d);
-    }
-  });
+  GatherRowLoop(pool, static_cast<const uint8_t*>(table), static_cast<size_t>(d) * DTypeSize(dtype),
+                index, count, d, out,
+                [&](const uint8_t* row, float* dst) { RowToF32(isa, dtype, row, dst, d); });
 }
 
 }  // namespace

@@ -22,6 +22,7 @@
 #include "common/dtype.h"
 #include "common/fp8.h"
 #include "kernels/cpu/elementwise.h"
+#include "kernels/cpu/gather_loop.h"
 #include "kernels/cpu/simd_avx2.h"
 
 #define ENGRAM_AVX512 __attribute__((target("avx512f,avx2,fma,f16c")))
@@ -29,9 +30,6 @@
 
 namespace engram {
 namespace {
-
-// Work below this many values per chunk is not worth waking another thread for.
-constexpr int64_t kGrainValues = 16384;
 
 float FloatOfBits(uint32_t b) {
   float f;
@@ -156,19 +154,8 @@ void Fp8RowToF32(CpuIsa isa, const uint8_t* row, int64_t dh, float* out) {
 
 void GatherFp8RowsToF32(CpuIsa isa, ThreadPool& pool, const uint8_t* table, int64_t dh,
                         const int64_t* index, int64_t count, float* out) {
-  const size_t row_bytes = Fp8RowBytes(dh);
-  constexpr int64_t kAhead = 4;  // rows prefetched ahead of the decode
-  const int64_t grain = std::max<int64_t>(1, kGrainValues / std::max<int64_t>(dh, 1));
-  ParallelRange(pool, count, grain, [&](int64_t begin, int64_t end, int) {
-    for (int64_t i = begin; i < end; ++i) {
-      if (i + kAhead < end) {
-        const uint8_t* ahead = table + static_cast<size_t>(index[i + kAhead]) * row_bytes;
-        for (size_t off = 0; off < row_bytes; off += 64) __builtin_prefetch(ahead + off, 0, 0);
-        __builtin_prefetch(ahead + row_bytes - 1, 0, 0);  // a row may straddle one more line
-      }
-      Fp8RowToF32(isa, table + static_cast<size_t>(index[i]) * row_bytes, dh, out + i * dh);
-    }
-  });
+  GatherRowLoop(pool, table, Fp8RowBytes(dh), index, count, dh, out,
+                [&](const uint8_t* row, float* dst) { Fp8RowToF32(isa, row, dh, dst); });
 }
 
 }  // namespace engram
