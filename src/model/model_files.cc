@@ -1,8 +1,8 @@
 #include "model/model_files.h"
 
-#include "model/compression_builder.h"
-#include "model/tokenizer.h"
 #include "model/weights.h"
+#include "text/compression_builder.h"
+#include "text/tokenizer.h"
 
 #include <charconv>
 #include <cstdlib>

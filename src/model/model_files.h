@@ -5,9 +5,9 @@
 #include <string>
 
 #include "common/status.h"
-#include "model/compression_map.h"
 #include "model/config.h"
 #include "model/safetensors.h"
+#include "text/compression_map.h"
 
 namespace engram {
 
@@ -22,14 +22,14 @@ struct ModelFiles {
 };
 
 // `spec` is a model directory (config.json, *.safetensors [+ index], optional tokenizer.json
-// and engram_compression.json) or "synth:PRESET[?seed=S&dtype=bf16|f32&tables=bf16|f32|fp8&table_gb=X&
-// tokenizer=PATH]" (SynthesizeInMemory). The compression map is engram_compression.json when
-// present, else computed natively from tokenizer.json by the reference's rules, else the
-// identity over vocab_size. A compression map with fewer entries than vocab_size (a
-// tokenizer smaller than the padded embedding) is extended: the extra ids map to the
-// compressed pad id, num_compressed is unchanged (hashes of real tokens stay exact). A V4.1
-// config (engram_compressed_vocab_size) is refused unless the map has exactly that many
-// compressed ids, naming both numbers and the map's origin.
+// and engram_compression.json) or
+// "synth:PRESET[?seed=S&dtype=bf16|f32&tables=bf16|f32|fp8&table_gb=X& tokenizer=PATH]"
+// (SynthesizeInMemory). The compression map is engram_compression.json when present, else computed
+// natively from tokenizer.json by the reference's rules, else the identity over vocab_size. A
+// compression map with fewer entries than vocab_size (a tokenizer smaller than the padded
+// embedding) is extended: the extra ids map to the compressed pad id, num_compressed is unchanged
+// (hashes of real tokens stay exact). A V4.1 config (engram_compressed_vocab_size) is refused
+// unless the map has exactly that many compressed ids, naming both numbers and the map's origin.
 // Errors name the file or the spec parameter.
 Result<ModelFiles> OpenModel(const std::string& spec);
 

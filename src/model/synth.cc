@@ -25,11 +25,11 @@
 #include "common/fp8.h"
 #include "common/parallel.h"
 #include "common/row_format.h"
-#include "model/compression_builder.h"
 #include "model/engram_geometry.h"
 #include "model/table_checksum.h"
-#include "model/tokenizer.h"
 #include "model/weights.h"
+#include "text/compression_builder.h"
+#include "text/tokenizer.h"
 
 namespace engram {
 namespace {

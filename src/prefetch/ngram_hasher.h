@@ -8,8 +8,8 @@
 #include <vector>
 
 #include "common/status.h"
-#include "model/compression_map.h"
 #include "model/config.h"
+#include "text/compression_map.h"
 
 namespace engram {
 

@@ -4,8 +4,8 @@
 
 #include "common/logging.h"
 #include "common/mapped_files.h"
-#include "model/stop_matcher.h"
-#include "model/stream_decoder.h"
+#include "text/stop_matcher.h"
+#include "text/stream_decoder.h"
 
 namespace engram {
 

@@ -21,10 +21,10 @@
 #include <thread>
 
 #include "common/histogram.h"
-#include "model/tokenizer.h"
 #include "runtime/engine.h"
 #include "runtime/request.h"
 #include "runtime/scheduler.h"
+#include "text/tokenizer.h"
 
 namespace engram {
 

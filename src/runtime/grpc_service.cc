@@ -6,10 +6,10 @@
 #include "common/logging.h"
 #include "common/row_format.h"
 #include "model/engram_geometry.h"
-#include "model/stop_matcher.h"
-#include "model/stream_decoder.h"
-#include "model/utf8.h"
 #include "model/weights.h"
+#include "text/stop_matcher.h"
+#include "text/stream_decoder.h"
+#include "text/utf8.h"
 
 namespace engram {
 namespace {

@@ -12,8 +12,8 @@
 #include <string>
 
 #include "engram/v1/engram.grpc.pb.h"
-#include "model/tokenizer.h"
 #include "runtime/engine_loop.h"
+#include "text/tokenizer.h"
 
 namespace engram {
 

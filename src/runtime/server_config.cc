@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "model/synth.h"
-#include "model/utf8.h"
+#include "text/utf8.h"
 
 namespace engram {
 namespace {

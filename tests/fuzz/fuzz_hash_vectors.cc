@@ -13,7 +13,7 @@
 
 #include "fuzz_common.h"
 #include "hash_vectors.h"
-#include "model/compression_map.h"
+#include "text/compression_map.h"
 
 namespace {
 

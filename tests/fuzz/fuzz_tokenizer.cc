@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "fuzz_common.h"
-#include "model/tokenizer.h"
+#include "text/tokenizer.h"
 
 namespace {
 

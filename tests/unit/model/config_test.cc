@@ -2,8 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include "../../support/temp_dir.h"
 #include "model/engram_geometry.h"
-#include "temp_dir.h"
 
 namespace engram {
 namespace {

@@ -5,10 +5,10 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "../../support/temp_dir.h"
+#include "../../support/tokenizer_fixture.h"
 #include "model/synth.h"
 #include "model/weights.h"
-#include "temp_dir.h"
-#include "tokenizer_fixture.h"
 #include "v41_model.h"
 
 namespace engram {

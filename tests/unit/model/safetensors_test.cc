@@ -11,8 +11,8 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "../../support/temp_dir.h"
 #include "common/mapped_files.h"
-#include "temp_dir.h"
 
 namespace engram {
 namespace {

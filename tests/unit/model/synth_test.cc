@@ -10,9 +10,9 @@
 #include <optional>
 #include <set>
 
+#include "../../support/temp_dir.h"
 #include "model/engram_geometry.h"
 #include "model/weights.h"
-#include "temp_dir.h"
 
 namespace engram {
 namespace {

@@ -10,10 +10,10 @@
 #include <string>
 #include <vector>
 
+#include "../../support/temp_dir.h"
 #include "model/model_files.h"
 #include "model/synth.h"
 #include "model/weights.h"
-#include "temp_dir.h"
 
 namespace engram {
 namespace {

@@ -8,12 +8,12 @@
 #include <cstring>
 #include <filesystem>
 
+#include "../../support/temp_dir.h"
 #include "common/fp8.h"
 #include "model/model_files.h"
 #include "model/synth.h"
 #include "model/table_checksum.h"
 #include "model/weights.h"
-#include "temp_dir.h"
 
 namespace engram {
 namespace {

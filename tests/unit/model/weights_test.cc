@@ -4,9 +4,9 @@
 
 #include <algorithm>
 
+#include "../../support/temp_dir.h"
 #include "model/engram_geometry.h"
 #include "model/synth.h"
-#include "temp_dir.h"
 #include "v41_model.h"
 
 namespace engram {

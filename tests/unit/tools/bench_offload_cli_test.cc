@@ -13,8 +13,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "../model/temp_dir.h"
-#include "../model/tokenizer_fixture.h"
+#include "../../support/temp_dir.h"
+#include "../../support/tokenizer_fixture.h"
 
 namespace engram {
 namespace {

@@ -12,8 +12,8 @@
 
 #include "../../support/cli_test.h"
 
-#include "model/compression_map.h"
 #include "prefetch/ngram_hasher.h"
+#include "text/compression_map.h"
 
 namespace engram {
 namespace {

@@ -8,7 +8,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "../model/temp_dir.h"
+#include "../../support/temp_dir.h"
 #include "model/model_files.h"
 #include "model/weights.h"
 

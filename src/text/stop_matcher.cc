@@ -1,8 +1,8 @@
-#include "model/stop_matcher.h"
+#include "text/stop_matcher.h"
 
 #include <algorithm>
 
-#include "model/utf8.h"
+#include "text/utf8.h"
 
 namespace engram {
 

@@ -1,9 +1,9 @@
-#include "model/added_vocabulary.h"
+#include "text/added_vocabulary.h"
 
 #include <algorithm>
 
-#include "model/unicode_ops.h"
-#include "model/utf8.h"
+#include "text/unicode_ops.h"
+#include "text/utf8.h"
 
 namespace engram {
 

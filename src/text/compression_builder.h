@@ -10,8 +10,8 @@
 #include <string>
 
 #include "common/status.h"
-#include "model/compression_map.h"
-#include "model/tokenizer.h"
+#include "text/compression_map.h"
+#include "text/tokenizer.h"
 
 namespace engram {
 

@@ -1,4 +1,4 @@
-#include "model/unicode_ops.h"
+#include "text/unicode_ops.h"
 
 #include <gtest/gtest.h>
 

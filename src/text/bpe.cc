@@ -1,6 +1,6 @@
-#include "model/bpe.h"
+#include "text/bpe.h"
 
-#include "model/config.h"
+#include "text/vocab_limits.h"
 
 #include <nlohmann/json.hpp>
 
@@ -9,8 +9,8 @@
 #include <mutex>
 #include <unordered_map>
 
-#include "model/byte_level.h"
-#include "model/utf8.h"
+#include "text/byte_level.h"
+#include "text/utf8.h"
 
 namespace engram {
 namespace {
@@ -255,10 +255,9 @@ Result<BpeModel> BpeModel::FromJson(const nlohmann::json& m) {
   int32_t max_id = -1;
   impl->vocab.reserve(vocab_it->size());
   for (const auto& [token, id] : vocab_it->items()) {
-    if (!id.is_number_integer() || id.get<int64_t>() < 0 ||
-        id.get<int64_t>() >= ConfigLimits::kMaxVocab) {
+    if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() >= kMaxVocab) {
       return InvalidArgument("model.vocab[\"{}\"]: expected an integer id in [0, {})", token,
-                             ConfigLimits::kMaxVocab);
+                             kMaxVocab);
     }
     const auto v = static_cast<int32_t>(id.get<int64_t>());
     impl->vocab[token] = v;

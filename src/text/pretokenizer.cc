@@ -1,10 +1,10 @@
-#include "model/pretokenizer.h"
+#include "text/pretokenizer.h"
 
 #include <nlohmann/json.hpp>
 
 #include <optional>
 
-#include "model/pcre_regex.h"
+#include "text/pcre_regex.h"
 
 namespace engram {
 

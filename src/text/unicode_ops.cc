@@ -1,4 +1,4 @@
-#include "model/unicode_ops.h"
+#include "text/unicode_ops.h"
 
 #include <unicode/normalizer2.h>
 #include <unicode/uchar.h>
@@ -6,7 +6,7 @@
 #include <unicode/unistr.h>
 #include <unicode/ustring.h>
 
-#include "model/utf8.h"
+#include "text/utf8.h"
 
 namespace engram::unicode {
 namespace {

@@ -1,10 +1,10 @@
-#include "model/stream_decoder.h"
+#include "text/stream_decoder.h"
 
 #include <gtest/gtest.h>
 
-#include "model/byte_level.h"
-#include "model/utf8.h"
-#include "tokenizer_fixture.h"
+#include "../../support/tokenizer_fixture.h"
+#include "text/byte_level.h"
+#include "text/utf8.h"
 
 namespace engram {
 namespace {

@@ -1,11 +1,11 @@
-#include "model/pcre_regex.h"
+#include "text/pcre_regex.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
 #include <cstdio>
 
-#include "model/utf8.h"
+#include "text/utf8.h"
 
 namespace engram {
 namespace {

@@ -1,9 +1,9 @@
-#include "model/text_normalizer.h"
+#include "text/text_normalizer.h"
 
 #include <nlohmann/json.hpp>
 
-#include "model/pcre_regex.h"
-#include "model/unicode_ops.h"
+#include "text/pcre_regex.h"
+#include "text/unicode_ops.h"
 
 namespace engram {
 

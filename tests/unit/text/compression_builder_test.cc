@@ -1,8 +1,8 @@
-#include "model/compression_builder.h"
+#include "text/compression_builder.h"
 
 #include <gtest/gtest.h>
 
-#include "tokenizer_fixture.h"
+#include "../../support/tokenizer_fixture.h"
 
 namespace engram {
 namespace {

@@ -1,6 +1,6 @@
-#include "model/stream_decoder.h"
+#include "text/stream_decoder.h"
 
-#include "model/utf8.h"
+#include "text/utf8.h"
 
 namespace engram {
 

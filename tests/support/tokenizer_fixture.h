@@ -10,7 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "model/tokenizer.h"
+#include "text/tokenizer.h"
 
 namespace engram::testing {
 

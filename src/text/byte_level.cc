@@ -1,6 +1,6 @@
-#include "model/byte_level.h"
+#include "text/byte_level.h"
 
-#include "model/utf8.h"
+#include "text/utf8.h"
 
 namespace engram {
 

@@ -1,8 +1,8 @@
-#include "model/tokenizer.h"
+#include "text/tokenizer.h"
 
 #include <nlohmann/json.hpp>
 #include "common/file_read.h"
-#include "model/config.h"
+#include "text/vocab_limits.h"
 
 #include <algorithm>
 #include <deque>
@@ -11,12 +11,12 @@
 #include <sstream>
 #include <unordered_map>
 
-#include "model/added_vocabulary.h"
-#include "model/bpe.h"
-#include "model/byte_level.h"
-#include "model/pretokenizer.h"
-#include "model/text_normalizer.h"
-#include "model/utf8.h"
+#include "text/added_vocabulary.h"
+#include "text/bpe.h"
+#include "text/byte_level.h"
+#include "text/pretokenizer.h"
+#include "text/text_normalizer.h"
+#include "text/utf8.h"
 
 namespace engram {
 
@@ -241,9 +241,9 @@ Result<Tokenizer> Tokenizer::Build(const Json& root, const TokenizerOptions& opt
   ENGRAM_ASSIGN_OR_RETURN(std::vector<AddedToken> added, ParseAddedTokens(field("added_tokens")));
   int32_t limit = impl->model.id_limit();
   for (const AddedToken& t : added) {
-    if (t.id < 0 || t.id >= ConfigLimits::kMaxVocab) {
+    if (t.id < 0 || t.id >= kMaxVocab) {
       return InvalidArgument("added_tokens: \"{}\" has id {}, expected an id in [0, {})", t.content,
-                             t.id, ConfigLimits::kMaxVocab);
+                             t.id, kMaxVocab);
     }
     limit = std::max(limit, t.id + 1);
     impl->added_by_content.try_emplace(t.content, t.id);

@@ -1,4 +1,4 @@
-#include "model/tokenizer.h"
+#include "text/tokenizer.h"
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
@@ -12,9 +12,9 @@
 #include <sstream>
 #include <thread>
 
-#include "model/utf8.h"
-#include "temp_dir.h"
-#include "tokenizer_fixture.h"
+#include "../../support/temp_dir.h"
+#include "../../support/tokenizer_fixture.h"
+#include "text/utf8.h"
 
 namespace engram {
 namespace {

@@ -1,4 +1,4 @@
-#include "model/compression_map.h"
+#include "text/compression_map.h"
 
 #include <fstream>
 #include "common/file_read.h"

@@ -1,4 +1,4 @@
-#include "model/pcre_regex.h"
+#include "text/pcre_regex.h"
 
 #include <gtest/gtest.h>
 

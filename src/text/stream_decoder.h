@@ -9,7 +9,7 @@
 #include <cstdint>
 #include <string>
 
-#include "model/tokenizer.h"
+#include "text/tokenizer.h"
 
 namespace engram {
 

@@ -1,11 +1,11 @@
-#include "model/compression_builder.h"
+#include "text/compression_builder.h"
 
 #include <nlohmann/json.hpp>
 
 #include <unordered_map>
 
-#include "model/text_normalizer.h"
-#include "model/utf8.h"
+#include "text/text_normalizer.h"
+#include "text/utf8.h"
 
 namespace engram {
 namespace {
