@@ -46,9 +46,9 @@
 #include "common/row_format.h"
 #include "engine_args.h"
 #include "model/model_files.h"
-#include "model/tokenizer.h"
 #include "model/weights.h"
 #include "runtime/scheduler.h"
+#include "text/tokenizer.h"
 
 namespace engram::cli {
 namespace {

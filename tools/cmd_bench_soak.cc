@@ -55,11 +55,11 @@
 #include "engine_args.h"
 #include "model/model_files.h"
 #include "model/synth.h"
-#include "model/tokenizer.h"
 #include "runtime/engine.h"
 #include "runtime/engine_loop.h"
 #include "runtime/grpc_service.h"
 #include "runtime/metrics_exporter.h"
+#include "text/tokenizer.h"
 #include "tiering/io_uring_reader.h"
 
 namespace engram::cli {

@@ -13,10 +13,10 @@
 
 #include "args.h"
 #include "commands.h"
-#include "model/compression_builder.h"
 #include "model/synth.h"
 #include "model/table_checksum.h"
-#include "model/tokenizer.h"
+#include "text/compression_builder.h"
+#include "text/tokenizer.h"
 
 namespace engram::cli {
 namespace {

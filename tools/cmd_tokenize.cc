@@ -11,7 +11,7 @@
 #include "commands.h"
 #include "common/file_read.h"
 #include "engine_args.h"
-#include "model/tokenizer.h"
+#include "text/tokenizer.h"
 
 namespace engram::cli {
 namespace {

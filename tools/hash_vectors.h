@@ -16,7 +16,7 @@
 #include <string_view>
 
 #include "common/status.h"
-#include "model/compression_map.h"
+#include "text/compression_map.h"
 
 namespace engram::cli {
 
