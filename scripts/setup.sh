@@ -17,7 +17,7 @@ PKGS=(
   prometheus-cpp-dev
   # HTTP endpoints (metrics today, the OpenAI front door next): event-driven, with connection
   # limits and timeouts, TLS through GnuTLS
-  libmicrohttpd-dev
+  libmicrohttpd-dev libgnutls28-dev
   # fuzzing (libFuzzer) and the sanitizer builds
   clang
   # integration tests: Debian's Python with grpcio; npm for the tokenizer fixtures
