@@ -2,7 +2,7 @@
 // validated parameters, and a channel of events (tokens, then a finish) the engine pushes
 // and the handler pops. Cancellation flows the other way through an atomic flag.
 //
-// Thread safety: Push/Finish from the engine thread; Pop/RequestCancel from the handler;
+// Thread safety: Push/Finish from the engine thread; Pop/TryPop/RequestCancel from the handler;
 // every method is safe to call concurrently.
 #pragma once
 
@@ -11,6 +11,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -33,6 +34,7 @@ struct GenerationParams {
   std::vector<std::string> stop;
   std::vector<int32_t> stop_token_ids;
   bool ignore_eos = false;
+  bool skip_special_tokens = true;  // leave special tokens out of the streamed text
   int logprobs = 0;
 };
 
@@ -55,6 +57,34 @@ struct StreamEvent {
   double total_time_s = 0;
 };
 
+// Wakes one reader that waits on several requests (an HTTP stream with n > 1 choices): each
+// RequestState it is attached to notifies it on every event. Thread-safe.
+class EventSignal {
+ public:
+  // A counter that changes with every Notify; read it before looking for events.
+  uint64_t seen() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return count_;
+  }
+  void Notify() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ++count_;
+    }
+    cv_.notify_all();
+  }
+  // Waits until a Notify after `seen` was read, or `timeout`. False on timeout.
+  bool Wait(uint64_t seen, std::chrono::milliseconds timeout) const {
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_for(lock, timeout, [&] { return count_ != seen; });
+  }
+
+ private:
+  mutable std::mutex mu_;
+  mutable std::condition_variable cv_;
+  uint64_t count_ = 0;  // GUARDED_BY(mu_)
+};
+
 class RequestState {
  public:
   RequestState(std::string id, GenerationParams params, std::optional<Clock::time_point> deadline)
@@ -75,8 +105,15 @@ class RequestState {
       if (finished_) return;
       if (ev.finish != FinishReason::kNone) finished_ = true;
       events_.push_back(std::move(ev));
+      if (signal_) signal_->Notify();
     }
     cv_.notify_all();
+  }
+  // Handler side: `signal` is notified of every later event (events already queued are not
+  // signalled: read them first with TryPop).
+  void SetSignal(std::shared_ptr<EventSignal> signal) {
+    std::lock_guard<std::mutex> lock(mu_);
+    signal_ = std::move(signal);
   }
   bool finished() const {
     std::lock_guard<std::mutex> lock(mu_);
@@ -87,6 +124,14 @@ class RequestState {
   bool Pop(StreamEvent* out, std::chrono::milliseconds timeout) {
     std::unique_lock<std::mutex> lock(mu_);
     if (!cv_.wait_for(lock, timeout, [&] { return !events_.empty(); })) return false;
+    *out = std::move(events_.front());
+    events_.pop_front();
+    return true;
+  }
+  // The next event if one is queued, without waiting.
+  bool TryPop(StreamEvent* out) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (events_.empty()) return false;
     *out = std::move(events_.front());
     events_.pop_front();
     return true;
@@ -102,8 +147,9 @@ class RequestState {
   std::atomic<bool> cancel_{false};
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<StreamEvent> events_;  // GUARDED_BY(mu_)
-  bool finished_ = false;           // GUARDED_BY(mu_)
+  std::deque<StreamEvent> events_;       // GUARDED_BY(mu_)
+  bool finished_ = false;                // GUARDED_BY(mu_)
+  std::shared_ptr<EventSignal> signal_;  // GUARDED_BY(mu_)
 };
 
 }  // namespace engram
