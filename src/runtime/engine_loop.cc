@@ -156,7 +156,7 @@ Result<std::shared_ptr<RequestState>> EngineLoop::Submit(
   auto req = std::make_shared<RequestState>(std::move(id), std::move(p), deadline);
   auto a = std::make_unique<Active>(req, sp);
   a->prompt_rows = std::move(rows);
-  if (tokenizer_) a->decoder.emplace(*tokenizer_, /*skip_special_tokens=*/true);
+  if (tokenizer_) a->decoder.emplace(*tokenizer_, req->params().skip_special_tokens);
   active_[key] = std::move(a);
   stats_.prompt_tokens += plen;
   cv_.notify_all();
