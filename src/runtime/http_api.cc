@@ -119,11 +119,12 @@ class HttpApi::Generation {
     int index = 0;
     int prompt = 0;
     std::shared_ptr<RequestState> state;
-    std::string echo;        // prompt text to put first (completions with echo)
-    std::string text;        // everything produced so far (whole responses)
-    Json logprobs;           // accumulated logprobs (whole responses)
-    int64_t text_chars = 0;  // code points of text before the next token (text_offset)
-    bool started = false;    // streaming: the first chunk (role / echo) was sent
+    std::string echo;                // prompt text to put first (completions with echo)
+    std::string text;                // everything produced so far (whole responses)
+    Json logprobs;                   // accumulated logprobs (whole responses)
+    std::vector<int32_t> token_ids;  // accumulated token ids (whole responses)
+    int64_t text_chars = 0;          // code points of text before the next token (text_offset)
+    bool started = false;            // streaming: the first chunk (role / echo) was sent
     bool finished = false;
     FinishReason finish = FinishReason::kNone;
     Status status;
@@ -135,6 +136,7 @@ class HttpApi::Generation {
         chat(req.chat),
         logprobs(req.logprobs),
         skip_special(req.skip_special_tokens),
+        token_ids(req.return_token_ids),
         id(std::move(id)),
         created(static_cast<int64_t>(std::time(nullptr))) {}
   // Whoever holds the generation last (the handler or the stream) cancels what still runs:
@@ -250,6 +252,7 @@ class HttpApi::Generation {
   const bool chat;
   const int logprobs;
   const bool skip_special;
+  const bool token_ids;  // return_token_ids
   const std::string id;
   const int64_t created;
   std::string model;
@@ -297,14 +300,17 @@ class HttpApi::EventStream final : public HttpStream {
         }
         Json lp = gen_->logprobs >= 0 && !ev.logprobs.empty() ? gen_->Logprobs(c, ev) : Json();
         Json finish = ev.finish != FinishReason::kNone ? Json(FinishName(ev.finish)) : Json();
-        if (ev.text.empty() && lp.is_null() && finish.is_null()) return;
+        if (ev.text.empty() && lp.is_null() && finish.is_null() && ev.token_ids.empty()) return;
+        Json choice;
         if (gen_->chat) {
           Json delta = Json::object();
           if (!ev.text.empty()) delta["content"] = ev.text;
-          Emit(out, Choice(c, std::move(delta), std::move(lp), std::move(finish)));
+          choice = Choice(c, std::move(delta), std::move(lp), std::move(finish));
         } else {
-          Emit(out, Choice(c, ev.text, std::move(lp), std::move(finish)));
+          choice = Choice(c, ev.text, std::move(lp), std::move(finish));
         }
+        if (gen_->token_ids) choice["token_ids"] = ev.token_ids;
+        Emit(out, std::move(choice));
       });
       if (error != nullptr) {
         ApiError e = ToApiError(*error);
@@ -602,6 +608,8 @@ HttpResponse HttpApi::Completions(const HttpRequest& request, bool chat,
     }
     gen->Poll([&](Generation::Choice& c, StreamEvent& ev) {
       c.text += ev.text;
+      if (gen->token_ids)
+        c.token_ids.insert(c.token_ids.end(), ev.token_ids.begin(), ev.token_ids.end());
       if (gen->logprobs < 0 || ev.logprobs.empty()) return;
       Json lp = gen->Logprobs(c, ev);
       if (c.logprobs.is_null()) {
@@ -630,6 +638,7 @@ HttpResponse HttpApi::Completions(const HttpRequest& request, bool chat,
                                         {"text_offset", Json::array()}})
                          : c.logprobs;
     ch["finish_reason"] = FinishName(c.finish);
+    if (gen->token_ids) ch["token_ids"] = c.token_ids;
     choices.push_back(std::move(ch));
   }
   Json out = {{"id", gen->id},

@@ -371,6 +371,7 @@ std::optional<ApiError> ParseOpenAiRequest(const nlohmann::json& body, bool chat
   }
   if (auto e = GetBool(body, "ignore_eos", &r.ignore_eos)) return e;
   if (auto e = GetBool(body, "skip_special_tokens", &r.skip_special_tokens)) return e;
+  if (auto e = GetBool(body, "return_token_ids", &r.return_token_ids)) return e;
   if (const Json* lb = Field(body, "logit_bias")) {
     if (!lb->is_object()) return WrongType("logit_bias", *lb, "an object");
     if (!lb->empty()) return BadField("logit_bias", "logit_bias is not supported");

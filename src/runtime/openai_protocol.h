@@ -65,6 +65,9 @@ struct OpenAiRequest {
   std::vector<int32_t> stop_token_ids;
   bool ignore_eos = false;
   bool skip_special_tokens = true;
+  // vLLM's return_token_ids: each choice (and each streamed chunk) also carries the
+  // generated token ids as "token_ids".
+  bool return_token_ids = false;
   // Logprobs: -1 = none; else the number of alternatives per token (0 = the sampled token's
   // logprob only). Completions: `logprobs`; chat: `logprobs: true` + `top_logprobs`.
   int logprobs = -1;
