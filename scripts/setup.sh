@@ -18,6 +18,8 @@ PKGS=(
   # HTTP endpoints (metrics today, the OpenAI front door next): event-driven, with connection
   # limits and timeouts, TLS through GnuTLS
   libmicrohttpd-dev libgnutls28-dev
+  # the CLI's HTTP client (engram bench serve --http)
+  libcurl4-openssl-dev
   # fuzzing (libFuzzer) and the sanitizer builds
   clang
   # integration tests: Debian's Python with grpcio; npm for the tokenizer fixtures

@@ -1,12 +1,14 @@
 // engram bench serve: load generator for a running engramd. N client threads issue M
-// streaming Generate requests in total (random token-id prompts from a fixed seed, ignore_eos
-// so each makes exactly max_tokens), then prints throughput, TTFT and inter-token latency
-// percentiles, and checks that every request ended: with a finish reason or a status.
+// streaming Generate requests (or, with --http, streaming POST /v1/completions) in total (random
+// token-id prompts from a fixed seed, ignore_eos so each makes exactly max_tokens), then prints
+// throughput, TTFT and inter-token latency percentiles, and checks that every request ended: with a
+// finish reason or a status.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <random>
 #include <string>
@@ -18,6 +20,7 @@
 #include "client.h"
 #include "commands.h"
 #include "engine_args.h"
+#include "http_client.h"
 
 namespace engram::cli {
 namespace {
@@ -27,10 +30,15 @@ using Clock = std::chrono::steady_clock;
 constexpr const char* kUsage =
     "engram bench serve --server HOST:PORT [--concurrency N] [--requests M] [--prompt-len L]\n"
     "                   [--max-tokens T] [--seed S] [--timeout-s X] [--json]\n"
+    "                   [--http URL [--http-api-key KEY] [--http-ca PEM]]\n"
     "  N client threads (default 1) send M requests (default 8) in total: token-id prompts of\n"
     "  L random ids (default 64, fixed seed) with ignore_eos and max_tokens T (default 32),\n"
     "  greedy. Prints output and total throughput, TTFT and inter-token latency p50/p99, and\n"
-    "  checks started = finished + ended with a status. Exit 1 if a request was lost.\n";
+    "  checks started = finished + ended with a status. Exit 1 if a request was lost.\n"
+    "  --http URL: the same requests go to the OpenAI-compatible front door at URL\n"
+    "  (e.g. http://127.0.0.1:8000) as streamed POST /v1/completions with token-id prompts\n"
+    "  and return_token_ids; model info and server stats still come from --server.\n"
+    "  --http-api-key (or ENGRAM_API_KEY) is sent as a Bearer key; --http-ca verifies https.\n";
 
 struct BenchConfig {
   std::string server;
@@ -41,6 +49,7 @@ struct BenchConfig {
   uint64_t seed = 0;
   double timeout_s = 600;
   bool json = false;
+  HttpTarget http;  // base_url empty: gRPC
 };
 
 // What one request saw, from the client's side.
@@ -108,6 +117,86 @@ Record RunOne(v1::Engram::Stub& stub, const BenchConfig& cfg, int index, int32_t
   return r;
 }
 
+// The gRPC status a failed HTTP request stands for, so both modes summarize alike.
+grpc::StatusCode FromHttp(long status) {
+  switch (status) {
+    case 400:
+      return grpc::StatusCode::INVALID_ARGUMENT;
+    case 401:
+      return grpc::StatusCode::UNAUTHENTICATED;
+    case 404:
+      return grpc::StatusCode::NOT_FOUND;
+    case 503:
+      return grpc::StatusCode::UNAVAILABLE;
+    case 504:
+      return grpc::StatusCode::DEADLINE_EXCEEDED;
+    default:
+      return grpc::StatusCode::INTERNAL;
+  }
+}
+
+Record RunOneHttp(HttpClient& client, const BenchConfig& cfg, int index, int32_t vocab) {
+  Record r;
+  const std::vector<int32_t> prompt = MakePrompt(cfg, index, vocab);
+  nlohmann::json body = {{"prompt", prompt},   {"max_tokens", cfg.max_tokens},
+                         {"ignore_eos", true}, {"temperature", 0},
+                         {"stream", true},     {"return_token_ids", true}};
+  r.prompt_tokens = cfg.prompt_len;
+  const auto t0 = Clock::now();
+  r.started = true;
+  auto last = t0;
+  bool stream_error = false;
+  auto on_event = [&](const std::string& data) {
+    if (data == "[DONE]") return;
+    const nlohmann::json ev = nlohmann::json::parse(data, nullptr, false);
+    if (!ev.is_object()) return;
+    if (ev.contains("error")) {
+      stream_error = true;
+      r.code = grpc::StatusCode::INTERNAL;
+      r.message = ev["error"].value("message", std::string("error event"));
+      return;
+    }
+    const auto now = Clock::now();
+    for (const nlohmann::json& c : ev.value("choices", nlohmann::json::array())) {
+      const int n = c.contains("token_ids") ? static_cast<int>(c["token_ids"].size()) : 0;
+      if (n > 0) {
+        if (r.ttft_s < 0) {
+          r.ttft_s = std::chrono::duration<double>(now - t0).count();
+        } else {
+          const double gap = std::chrono::duration<double>(now - last).count() / n;
+          for (int i = 0; i < n; ++i) r.itl_s.push_back(gap);
+        }
+        last = now;
+        r.output_tokens += n;
+      }
+      if (c.contains("finish_reason") && c["finish_reason"].is_string()) {
+        const std::string f = c["finish_reason"];
+        r.finish = f == "length" ? v1::FINISH_REASON_LENGTH
+                   : f == "stop" ? v1::FINISH_REASON_STOP
+                                 : v1::FINISH_REASON_CANCELLED;
+      }
+    }
+  };
+  long status = 0;
+  std::string reply;
+  const Status st = client.Post("/v1/completions", body.dump(), &status, &reply, on_event);
+  if (!st.ok()) {
+    r.code = grpc::StatusCode::UNAVAILABLE;
+    r.message = st.message();
+  } else if (status != 200) {
+    r.code = FromHttp(status);
+    const nlohmann::json err = nlohmann::json::parse(reply, nullptr, false);
+    r.message = fmt::format("HTTP {}: {}", status,
+                            err.is_object() && err.contains("error")
+                                ? err["error"].value("message", std::string())
+                                : reply.substr(0, 200));
+  } else if (!stream_error && r.finish == v1::FINISH_REASON_UNSPECIFIED) {
+    r.code = grpc::StatusCode::UNAVAILABLE;
+    r.message = "the event stream ended without a finish reason";
+  }
+  return r;
+}
+
 Status Bench(const BenchConfig& cfg) {
   auto channel = MakeChannel(cfg.server);
   ENGRAM_RETURN_IF_ERROR(WaitConnected(*channel, cfg.server, 10));
@@ -137,8 +226,11 @@ Status Bench(const BenchConfig& cfg) {
   for (int c = 0; c < cfg.concurrency; ++c) {
     threads.emplace_back([&] {
       auto my_stub = v1::Engram::NewStub(MakeChannel(cfg.server));
+      std::unique_ptr<HttpClient> http;  // one connection per client thread, kept alive
+      if (!cfg.http.base_url.empty()) http = std::make_unique<HttpClient>(cfg.http);
       for (int i = next.fetch_add(1); i < cfg.requests; i = next.fetch_add(1)) {
-        records[static_cast<size_t>(i)] = RunOne(*my_stub, cfg, i, info.vocab_size());
+        records[static_cast<size_t>(i)] = http ? RunOneHttp(*http, cfg, i, info.vocab_size())
+                                               : RunOne(*my_stub, cfg, i, info.vocab_size());
       }
     });
   }
@@ -180,6 +272,8 @@ Status Bench(const BenchConfig& cfg) {
   if (cfg.json) {
     nlohmann::json j;
     j["server"] = cfg.server;
+    j["protocol"] = cfg.http.base_url.empty() ? "grpc" : "http";
+    if (!cfg.http.base_url.empty()) j["http"] = cfg.http.base_url;
     j["model"] = info.source();
     j["backend"] = info.backend();
     j["concurrency"] = cfg.concurrency;
@@ -206,8 +300,10 @@ Status Bench(const BenchConfig& cfg) {
     j["server_mean_step_s"] = steps > 0 ? step_s / static_cast<double>(steps) : 0.0;
     std::printf("%s\n", j.dump(2).c_str());
   } else {
-    std::printf("bench serve: %s, model %s on %s (vocab %d)\n", cfg.server.c_str(),
-                info.source().c_str(), info.backend().c_str(), info.vocab_size());
+    std::printf(
+        "bench serve: %s, model %s on %s (vocab %d)\n",
+        cfg.http.base_url.empty() ? cfg.server.c_str() : (cfg.http.base_url + " (HTTP)").c_str(),
+        info.source().c_str(), info.backend().c_str(), info.vocab_size());
     std::printf("  load        concurrency %d, %d requests, prompt %d tokens, max_tokens %d\n",
                 cfg.concurrency, cfg.requests, cfg.prompt_len, cfg.max_tokens);
     std::printf("  requests    started %d = finished %d + ended with a status %d  (lost %d)%s\n",
@@ -262,6 +358,17 @@ Result<BenchConfig> ParseConfig(const Args& args) {
   c.max_tokens = static_cast<int>(maxt);
   c.seed = static_cast<uint64_t>(seed);
   c.json = args.Flag("json");
+  c.http.base_url = args.Get("http").value_or("");
+  c.http.api_key = args.Get("http-api-key").value_or("");
+  if (c.http.api_key.empty()) {
+    if (const char* k = std::getenv("ENGRAM_API_KEY")) c.http.api_key = k;
+  }
+  c.http.ca_file = args.Get("http-ca").value_or("");
+  c.http.timeout_s = c.timeout_s;
+  if (!c.http.base_url.empty() && c.http.base_url.rfind("http://", 0) != 0 &&
+      c.http.base_url.rfind("https://", 0) != 0) {
+    return InvalidArgument("--http {} must start with http:// or https://", c.http.base_url);
+  }
   return c;
 }
 
@@ -269,10 +376,10 @@ Result<BenchConfig> ParseConfig(const Args& args) {
 
 int RunBenchServe(int argc, char** argv) {
   // argv: engram bench serve [options]
-  auto args = Args::Parse(
-      argc, argv, 3,
-      {"server", "concurrency", "requests", "prompt-len", "max-tokens", "seed", "timeout-s"},
-      {"help", "json"});
+  auto args = Args::Parse(argc, argv, 3,
+                          {"server", "concurrency", "requests", "prompt-len", "max-tokens", "seed",
+                           "timeout-s", "http", "http-api-key", "http-ca"},
+                          {"help", "json"});
   if (!args.ok()) return Fail("bench serve", args.status()) + 1;
   if (args->Flag("help")) {
     std::fprintf(stderr, "%s", kUsage);
