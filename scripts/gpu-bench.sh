@@ -56,6 +56,7 @@ if want serve; then
 model: "synth:dense-8b"
 backend: {kind: cuda}
 server: {listen: "127.0.0.1:0", drain_grace_s: 5}
+http: {listen: ""}
 limits: {max_running_seqs: 64, max_batch_tokens: 4096, prefill_chunk_tokens: 1024,
          max_waiting: 256, kv_tokens: 65536}
 YAML

@@ -7,6 +7,7 @@
 #include <ctime>
 #include <random>
 
+#include "runtime/metrics_exporter.h"
 #include "runtime/version.h"
 #include "text/stream_decoder.h"
 #include "text/utf8.h"
@@ -300,7 +301,10 @@ class HttpApi::EventStream final : public HttpStream {
         }
         Json lp = gen_->logprobs >= 0 && !ev.logprobs.empty() ? gen_->Logprobs(c, ev) : Json();
         Json finish = ev.finish != FinishReason::kNone ? Json(FinishName(ev.finish)) : Json();
-        if (ev.text.empty() && lp.is_null() && finish.is_null() && ev.token_ids.empty()) return;
+        if (ev.text.empty() && lp.is_null() && finish.is_null() &&
+            (!gen_->token_ids || ev.token_ids.empty())) {
+          return;
+        }
         Json choice;
         if (gen_->chat) {
           Json delta = Json::object();
@@ -428,15 +432,12 @@ HttpResponse HttpApi::Handle(const HttpRequest& request) {
   }
   if (path == "/metrics") {
     if (!get) return method_not_allowed("GET, HEAD");
-    if (!options_.metrics) {
-      ApiError e;
-      e.http_status = 404;
-      e.message = "metrics are not served here";
-      return ErrorResponse(e);
+    if (!options_.metrics && served == nullptr) {
+      return ErrorResponse(Unavailable503("the model is still loading"));
     }
     HttpResponse r;
     r.content_type = options_.metrics_content_type;
-    r.body = options_.metrics();
+    r.body = options_.metrics ? options_.metrics() : MetricsExporter::Render(*served->loop);
     return r;
   }
   if (path == "/version") {

@@ -41,7 +41,7 @@ struct HttpApiOptions {
   bool metrics_require_auth = false;
   // With TLS and a client CA: requests must come with a verified client certificate.
   bool require_client_cert = false;
-  // The Prometheus exposition for GET /metrics; null: /metrics is 404.
+  // The Prometheus exposition for GET /metrics; null: the loop's (MetricsExporter::Render).
   std::function<std::string()> metrics;
   std::string metrics_content_type = "text/plain; version=0.0.4; charset=utf-8";
 };

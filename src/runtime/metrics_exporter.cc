@@ -171,6 +171,10 @@ class MetricsExporter::Collector {
   const EngineLoop& loop_;
 };
 
+std::string MetricsExporter::Render(const EngineLoop& loop) {
+  return prometheus::TextSerializer().Serialize(Collector(loop).Collect());
+}
+
 MetricsExporter::~MetricsExporter() { server_.reset(); }
 
 Result<std::unique_ptr<MetricsExporter>> MetricsExporter::Start(const std::string& listen,
@@ -193,7 +197,7 @@ Result<std::unique_ptr<MetricsExporter>> MetricsExporter::Start(const std::strin
           r.headers.emplace_back("Allow", "GET, HEAD");
           r.body = "method not allowed; GET or HEAD /metrics\n";
         } else {
-          r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+          r.content_type = kPrometheusContentType;
           r.body = prometheus::TextSerializer().Serialize(collector->Collect());
         }
         return r;

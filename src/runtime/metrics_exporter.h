@@ -27,6 +27,8 @@ namespace engram {
 
 class HttpServer;
 
+inline constexpr const char* kPrometheusContentType = "text/plain; version=0.0.4; charset=utf-8";
+
 class MetricsExporter {
  public:
   // Listens on `listen` ("host:port", "[v6]:port", port 0 = ephemeral); `loop` must outlive
@@ -35,6 +37,9 @@ class MetricsExporter {
                                                         const EngineLoop& loop);
   ~MetricsExporter();
   int port() const { return port_; }
+  // The Prometheus text exposition of `loop`'s metrics, as served on /metrics (thread-safe;
+  // the HTTP front door's /metrics uses it too).
+  static std::string Render(const EngineLoop& loop);
 
  private:
   class Collector;

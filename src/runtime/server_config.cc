@@ -35,7 +35,9 @@ bool IsSynth(std::string_view model) { return model.starts_with(kSynthPrefix); }
 using Keys = std::span<const std::string_view>;
 
 constexpr std::string_view kTopKeys[] = {"model",  "tokenizer", "add_bos", "backend", "server",
-                                         "limits", "tables",    "logging", "metrics"};
+                                         "limits", "tables",    "logging", "metrics", "http"};
+constexpr std::string_view kHttpKeys[] = {"listen", "max_body_bytes", "idle_timeout_s",
+                                          "max_connections", "model_name"};
 constexpr std::string_view kTablesKeys[] = {"tier",        "prefetch",        "dram_budget_bytes",
                                             "cache_bytes", "cache_policy",    "transfer",
                                             "pin",         "hot_cache_bytes", "verify_checksums",
@@ -446,6 +448,23 @@ Status Parser::Parse(const YAML::Node& root, ServerConfig& c) {
     return Error("metrics.listen: \"{}\" is also server.listen (expected another port)",
                  c.metrics.listen);
   }
+
+  ENGRAM_ASSIGN_OR_RETURN(Section http, section("http", kHttpKeys));
+  auto& h = c.http;
+  ENGRAM_RETURN_IF_ERROR(Listen(http, "listen", true, h.listen));
+  ENGRAM_RETURN_IF_ERROR(Int(http, "max_body_bytes", 1024, int64_t{1} << 30, h.max_body_bytes));
+  ENGRAM_RETURN_IF_ERROR(Int(http, "idle_timeout_s", 1, 3600, h.idle_timeout_s));
+  ENGRAM_RETURN_IF_ERROR(Int(http, "max_connections", 1, 65536, h.max_connections));
+  ENGRAM_RETURN_IF_ERROR(String(http, "model_name", h.model_name));
+  if (!h.listen.empty() && !h.listen.ends_with(":0")) {
+    for (const auto& [key, other] :
+         {std::pair<const char*, const std::string*>{"server.listen", &c.server.listen},
+          {"metrics.listen", &c.metrics.listen}}) {
+      if (h.listen == *other) {
+        return Error("http.listen: \"{}\" is also {} (expected another port)", h.listen, key);
+      }
+    }
+  }
   return Status::Ok();
 }
 
@@ -532,10 +551,21 @@ Result<ModelFiles> ServerConfig::OpenModelFiles() const {
   return files;
 }
 
+std::string ServerConfig::ServedModelName() const {
+  if (!http.model_name.empty()) return http.model_name;
+  if (IsSynth(model)) return model.substr(0, model.find('?'));
+  std::string name = fs::path(model).lexically_normal().filename().string();
+  if (name.empty()) name = fs::path(model).lexically_normal().parent_path().filename().string();
+  return name.empty() ? model : name;
+}
+
 Status ServerConfig::CheckEnvironment() const {
   ENGRAM_RETURN_IF_ERROR(ResolveListenAddress(server.listen, "server.listen").status());
   if (!metrics.listen.empty()) {
     ENGRAM_RETURN_IF_ERROR(ResolveListenAddress(metrics.listen, "metrics.listen").status());
+  }
+  if (!http.listen.empty()) {
+    ENGRAM_RETURN_IF_ERROR(ResolveListenAddress(http.listen, "http.listen").status());
   }
   if (tables.tier == "dram" && tables.numa_node >= 0) {
     ENGRAM_ASSIGN_OR_RETURN(NumaTopology topo, NumaTopology::Load());
@@ -650,6 +680,14 @@ std::string ServerConfig::ToYaml() const {
 
   e << YAML::Key << "metrics" << YAML::Value << YAML::BeginMap;
   quoted("listen", metrics.listen);
+  e << YAML::EndMap;
+
+  e << YAML::Key << "http" << YAML::Value << YAML::BeginMap;
+  quoted("listen", http.listen);
+  e << YAML::Key << "max_body_bytes" << YAML::Value << http.max_body_bytes;
+  e << YAML::Key << "idle_timeout_s" << YAML::Value << http.idle_timeout_s;
+  e << YAML::Key << "max_connections" << YAML::Value << http.max_connections;
+  quoted("model_name", http.model_name);
   e << YAML::EndMap;
   e << YAML::EndMap;
   return std::string(e.c_str()) + "\n";

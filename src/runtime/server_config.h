@@ -82,6 +82,16 @@ struct ServerConfig {
     bool operator==(const LoggingSection&) const = default;
   } logging;
 
+  // The OpenAI-compatible HTTP front door (docs/api.md "HTTP API").
+  struct HttpSection {
+    std::string listen = "127.0.0.1:8000";  // host:port; "" disables it; port 0: ephemeral
+    int64_t max_body_bytes = 8 << 20;       // a larger request body answers 413
+    int idle_timeout_s = 30;                // an idle connection is closed after this
+    int max_connections = 512;              // open connections (one thread each) at most
+    std::string model_name;  // the id /v1/models lists; "": the model directory's name
+    bool operator==(const HttpSection&) const = default;
+  } http;
+
   struct MetricsSection {
     std::string listen;  // host:port of the Prometheus endpoint; empty: disabled
     bool operator==(const MetricsSection&) const = default;
@@ -93,6 +103,9 @@ struct ServerConfig {
   // resolved against the directory part of `source` (left as they are if it has none).
   static Result<ServerConfig> FromYaml(const std::string& text, const std::string& source);
 
+  // The model id the HTTP API serves: http.model_name, else the model directory's last path
+  // component, else the synth spec without its parameters ("synth:tiny").
+  std::string ServedModelName() const;
   // The spec to pass to OpenModel: `model`, with `tokenizer` added as the tokenizer=
   // parameter when the model is a synth spec.
   std::string ModelSpec() const;

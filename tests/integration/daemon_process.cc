@@ -43,6 +43,9 @@ std::string Yaml(const DaemonOptions& o) {
       o.max_running_seqs, o.max_waiting, o.max_tokens_default, o.kv_tokens);
   y += fmt::format("logging:\n  level: {}\n", o.log_level);
   if (o.metrics) y += "metrics:\n  listen: 127.0.0.1:0\n";
+  // Never the default 127.0.0.1:8000: tests run side by side.
+  y += fmt::format("http:\n  listen: \"{}\"\n", o.http ? "127.0.0.1:0" : "");
+  y += o.extra_yaml;
   if (!o.tables.empty()) y += "tables:\n" + o.tables;
   return y;
 }
@@ -106,6 +109,12 @@ Result<std::unique_ptr<DaemonProcess>> DaemonProcess::Start(const DaemonOptions&
   if (d->address_.empty() || d->address_.find(':') == std::string::npos) {
     return Internal("engramd printed no \"listening on HOST:PORT\" line; stderr:\n{}",
                     d->StderrLog());
+  }
+  if (options.http) {
+    ENGRAM_RETURN_IF_ERROR(
+        d->WaitForLine("engramd: http listening on ", options.start_timeout_s));
+    const std::string line = *d->Line("engramd: http listening on ");
+    d->http_address_ = line.substr(std::strlen("engramd: http listening on "));
   }
   if (options.wait_ready) ENGRAM_RETURN_IF_ERROR(d->WaitReady(options.start_timeout_s));
   return d;

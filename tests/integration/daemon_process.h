@@ -39,6 +39,8 @@ struct DaemonOptions {
   int64_t kv_tokens = 65536;
   std::string log_level = "info";
   bool metrics = false;  // serve Prometheus metrics on an ephemeral loopback port
+  bool http = true;      // the HTTP front door on an ephemeral loopback port (else disabled)
+  std::string extra_yaml;  // appended to the config as it is (further top-level sections)
   std::string tables;    // the `tables:` section's body (indented keys), empty = defaults
   // Seconds to wait for "listening" and (when wait_ready) for "ready".
   double start_timeout_s = 60;
@@ -56,6 +58,8 @@ class DaemonProcess {
 
   // "127.0.0.1:PORT".
   const std::string& address() const { return address_; }
+  // The HTTP front door's "127.0.0.1:PORT" (empty when options.http is false).
+  const std::string& http_address() const { return http_address_; }
   pid_t pid() const { return pid_; }
 
   // Waits until stdout has a line starting with `prefix`; DEADLINE_EXCEEDED (with the
@@ -84,6 +88,7 @@ class DaemonProcess {
   std::optional<int> wait_status_;
   std::string dir_;
   std::string address_;
+  std::string http_address_;
   std::thread reader_;
   mutable std::mutex mu_;
   std::condition_variable cv_;

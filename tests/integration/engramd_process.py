@@ -143,7 +143,9 @@ class EngramdProcess:
         lines += ["backend:", "  kind: cpu", "  threads: 1",
                   "server:", "  listen: 127.0.0.1:0", f"  max_message_bytes: {max_message_bytes}",
                   f"  drain_grace_s: {drain_grace_s}",
-                  "limits:", f"  max_running_seqs: {max_running_seqs}", "  kv_tokens: 65536"]
+                  "limits:", f"  max_running_seqs: {max_running_seqs}", "  kv_tokens: 65536",
+                  # never the default 127.0.0.1:8000: tests run side by side
+                  "http:", '  listen: "127.0.0.1:0"']
         with open(config, "w") as f:
             f.write("\n".join(lines) + "\n")
         self._stderr = open(os.path.join(self._dir.name, "stderr.log"), "wb")
@@ -153,6 +155,7 @@ class EngramdProcess:
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         self.address = None
+        self.http_address = None
         deadline = time.monotonic() + start_timeout_s
         ready = False
         while not ready:
@@ -165,7 +168,9 @@ class EngramdProcess:
             if line is None:
                 code = self.proc.wait(timeout=10)
                 raise RuntimeError(f"engramd exited ({code}) before it was ready:\n{self.stderr_log()}")
-            if "listening on " in line:
+            if line.startswith("engramd: http listening on "):
+                self.http_address = line.split("listening on ", 1)[1].strip()
+            elif line.startswith("engramd ") and "listening on " in line:
                 self.address = line.split("listening on ", 1)[1].strip()
             if line.startswith("engramd: ready"):
                 ready = True

@@ -1,9 +1,9 @@
-// engramd: the Engram inference daemon. Starts the gRPC server (health NOT_SERVING), loads
-// the model, then serves (health SERVING). SIGTERM/SIGINT drain: stop accepting, let running
-// requests finish within server.drain_grace_s, end the rest with UNAVAILABLE, exit; a second
-// SIGTERM/SIGINT during the drain ends it at once. SIGHUP is ignored (logged): engramd has no
-// configuration reload. SIGPIPE is ignored process-wide: a peer that resets a connection can
-// only fail that connection's write.
+// engramd: the Engram inference daemon. Starts the gRPC server (health NOT_SERVING) and the
+// OpenAI-compatible HTTP server (/health 503), loads the model, then serves (health SERVING).
+// SIGTERM/SIGINT drain: stop accepting, let running requests finish within server.drain_grace_s,
+// end the rest with UNAVAILABLE, exit; a second SIGTERM/SIGINT during the drain ends it at once.
+// SIGHUP is ignored (logged): engramd has no configuration reload. SIGPIPE is ignored process-wide:
+// a peer that resets a connection can only fail that connection's write.
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
@@ -22,6 +22,7 @@
 #include "common/logging.h"
 #include "runtime/engine_loop.h"
 #include "runtime/grpc_service.h"
+#include "runtime/http_api.h"
 #include "runtime/metrics_exporter.h"
 #include "runtime/server_config.h"
 #include "runtime/version.h"
@@ -93,7 +94,8 @@ int Serve(const std::string& path) {
   }
   for (const auto& [key, text] :
        {std::pair<std::string_view, std::string>{"server.listen", cfg.server.listen},
-        {"metrics.listen", cfg.metrics.listen}}) {
+        {"metrics.listen", cfg.metrics.listen},
+        {"http.listen", cfg.http.listen}}) {
     if (text.empty()) continue;
     auto addr = ResolveListenAddress(text, key);
     Status st = addr.ok() ? ProbeListen(*addr, key, text) : addr.status();
@@ -142,6 +144,45 @@ int Serve(const std::string& path) {
   std::fflush(stdout);
   spdlog::info("listening on {}:{} (health NOT_SERVING until the model is loaded)", host, port);
 
+  // The HTTP front door answers /health (503) while the model loads.
+  HttpApiOptions hopt;
+  hopt.model_name = cfg.ServedModelName();
+  HttpApi http_api(hopt);
+  std::unique_ptr<HttpServer> http;
+  if (!cfg.http.listen.empty()) {
+    HttpServerOptions o;
+    o.what = "http.listen";
+    o.thread_per_connection = true;
+    o.idle_timeout_s = static_cast<unsigned>(cfg.http.idle_timeout_s);
+    o.max_connections = static_cast<unsigned>(cfg.http.max_connections);
+    o.max_body_bytes = static_cast<size_t>(cfg.http.max_body_bytes);
+    o.connection_memory = 64 << 10;  // request heads up to ~64 KiB
+    o.error_response = [](int status, const std::string& reason) {
+      ApiError e;
+      e.http_status = status;
+      e.message = reason;
+      e.type = status >= 500 ? "server_error" : "invalid_request_error";
+      HttpResponse r;
+      r.status = status;
+      r.content_type = "application/json";
+      r.body = ErrorBody(e);
+      return r;
+    };
+    auto h = HttpServer::Start(
+        cfg.http.listen, [&http_api](const HttpRequest& r) { return http_api.Handle(r); }, o);
+    if (!h.ok()) {
+      std::fprintf(stderr, "engramd: %s\n", h.status().message().c_str());
+      server->Shutdown();
+      return 1;
+    }
+    http = std::move(h).value();
+    const std::string hhost = cfg.http.listen.substr(0, cfg.http.listen.rfind(':'));
+    std::printf("engramd: http listening on %s:%d\n", hhost.c_str(), http->port());
+    std::fflush(stdout);
+    spdlog::info("http listening on {}:{} (OpenAI-compatible; model id \"{}\")", hhost,
+                 http->port(), hopt.model_name);
+  }
+
   // Load the model while the server already answers health checks.
   auto files = cfg.OpenModelFiles();
   if (!files.ok()) {
@@ -172,6 +213,7 @@ int Serve(const std::string& path) {
       std::make_unique<EngineLoop>(std::move(engine).value(), tokenizer, cfg.ToServingOptions());
   service.SetLoop(loop.get(), tokenizer,
                   DescribeModel(loop->engine(), backend_name, tokenizer != nullptr));
+  http_api.SetLoop(loop.get(), tokenizer, nullptr);
   std::unique_ptr<MetricsExporter> metrics;
   if (!cfg.metrics.listen.empty()) {
     auto m = MetricsExporter::Start(cfg.metrics.listen, *loop);
@@ -210,6 +252,7 @@ int Serve(const std::string& path) {
   spdlog::info("{}: draining (grace {} s, {} requests in flight)", strsignal(sig),
                cfg.server.drain_grace_s, loop->InFlight());
   health->SetServingStatus(false);
+  http_api.BeginDrain();
   loop->BeginDrain();
   const auto grace_end = std::chrono::steady_clock::now() +
                          std::chrono::duration_cast<std::chrono::steady_clock::duration>(
@@ -241,6 +284,7 @@ int Serve(const std::string& path) {
     }
   }
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  http.reset();  // closes its connections; their streams end before the loop goes
   metrics.reset();
   loop.reset();
   spdlog::info("stopped");

@@ -581,7 +581,10 @@ TEST_F(HttpApiTest, TokenizeDetokenizeModelsVersion) {
   EXPECT_EQ(m["data"][0]["id"], kModel);
   EXPECT_EQ(m["data"][0]["object"], "model");
   EXPECT_TRUE(Send(port_, "GET", "/version", "").json()["version"].is_string());
-  EXPECT_EQ(Send(port_, "GET", "/metrics", "").status, 404);  // no metrics hooked up here
+  const Reply metrics = Send(port_, "GET", "/metrics", "");  // the loop's own exposition
+  EXPECT_EQ(metrics.status, 200);
+  EXPECT_NE(metrics.head.find("text/plain; version=0.0.4"), std::string::npos) << metrics.head;
+  EXPECT_NE(metrics.body.find("engram_num_requests_running"), std::string::npos);
 }
 
 }  // namespace
