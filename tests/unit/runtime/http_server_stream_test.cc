@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "../../support/loopback_http.h"
+#include "../../support/shell.h"
 #include "../../support/temp_dir.h"
 #include "runtime/http_server.h"
 
@@ -25,8 +26,10 @@ namespace engram {
 namespace {
 
 using namespace std::chrono_literals;
+using testing::Capture;
 using testing::Dial;
 using testing::Exchange;
+using testing::Shell;
 using testing::StatusOf;
 
 std::string Body(const std::string& response) {
@@ -201,20 +204,6 @@ TEST(HttpServerStream, HandlerSeesHeadersAndPeerAndErrorsUseTheHook) {
 }
 
 // --- TLS -------------------------------------------------------------------------------
-
-int Shell(const std::string& cmd) { return std::system(("(" + cmd + ") >/dev/null 2>&1").c_str()); }
-
-// Output of a shell command (stdout), for curl.
-std::string Capture(const std::string& cmd) {
-  std::string out;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (p == nullptr) return out;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  ::pclose(p);
-  return out;
-}
 
 // A CA, a server certificate for 127.0.0.1/localhost and a client certificate, by openssl.
 struct Certs {
