@@ -6,6 +6,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -15,9 +16,27 @@
 
 namespace engram::cli {
 
-// A plaintext channel to `address` ("host:port", loopback or a trusted network), accepting
-// messages of any size from the server. Thread-safe: share it between threads.
-std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address);
+// How a client reaches an engramd whose listener has TLS or API keys (docs/operations.md
+// "Security"): --api-key KEY (else $ENGRAM_API_KEY), sent as "authorization: Bearer KEY" on
+// every call; --tls-ca PEM (TLS, trusting the CA in PEM); --tls-cert PEM --tls-key PEM (a
+// client certificate, for mutual TLS); --tls-server-name NAME (the name the server's
+// certificate must carry, when it is not the host of --server).
+struct ClientSecurity {
+  std::string api_key;
+  bool tls = false;
+  std::string ca_path, ca_pem, cert_pem, key_pem, server_name;
+};
+// `names` plus the options above, for Args::Parse.
+std::set<std::string> WithSecurityOptions(std::set<std::string> names);
+// Reads the options above (and the PEM files they name); INVALID_ARGUMENT / NOT_FOUND naming
+// the option.
+Result<ClientSecurity> ClientSecurityFromArgs(const Args& args);
+
+// A channel to `address` ("host:port"), plaintext unless `security` asks for TLS, adding the
+// API key (if any) to every call, accepting messages of any size from the server.
+// Thread-safe: share it between threads.
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address,
+                                           const ClientSecurity& security = {});
 
 // Waits up to `timeout_s` for `channel` to connect; UNAVAILABLE naming `address` otherwise.
 Status WaitConnected(grpc::Channel& channel, const std::string& address, double timeout_s);

@@ -38,7 +38,9 @@ constexpr const char* kUsage =
     "  --http URL: the same requests go to the OpenAI-compatible front door at URL\n"
     "  (e.g. http://127.0.0.1:8000) as streamed POST /v1/completions with token-id prompts\n"
     "  and return_token_ids; model info and server stats still come from --server.\n"
-    "  --http-api-key (or ENGRAM_API_KEY) is sent as a Bearer key; --http-ca verifies https.\n";
+    "  --api-key KEY (or ENGRAM_API_KEY), --tls-ca PEM, --tls-cert/--tls-key PEM,\n"
+    "  --tls-server-name NAME: for a daemon with TLS or keys; the HTTP side uses the same key\n"
+    "  and CA unless --http-api-key / --http-ca say otherwise.\n";
 
 struct BenchConfig {
   std::string server;
@@ -50,6 +52,7 @@ struct BenchConfig {
   double timeout_s = 600;
   bool json = false;
   HttpTarget http;  // base_url empty: gRPC
+  ClientSecurity security;
 };
 
 // What one request saw, from the client's side.
@@ -198,7 +201,7 @@ Record RunOneHttp(HttpClient& client, const BenchConfig& cfg, int index, int32_t
 }
 
 Status Bench(const BenchConfig& cfg) {
-  auto channel = MakeChannel(cfg.server);
+  auto channel = MakeChannel(cfg.server, cfg.security);
   ENGRAM_RETURN_IF_ERROR(WaitConnected(*channel, cfg.server, 10));
   auto stub = v1::Engram::NewStub(channel);
   ENGRAM_ASSIGN_OR_RETURN(v1::ModelInfo info, FetchModelInfo(*stub, 30));
@@ -225,7 +228,7 @@ Status Bench(const BenchConfig& cfg) {
   std::vector<std::thread> threads;
   for (int c = 0; c < cfg.concurrency; ++c) {
     threads.emplace_back([&] {
-      auto my_stub = v1::Engram::NewStub(MakeChannel(cfg.server));
+      auto my_stub = v1::Engram::NewStub(MakeChannel(cfg.server, cfg.security));
       std::unique_ptr<HttpClient> http;  // one connection per client thread, kept alive
       if (!cfg.http.base_url.empty()) http = std::make_unique<HttpClient>(cfg.http);
       for (int i = next.fetch_add(1); i < cfg.requests; i = next.fetch_add(1)) {
@@ -359,11 +362,9 @@ Result<BenchConfig> ParseConfig(const Args& args) {
   c.seed = static_cast<uint64_t>(seed);
   c.json = args.Flag("json");
   c.http.base_url = args.Get("http").value_or("");
-  c.http.api_key = args.Get("http-api-key").value_or("");
-  if (c.http.api_key.empty()) {
-    if (const char* k = std::getenv("ENGRAM_API_KEY")) c.http.api_key = k;
-  }
-  c.http.ca_file = args.Get("http-ca").value_or("");
+  ENGRAM_ASSIGN_OR_RETURN(c.security, ClientSecurityFromArgs(args));
+  c.http.api_key = args.Get("http-api-key").value_or(c.security.api_key);
+  c.http.ca_file = args.Get("http-ca").value_or(c.security.ca_path);
   c.http.timeout_s = c.timeout_s;
   if (!c.http.base_url.empty() && c.http.base_url.rfind("http://", 0) != 0 &&
       c.http.base_url.rfind("https://", 0) != 0) {

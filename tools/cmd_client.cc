@@ -18,11 +18,14 @@ constexpr const char* kGenerateUsage =
     "                [--temperature T] [--top-k K] [--top-p P] [--seed S] [--stop S]...\n"
     "                [--ignore-eos] [--timeout-s X]\n"
     "  Streams the generated text to stdout as it arrives; the finish reason and usage go to\n"
-    "  stderr. Exit 1 with the gRPC status when the call fails.\n";
+    "  stderr. Exit 1 with the gRPC status when the call fails.\n"
+    "  With TLS or API keys on the daemon: --api-key KEY (or ENGRAM_API_KEY), --tls-ca PEM,\n"
+    "  --tls-cert PEM --tls-key PEM (mutual TLS), --tls-server-name NAME.\n";
 
 constexpr const char* kStatsUsage =
     "engram stats --server HOST:PORT [--json] [--timeout-s X]\n"
-    "  Prints the daemon's model (GetModelInfo) and serving statistics (GetStats).\n";
+    "  Prints the daemon's model (GetModelInfo) and serving statistics (GetStats).\n"
+    "  Security options as for generate --server.\n";
 
 Result<v1::GenerateRequest> BuildRequest(const Args& args, const std::vector<std::string>& stops) {
   v1::GenerateRequest req;
@@ -60,8 +63,9 @@ Result<v1::GenerateRequest> BuildRequest(const Args& args, const std::vector<std
   return req;
 }
 
-Status GenerateClient(const std::string& server, double timeout_s, const v1::GenerateRequest& req) {
-  auto channel = MakeChannel(server);
+Status GenerateClient(const std::string& server, const ClientSecurity& security, double timeout_s,
+                      const v1::GenerateRequest& req) {
+  auto channel = MakeChannel(server, security);
   auto stub = v1::Engram::NewStub(channel);
   grpc::ClientContext ctx;
   SetTimeout(&ctx, timeout_s);
@@ -248,7 +252,8 @@ void PrintStats(const v1::Stats& s) {
 Status StatsClient(const Args& args) {
   ENGRAM_ASSIGN_OR_RETURN(std::string server, args.Require("server"));
   ENGRAM_ASSIGN_OR_RETURN(double timeout_s, args.GetDouble("timeout-s", 10.0));
-  auto stub = v1::Engram::NewStub(MakeChannel(server));
+  ENGRAM_ASSIGN_OR_RETURN(ClientSecurity security, ClientSecurityFromArgs(args));
+  auto stub = v1::Engram::NewStub(MakeChannel(server, security));
   ENGRAM_ASSIGN_OR_RETURN(v1::ModelInfo info, FetchModelInfo(*stub, timeout_s));
   grpc::ClientContext ctx;
   SetTimeout(&ctx, timeout_s);
@@ -277,10 +282,11 @@ Status StatsClient(const Args& args) {
 int RunGenerateClient(int argc, char** argv) {
   auto stops = TakeRepeated(&argc, argv, 2, "stop");
   if (!stops.ok()) return Fail("generate", stops.status()) + 1;
-  auto args = Args::Parse(argc, argv, 2,
-                          {"server", "prompt", "prompt-ids", "max-tokens", "temperature", "top-k",
-                           "top-p", "seed", "timeout-s"},
-                          {"help", "ignore-eos"});
+  auto args =
+      Args::Parse(argc, argv, 2,
+                  WithSecurityOptions({"server", "prompt", "prompt-ids", "max-tokens",
+                                       "temperature", "top-k", "top-p", "seed", "timeout-s"}),
+                  {"help", "ignore-eos"});
   if (!args.ok()) return Fail("generate", args.status()) + 1;
   if (args->Flag("help")) {
     std::fprintf(stderr, "%s", kGenerateUsage);
@@ -289,15 +295,17 @@ int RunGenerateClient(int argc, char** argv) {
   auto server = args->Require("server");
   auto timeout_s = args->GetDouble("timeout-s", 0.0);
   auto req = BuildRequest(*args, *stops);
-  for (const Status& st : {server.status(), timeout_s.status(), req.status()}) {
+  auto security = ClientSecurityFromArgs(*args);
+  for (const Status& st : {server.status(), timeout_s.status(), req.status(), security.status()}) {
     if (!st.ok()) return Fail("generate", st) + 1;  // a usage error: exit 2
   }
-  Status st = GenerateClient(*server, *timeout_s, *req);
+  Status st = GenerateClient(*server, *security, *timeout_s, *req);
   return st.ok() ? 0 : Fail("generate", st);
 }
 
 int RunStats(int argc, char** argv) {
-  auto args = Args::Parse(argc, argv, 2, {"server", "timeout-s"}, {"help", "json"});
+  auto args =
+      Args::Parse(argc, argv, 2, WithSecurityOptions({"server", "timeout-s"}), {"help", "json"});
   if (!args.ok()) return Fail("stats", args.status()) + 1;
   if (args->Flag("help")) {
     std::fprintf(stderr, "%s", kStatsUsage);

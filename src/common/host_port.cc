@@ -70,4 +70,16 @@ Result<ResolvedAddress> ResolveListenAddress(std::string_view text, std::string_
   return r;
 }
 
+bool IsLoopbackListen(std::string_view text) {
+  auto hp = ParseHostPort(text, "listen");
+  if (!hp.ok()) return false;
+  const std::string& h = hp->host;
+  if (h == "localhost" || h == "::1") return true;
+  in_addr a{};
+  if (inet_pton(AF_INET, h.c_str(), &a) == 1) return (ntohl(a.s_addr) >> 24) == 127;
+  in6_addr a6{};
+  if (inet_pton(AF_INET6, h.c_str(), &a6) == 1) return IN6_IS_ADDR_LOOPBACK(&a6) != 0;
+  return false;
+}
+
 }  // namespace engram

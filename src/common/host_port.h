@@ -29,6 +29,11 @@ struct ResolvedAddress {
   std::string numeric;  // "127.0.0.1:50051", "[::1]:0"
 };
 
+// Whether a listener on `text` ("host:port") is reachable from this machine only: a host of
+// 127.0.0.0/8, ::1 or the name "localhost". Any other name, an empty host, 0.0.0.0 and [::]
+// count as reachable from elsewhere (names are not resolved: what they resolve to can change).
+bool IsLoopbackListen(std::string_view text);
+
 // ParseHostPort + getaddrinfo (passive): the first address the host resolves to.
 // An unknown host or a malformed literal (256.0.0.1) is INVALID_ARGUMENT naming `key`.
 Result<ResolvedAddress> ResolveListenAddress(std::string_view text, std::string_view key);

@@ -130,6 +130,18 @@ void EngramService::SetLoop(EngineLoop* loop, std::shared_ptr<const Tokenizer> t
   loop_.store(loop, std::memory_order_release);
 }
 
+grpc::Status EngramService::Authorize(const grpc::ServerContext& ctx) const {
+  if (!options_.authorize) return grpc::Status::OK;
+  const auto& md = ctx.client_metadata();
+  const auto it = md.find("authorization");
+  if (it != md.end() &&
+      options_.authorize(std::string_view(it->second.data(), it->second.size()))) {
+    return grpc::Status::OK;
+  }
+  spdlog::info("grpc: call from {} unauthenticated (missing or invalid API key)", ctx.peer());
+  return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "missing or invalid API key");
+}
+
 Result<GenerationParams> EngramService::ToParams(const v1::GenerateRequest& req) const {
   GenerationParams p;
   switch (req.prompt_case()) {
@@ -184,6 +196,7 @@ Result<GenerationParams> EngramService::ToParams(const v1::GenerateRequest& req)
 
 grpc::Status EngramService::Generate(grpc::ServerContext* ctx, const v1::GenerateRequest* req,
                                      grpc::ServerWriter<v1::GenerateResponse>* writer) {
+  if (grpc::Status a = Authorize(*ctx); !a.ok()) return a;
   EngineLoop* loop = loop_.load(std::memory_order_acquire);
   if (!loop) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the model is still loading");
   if (Status st = CheckRequestId(req->request_id()); !st.ok()) {
@@ -242,8 +255,9 @@ grpc::Status EngramService::Generate(grpc::ServerContext* ctx, const v1::Generat
   }
 }
 
-grpc::Status EngramService::Tokenize(grpc::ServerContext*, const v1::TokenizeRequest* req,
+grpc::Status EngramService::Tokenize(grpc::ServerContext* ctx, const v1::TokenizeRequest* req,
                                      v1::TokenizeResponse* resp) {
+  if (grpc::Status a = Authorize(*ctx); !a.ok()) return a;
   if (!loop_.load(std::memory_order_acquire)) {
     return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the model is still loading");
   }
@@ -256,8 +270,9 @@ grpc::Status EngramService::Tokenize(grpc::ServerContext*, const v1::TokenizeReq
   return grpc::Status::OK;
 }
 
-grpc::Status EngramService::Detokenize(grpc::ServerContext*, const v1::DetokenizeRequest* req,
+grpc::Status EngramService::Detokenize(grpc::ServerContext* ctx, const v1::DetokenizeRequest* req,
                                        v1::DetokenizeResponse* resp) {
+  if (grpc::Status a = Authorize(*ctx); !a.ok()) return a;
   if (!loop_.load(std::memory_order_acquire)) {
     return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the model is still loading");
   }
@@ -280,8 +295,9 @@ grpc::Status EngramService::Detokenize(grpc::ServerContext*, const v1::Detokeniz
   return grpc::Status::OK;
 }
 
-grpc::Status EngramService::GetModelInfo(grpc::ServerContext*, const v1::GetModelInfoRequest*,
+grpc::Status EngramService::GetModelInfo(grpc::ServerContext* ctx, const v1::GetModelInfoRequest*,
                                          v1::ModelInfo* resp) {
+  if (grpc::Status a = Authorize(*ctx); !a.ok()) return a;
   if (!loop_.load(std::memory_order_acquire)) {
     return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the model is still loading");
   }
@@ -289,8 +305,9 @@ grpc::Status EngramService::GetModelInfo(grpc::ServerContext*, const v1::GetMode
   return grpc::Status::OK;
 }
 
-grpc::Status EngramService::GetStats(grpc::ServerContext*, const v1::GetStatsRequest*,
+grpc::Status EngramService::GetStats(grpc::ServerContext* ctx, const v1::GetStatsRequest*,
                                      v1::Stats* resp) {
+  if (grpc::Status a = Authorize(*ctx); !a.ok()) return a;
   EngineLoop* loop = loop_.load(std::memory_order_acquire);
   if (!loop) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the model is still loading");
   const ServingStats s = loop->Stats();

@@ -8,8 +8,10 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "engram/v1/engram.grpc.pb.h"
 #include "runtime/engine_loop.h"
@@ -21,6 +23,9 @@ struct ServiceOptions {
   // Text prompts are encoded with special tokens (BOS where the tokenizer options say).
   bool add_special_tokens = true;
   int max_logprobs = 20;
+  // The "authorization" metadata value -> allowed (ApiKeys::Check). Null: every call is
+  // allowed. A refused call is UNAUTHENTICATED before the handler does anything else.
+  std::function<bool(std::string_view)> authorize;
 };
 
 class EngramService final : public v1::Engram::Service {
@@ -42,6 +47,8 @@ class EngramService final : public v1::Engram::Service {
                         v1::Stats* resp) override;
 
  private:
+  // OK when the call may proceed (options_.authorize), else UNAUTHENTICATED.
+  grpc::Status Authorize(const grpc::ServerContext& ctx) const;
   // Builds validated parameters from the request; the error is the RPC status.
   Result<GenerationParams> ToParams(const v1::GenerateRequest& req) const;
 

@@ -21,6 +21,8 @@
 #include <vector>
 
 #include "model/synth.h"
+#include "runtime/api_keys.h"
+#include "runtime/tls_files.h"
 #include "text/utf8.h"
 
 namespace engram {
@@ -48,13 +50,15 @@ constexpr std::string_view kPins[] = {"auto", "on", "off"};
 constexpr std::string_view kTiers[] = {"resident", "dram", "nvme"};
 constexpr std::string_view kCachePolicies[] = {"tinylfu", "lru"};
 constexpr std::string_view kBackendKeys[] = {"kind", "threads", "device", "cuda_graphs", "weights"};
-constexpr std::string_view kServerKeys[] = {"listen", "max_message_bytes", "drain_grace_s",
-                                            "handler_threads"};
+constexpr std::string_view kServerKeys[] = {
+    "listen", "max_message_bytes", "drain_grace_s", "handler_threads",
+    "tls",    "api_keys",          "api_key_file",  "allow_insecure_remote"};
+constexpr std::string_view kTlsKeys[] = {"cert", "key", "client_ca"};
 constexpr std::string_view kLimitsKeys[] = {
     "max_running_seqs",   "max_batch_tokens", "prefill_chunk_tokens", "max_waiting",
     "max_tokens_default", "kv_tokens",        "kv_block_size"};
 constexpr std::string_view kLoggingKeys[] = {"level"};
-constexpr std::string_view kMetricsKeys[] = {"listen"};
+constexpr std::string_view kMetricsKeys[] = {"listen", "require_auth"};
 constexpr std::string_view kBackendKinds[] = {"cpu", "cuda"};
 constexpr std::string_view kWeightFormats[] = {"bf16", "int8"};
 constexpr std::string_view kLogLevels[] = {"trace", "debug",    "info", "warn",
@@ -130,6 +134,9 @@ class Parser {
   Status Enum(const Section& s, std::string_view key, Keys allowed, std::string& out) const;
   Status Listen(const Section& s, std::string_view key, bool allow_empty, std::string& out) const;
   Status Model(ServerConfig& c) const;
+  // A path (resolved against the config's directory); "" stays "" only if allowed.
+  Status Path(const Section& s, std::string_view key, std::string& out) const;
+  Status ApiKeys(const Section& s, std::vector<std::string>& out) const;
 
   std::string source_;
   fs::path base_;
@@ -303,6 +310,38 @@ Status Parser::Listen(const Section& s, std::string_view key, bool allow_empty,
   return Status::Ok();
 }
 
+Status Parser::Path(const Section& s, std::string_view key, std::string& out) const {
+  if (!s.Find(key)) return Status::Ok();
+  std::string v;
+  ENGRAM_RETURN_IF_ERROR(String(s, key, v));
+  if (v.empty()) return Error("{}: \"\" is empty (expected a file path)", s.KeyPath(key));
+  out = Resolve(base_, v);
+  return Status::Ok();
+}
+
+// api_keys: a list of keys; each 16..256 printable ASCII characters without spaces (what an
+// Authorization header carries unchanged), no duplicates.
+Status Parser::ApiKeys(const Section& s, std::vector<std::string>& out) const {
+  const YAML::Node* n = s.Find("api_keys");
+  if (!n) return Status::Ok();
+  if (!n->IsSequence()) {
+    return Error("{}: expected a list of keys, found {}", s.KeyPath("api_keys"), NodeKind(*n));
+  }
+  for (size_t i = 0; i < n->size(); ++i) {
+    const YAML::Node& k = (*n)[i];
+    const std::string where = fmt::format("{}[{}]", s.KeyPath("api_keys"), i);
+    if (!k.IsScalar()) return Error("{}: expected a key (a string), found {}", where, NodeKind(k));
+    if (Status st = CheckApiKey(k.Scalar()); !st.ok()) {
+      return Error("{}: {}", where, st.message());  // the key itself is never echoed
+    }
+    for (const std::string& seen : out) {
+      if (seen == k.Scalar()) return Error("{}: the same key is listed twice", where);
+    }
+    out.push_back(k.Scalar());
+  }
+  return Status::Ok();
+}
+
 // model: required, non-empty; a relative directory or synth tokenizer= path is resolved.
 Status Parser::Model(ServerConfig& c) const {
   if (c.model.empty()) {
@@ -389,6 +428,29 @@ Status Parser::Parse(const YAML::Node& root, ServerConfig& c) {
       Int(server, "max_message_bytes", 1024, std::numeric_limits<int>::max(), s.max_message_bytes));
   ENGRAM_RETURN_IF_ERROR(Double(server, "drain_grace_s", 0, 3600, s.drain_grace_s));
   ENGRAM_RETURN_IF_ERROR(Int(server, "handler_threads", 0, 1024, s.handler_threads));
+  {
+    const YAML::Node* tn = server.Find("tls");
+    ENGRAM_ASSIGN_OR_RETURN(Section tls,
+                            ReadSection(tn ? *tn : YAML::Node(), "server.tls", kTlsKeys));
+    ENGRAM_RETURN_IF_ERROR(Path(tls, "cert", s.tls.cert));
+    ENGRAM_RETURN_IF_ERROR(Path(tls, "key", s.tls.key));
+    ENGRAM_RETURN_IF_ERROR(Path(tls, "client_ca", s.tls.client_ca));
+    if (s.tls.cert.empty() != s.tls.key.empty()) {
+      return Error("server.tls: cert and key go together (expected both PEM files, or neither)");
+    }
+    if (!s.tls.client_ca.empty() && s.tls.cert.empty()) {
+      return Error(
+          "server.tls.client_ca needs server.tls.cert and server.tls.key (mutual TLS is "
+          "TLS first)");
+    }
+  }
+  ENGRAM_RETURN_IF_ERROR(ApiKeys(server, s.api_keys));
+  ENGRAM_RETURN_IF_ERROR(Path(server, "api_key_file", s.api_key_file));
+  {
+    std::optional<bool> insecure;
+    ENGRAM_RETURN_IF_ERROR(Bool(server, "allow_insecure_remote", insecure));
+    if (insecure) s.allow_insecure_remote = *insecure;
+  }
 
   ENGRAM_ASSIGN_OR_RETURN(Section limits, section("limits", kLimitsKeys));
   auto& l = c.limits;
@@ -443,6 +505,11 @@ Status Parser::Parse(const YAML::Node& root, ServerConfig& c) {
 
   ENGRAM_ASSIGN_OR_RETURN(Section metrics, section("metrics", kMetricsKeys));
   ENGRAM_RETURN_IF_ERROR(Listen(metrics, "listen", true, c.metrics.listen));
+  {
+    std::optional<bool> require_auth;
+    ENGRAM_RETURN_IF_ERROR(Bool(metrics, "require_auth", require_auth));
+    if (require_auth) c.metrics.require_auth = *require_auth;
+  }
   if (!c.metrics.listen.empty() && c.metrics.listen == c.server.listen &&
       !c.server.listen.ends_with(":0")) {
     return Error("metrics.listen: \"{}\" is also server.listen (expected another port)",
@@ -462,6 +529,22 @@ Status Parser::Parse(const YAML::Node& root, ServerConfig& c) {
           {"metrics.listen", &c.metrics.listen}}) {
       if (h.listen == *other) {
         return Error("http.listen: \"{}\" is also {} (expected another port)", h.listen, key);
+      }
+    }
+  }
+
+  // A listener reachable from other machines must not be open to anyone by accident.
+  if (!s.allow_insecure_remote && !s.tls.enabled() && !s.auth_enabled()) {
+    for (const auto& [key, listen] :
+         {std::pair<const char*, const std::string*>{"server.listen", &s.listen},
+          {"http.listen", &h.listen}}) {
+      if (!listen->empty() && !IsLoopbackListen(*listen)) {
+        return Error(
+            "{}: \"{}\" is reachable from other machines, but there is neither TLS "
+            "(server.tls) nor an API key (server.api_keys / server.api_key_file): anyone who "
+            "reaches it could use the model (expected a loopback address such as 127.0.0.1, "
+            "TLS or keys, or server.allow_insecure_remote: true to mean it)",
+            key, *listen);
       }
     }
   }
@@ -567,6 +650,8 @@ Status ServerConfig::CheckEnvironment() const {
   if (!http.listen.empty()) {
     ENGRAM_RETURN_IF_ERROR(ResolveListenAddress(http.listen, "http.listen").status());
   }
+  ENGRAM_RETURN_IF_ERROR(LoadTlsFiles(*this).status());
+  ENGRAM_RETURN_IF_ERROR(ApiKeys::Load(*this).status());
   if (tables.tier == "dram" && tables.numa_node >= 0) {
     ENGRAM_ASSIGN_OR_RETURN(NumaTopology topo, NumaTopology::Load());
     bool found = false;
@@ -648,6 +733,18 @@ std::string ServerConfig::ToYaml() const {
   // fmt's shortest representation reads back to the same double.
   e << YAML::Key << "drain_grace_s" << YAML::Value << fmt::format("{}", server.drain_grace_s);
   e << YAML::Key << "handler_threads" << YAML::Value << server.handler_threads;
+  if (server.tls.enabled()) {
+    e << YAML::Key << "tls" << YAML::Value << YAML::BeginMap;
+    quoted("cert", server.tls.cert);
+    quoted("key", server.tls.key);
+    if (!server.tls.client_ca.empty()) quoted("client_ca", server.tls.client_ca);
+    e << YAML::EndMap;
+  }
+  if (!server.api_keys.empty()) {  // the keys themselves never leave the process
+    e << YAML::Comment(fmt::format("api_keys: {} key(s), not shown", server.api_keys.size()));
+  }
+  if (!server.api_key_file.empty()) quoted("api_key_file", server.api_key_file);
+  e << YAML::Key << "allow_insecure_remote" << YAML::Value << server.allow_insecure_remote;
   e << YAML::EndMap;
 
   e << YAML::Key << "limits" << YAML::Value << YAML::BeginMap;
@@ -680,6 +777,7 @@ std::string ServerConfig::ToYaml() const {
 
   e << YAML::Key << "metrics" << YAML::Value << YAML::BeginMap;
   quoted("listen", metrics.listen);
+  e << YAML::Key << "require_auth" << YAML::Value << metrics.require_auth;
   e << YAML::EndMap;
 
   e << YAML::Key << "http" << YAML::Value << YAML::BeginMap;

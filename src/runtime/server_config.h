@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "common/status.h"
 #include "model/model_files.h"
@@ -46,6 +47,20 @@ struct ServerConfig {
     int max_message_bytes = 4 << 20;         // gRPC receive/send limit
     double drain_grace_s = 10;  // on SIGTERM: seconds running requests may still finish
     int handler_threads = 0;    // gRPC handler threads; 0 = gRPC's default
+    // TLS for both listeners (gRPC and HTTP), PEM files (resolved paths); cert and key
+    // together or neither; client_ca (needs cert) makes clients present a certificate it signed.
+    struct Tls {
+      std::string cert, key, client_ca;
+      bool enabled() const { return !cert.empty(); }
+      bool operator==(const Tls&) const = default;
+    } tls;
+    // API keys required on every method and route (docs/operations.md "Security"): listed
+    // here and/or one per line in api_key_file (a resolved path, read at start).
+    std::vector<std::string> api_keys;
+    std::string api_key_file;
+    // Lets a listener bind a non-loopback address with neither TLS nor keys.
+    bool allow_insecure_remote = false;
+    bool auth_enabled() const { return !api_keys.empty() || !api_key_file.empty(); }
     bool operator==(const ServerSection&) const = default;
   } server;
 
@@ -93,7 +108,8 @@ struct ServerConfig {
   } http;
 
   struct MetricsSection {
-    std::string listen;  // host:port of the Prometheus endpoint; empty: disabled
+    std::string listen;         // host:port of the Prometheus endpoint; empty: disabled
+    bool require_auth = false;  // /metrics on the HTTP port needs the API key too
     bool operator==(const MetricsSection&) const = default;
   } metrics;
 
@@ -112,14 +128,15 @@ struct ServerConfig {
   // OpenModel(ModelSpec()), with `tokenizer` replacing a model directory's tokenizer.json.
   Result<ModelFiles> OpenModelFiles() const;
   // What the start would find that the file alone cannot show (engramd --check-config):
-  // both listen addresses resolve, tables.numa_node is a node of this machine, and a cuda
+  // the TLS files load and fit together, the API key file reads, the listen addresses resolve, tables.numa_node is a node of this machine, and a cuda
   // backend's device exists and is usable. Opens nothing of the model.
   Status CheckEnvironment() const;
   EngineOptions ToEngineOptions() const;
   // The scheduler limits and request defaults of `limits`.
   ServingOptions ToServingOptions() const;
   // The effective configuration (every key, defaults included) as YAML that FromYaml reads
-  // back to an equal config; for logs and `engramd --check-config`.
+  // back to an equal config, except server.api_keys: only their count, as a comment (the
+  // keys never leave the process); for logs and `engramd --check-config`.
   std::string ToYaml() const;
 
   bool operator==(const ServerConfig&) const = default;

@@ -111,10 +111,10 @@ Result<std::unique_ptr<DaemonProcess>> DaemonProcess::Start(const DaemonOptions&
                     d->StderrLog());
   }
   if (options.http) {
-    ENGRAM_RETURN_IF_ERROR(
-        d->WaitForLine("engramd: http listening on ", options.start_timeout_s));
+    ENGRAM_RETURN_IF_ERROR(d->WaitForLine("engramd: http listening on ", options.start_timeout_s));
     const std::string line = *d->Line("engramd: http listening on ");
-    d->http_address_ = line.substr(std::strlen("engramd: http listening on "));
+    const std::string rest = line.substr(std::strlen("engramd: http listening on "));
+    d->http_address_ = rest.substr(0, rest.find(' '));  // then " (https)" with TLS
   }
   if (options.wait_ready) ENGRAM_RETURN_IF_ERROR(d->WaitReady(options.start_timeout_s));
   return d;

@@ -169,7 +169,7 @@ class EngramdProcess:
                 code = self.proc.wait(timeout=10)
                 raise RuntimeError(f"engramd exited ({code}) before it was ready:\n{self.stderr_log()}")
             if line.startswith("engramd: http listening on "):
-                self.http_address = line.split("listening on ", 1)[1].strip()
+                self.http_address = line.split("listening on ", 1)[1].split()[0]
             elif line.startswith("engramd ") and "listening on " in line:
                 self.address = line.split("listening on ", 1)[1].strip()
             if line.startswith("engramd: ready"):

@@ -20,11 +20,13 @@
 
 #include "common/host_port.h"
 #include "common/logging.h"
+#include "runtime/api_keys.h"
 #include "runtime/engine_loop.h"
 #include "runtime/grpc_service.h"
 #include "runtime/http_api.h"
 #include "runtime/metrics_exporter.h"
 #include "runtime/server_config.h"
+#include "runtime/tls_files.h"
 #include "runtime/version.h"
 
 namespace engram {
@@ -112,13 +114,42 @@ int Serve(const std::string& path) {
   sigaddset(&sigs, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
 
+  // Security (docs/operations.md "Security"): the same TLS material and keys on both listeners.
+  auto tls = LoadTlsFiles(cfg);
+  auto keys = ApiKeys::Load(cfg);
+  for (const Status& st : {tls.status(), keys.status()}) {
+    if (!st.ok()) {
+      std::fprintf(stderr, "engramd: %s: %s\n", path.c_str(), st.message().c_str());
+      return 2;
+    }
+  }
+  const ApiKeys api_keys = std::move(keys).value();
+  std::function<bool(std::string_view)> authorize;
+  if (api_keys.enabled()) {
+    authorize = [&api_keys](std::string_view h) { return api_keys.Check(h); };
+  }
+  std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
+  if (*tls) {
+    grpc::SslServerCredentialsOptions so(
+        (*tls)->client_ca_pem.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                                      : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+    so.pem_root_certs = (*tls)->client_ca_pem;
+    so.pem_key_cert_pairs.push_back({(*tls)->key_pem, (*tls)->cert_pem});
+    creds = grpc::SslServerCredentials(so);
+  }
+  spdlog::info("security: TLS {}{}, API keys {}", *tls ? "on" : "off",
+               *tls && !(*tls)->client_ca_pem.empty() ? " (client certificates required)" : "",
+               api_keys.enabled() ? fmt::format("required ({})", api_keys.size()) : "off");
+
   ServiceOptions sopt;
+  sopt.authorize = authorize;
   EngramService service(sopt);
   grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  // Reflection cannot check a key (its service is gRPC's own): with keys it is not offered.
+  if (!api_keys.enabled()) grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(cfg.server.listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(cfg.server.listen, creds, &port);
   // gRPC sets SO_REUSEPORT by default: a second engramd on the same port would then start
   // and silently take half of the connections.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
@@ -147,6 +178,9 @@ int Serve(const std::string& path) {
   // The HTTP front door answers /health (503) while the model loads.
   HttpApiOptions hopt;
   hopt.model_name = cfg.ServedModelName();
+  hopt.authorize = authorize;
+  hopt.metrics_require_auth = cfg.metrics.require_auth;
+  hopt.require_client_cert = *tls && !(*tls)->client_ca_pem.empty();
   HttpApi http_api(hopt);
   std::unique_ptr<HttpServer> http;
   if (!cfg.http.listen.empty()) {
@@ -157,6 +191,7 @@ int Serve(const std::string& path) {
     o.max_connections = static_cast<unsigned>(cfg.http.max_connections);
     o.max_body_bytes = static_cast<size_t>(cfg.http.max_body_bytes);
     o.connection_memory = 64 << 10;  // request heads up to ~64 KiB
+    if (*tls) o.tls = HttpTls{(*tls)->cert_pem, (*tls)->key_pem, (*tls)->client_ca_pem};
     o.error_response = [](int status, const std::string& reason) {
       ApiError e;
       e.http_status = status;
@@ -177,7 +212,8 @@ int Serve(const std::string& path) {
     }
     http = std::move(h).value();
     const std::string hhost = cfg.http.listen.substr(0, cfg.http.listen.rfind(':'));
-    std::printf("engramd: http listening on %s:%d\n", hhost.c_str(), http->port());
+    std::printf("engramd: http listening on %s:%d%s\n", hhost.c_str(), http->port(),
+                *tls ? " (https)" : "");
     std::fflush(stdout);
     spdlog::info("http listening on {}:{} (OpenAI-compatible; model id \"{}\")", hhost,
                  http->port(), hopt.model_name);

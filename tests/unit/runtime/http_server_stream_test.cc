@@ -20,6 +20,7 @@
 #include "../../support/loopback_http.h"
 #include "../../support/shell.h"
 #include "../../support/temp_dir.h"
+#include "../../support/test_certs.h"
 #include "runtime/http_server.h"
 
 namespace engram {
@@ -205,35 +206,15 @@ TEST(HttpServerStream, HandlerSeesHeadersAndPeerAndErrorsUseTheHook) {
 
 // --- TLS -------------------------------------------------------------------------------
 
-// A CA, a server certificate for 127.0.0.1/localhost and a client certificate, by openssl.
-struct Certs {
-  testutil::TempDir dir;
-  bool ok = false;
-  Certs() {
-    const std::string d = dir.path();
-    const std::string ext = d + "/san.ext";
-    std::ofstream(ext) << "subjectAltName=IP:127.0.0.1,DNS:localhost\n";
-    ok = Shell("cd " + d +
-               " && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
-               "-keyout ca.key -out ca.pem -days 2 -subj /CN=engram-test-ca"
-               " && openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "
-               "server.key -out server.csr -subj /CN=localhost"
-               " && openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial "
-               "-out server.pem -days 2 -extfile san.ext"
-               " && openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "
-               "client.key -out client.csr -subj /CN=client"
-               " && openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial "
-               "-out client.pem -days 2") == 0;
-  }
-  std::string path(const char* name) const { return dir / name; }
-  HttpTls Tls(bool client_ca) const {
-    HttpTls t;
-    t.cert_pem = testutil::ReadFile(dir / "server.pem");
-    t.key_pem = testutil::ReadFile(dir / "server.key");
-    if (client_ca) t.client_ca_pem = testutil::ReadFile(dir / "ca.pem");
-    return t;
-  }
-};
+using Certs = testing::TestCerts;
+
+HttpTls TlsOf(const Certs& certs, bool client_ca) {
+  HttpTls t;
+  t.cert_pem = certs.read("server.pem");
+  t.key_pem = certs.read("server.key");
+  if (client_ca) t.client_ca_pem = certs.read("ca.pem");
+  return t;
+}
 
 HttpServer::Handler Echo() {
   return [](const HttpRequest& req) {
@@ -249,7 +230,7 @@ TEST(HttpServerTls, ServesHttpsToAClientThatTrustsTheCaAndNothingInPlain) {
   Certs certs;
   ASSERT_TRUE(certs.ok) << "openssl could not make the test certificates";
   HttpServerOptions o = Threaded();
-  o.tls = certs.Tls(false);
+  o.tls = TlsOf(certs, false);
   auto s = HttpServer::Start("127.0.0.1:0", Echo(), o);
   ASSERT_TRUE(s.ok()) << s.status().ToString();
   const std::string url = "https://127.0.0.1:" + std::to_string((*s)->port()) + "/";
@@ -266,7 +247,7 @@ TEST(HttpServerTls, MutualTlsVerifiesTheClientCertificate) {
   Certs certs;
   ASSERT_TRUE(certs.ok) << "openssl could not make the test certificates";
   HttpServerOptions o = Threaded();
-  o.tls = certs.Tls(true);
+  o.tls = TlsOf(certs, true);
   auto s = HttpServer::Start("127.0.0.1:0", Echo(), o);
   ASSERT_TRUE(s.ok()) << s.status().ToString();
   const std::string url = "https://127.0.0.1:" + std::to_string((*s)->port()) + "/";

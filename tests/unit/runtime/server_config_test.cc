@@ -292,7 +292,9 @@ TEST(ServerConfig, RefusesListenPortOutOfRange) {
 TEST(ServerConfig, AcceptsListenForms) {
   for (const char* listen : {"0.0.0.0:0", "[::1]:50051", "[::]:8080", "my-host.local:1"}) {
     auto c = ServerConfig::FromYaml(
-        fmt::format("model: synth:tiny\nserver: {{listen: \"{}\"}}\n", listen), "model.yaml");
+        fmt::format("model: synth:tiny\nserver: {{listen: \"{}\", allow_insecure_remote: true}}\n",
+                    listen),
+        "model.yaml");
     ASSERT_TRUE(c.ok()) << listen << ": " << c.status().ToString();
     EXPECT_EQ(c->server.listen, listen);
   }
@@ -333,6 +335,7 @@ backend:
   cuda_graphs: true
 server:
   listen: "[::]:6000"
+  allow_insecure_remote: true
   max_message_bytes: 1048576
   drain_grace_s: 2.5
   handler_threads: 8
