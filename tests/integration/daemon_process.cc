@@ -37,6 +37,7 @@ std::string Yaml(const DaemonOptions& o) {
   y += fmt::format("backend:\n  kind: cpu\n  threads: {}\n", o.backend_threads);
   y += fmt::format("server:\n  listen: \"{}\"\n  max_message_bytes: {}\n  drain_grace_s: {}\n",
                    o.listen, o.max_message_bytes, o.drain_grace_s);
+  y += o.server_yaml;
   y += fmt::format(
       "limits:\n  max_running_seqs: {}\n  max_waiting: {}\n  max_tokens_default: {}\n"
       "  kv_tokens: {}\n",

@@ -40,7 +40,8 @@ struct DaemonOptions {
   std::string log_level = "info";
   bool metrics = false;  // serve Prometheus metrics on an ephemeral loopback port
   bool http = true;      // the HTTP front door on an ephemeral loopback port (else disabled)
-  std::string extra_yaml;  // appended to the config as it is (further top-level sections)
+  std::string extra_yaml;   // appended to the config as it is (further top-level sections)
+  std::string server_yaml;  // more keys of the server section, each line indented by 2
   std::string tables;    // the `tables:` section's body (indented keys), empty = defaults
   // Seconds to wait for "listening" and (when wait_ready) for "ready".
   double start_timeout_s = 60;

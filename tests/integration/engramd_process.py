@@ -131,7 +131,8 @@ class EngramdProcess:
     """engramd --config <temp model.yaml> listening on 127.0.0.1:0 (ephemeral)."""
 
     def __init__(self, model="synth:tiny", tokenizer=FIXTURE_TOKENIZER, max_running_seqs=8,
-                 max_message_bytes=1 << 20, drain_grace_s=10, start_timeout_s=60):
+                 max_message_bytes=1 << 20, drain_grace_s=10, start_timeout_s=60,
+                 server_extra=()):
         binary = os.environ.get("ENGRAMD")
         if not binary or not os.access(binary, os.X_OK):
             raise RuntimeError(f"ENGRAMD={binary!r} is not an executable engramd (set by ctest)")
@@ -142,7 +143,7 @@ class EngramdProcess:
             lines.append(f'tokenizer: "{tokenizer}"')
         lines += ["backend:", "  kind: cpu", "  threads: 1",
                   "server:", "  listen: 127.0.0.1:0", f"  max_message_bytes: {max_message_bytes}",
-                  f"  drain_grace_s: {drain_grace_s}",
+                  f"  drain_grace_s: {drain_grace_s}", *server_extra,
                   "limits:", f"  max_running_seqs: {max_running_seqs}", "  kv_tokens: 65536",
                   # never the default 127.0.0.1:8000: tests run side by side
                   "http:", '  listen: "127.0.0.1:0"']
