@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job: installs the dependencies, builds, starts engramd on the demo model (the tiny
 # preset with DeepSeek-V3's tokenizer, CPU backend: configs/cpu-demo.yaml) on a free
-# loopback port, sends a first request and prints the streamed text, then stops the daemon.
+# loopback port, sends a first request over gRPC (the engram CLI) and one over the
+# OpenAI-compatible HTTP API (curl), prints the replies, then stops the daemon.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -10,7 +11,7 @@ bash scripts/build.sh
 cfg=$(mktemp --suffix=.yaml)
 log=$(mktemp)
 # The demo config with an ephemeral port, so a running daemon on 50051 does not collide.
-sed "s|^  listen: 127.0.0.1:50051|  listen: 127.0.0.1:0|; s|\.\./tests/|$PWD/tests/|" \
+sed "s|^  listen: 127.0.0.1:50051|  listen: 127.0.0.1:0|; s|^  listen: 127.0.0.1:8000|  listen: 127.0.0.1:0|; s|\.\./tests/|$PWD/tests/|" \
   configs/cpu-demo.yaml > "$cfg"
 ./build/engramd --config "$cfg" > "$log" 2>&1 &
 pid=$!
@@ -24,4 +25,11 @@ addr=$(sed -n 's/^engramd .*: listening on \(.*\)$/\1/p' "$log")
 echo "engramd is serving the demo model on $addr"
 ./build/engram generate --server "$addr" --prompt "The Engram memory of a language model" \
   --max-tokens 32 --temperature 0.8 --seed 7
+http=$(sed -n 's/^engramd: http listening on \([^ ]*\).*$/\1/p' "$log")
+echo
+echo "the same model over the OpenAI-compatible HTTP API on $http:"
+echo "+ curl -s http://$http/v1/completions -d '{\"prompt\": \"The Engram memory\", \"max_tokens\": 16}'"
+curl -s "http://$http/v1/completions" -H 'Content-Type: application/json' \
+  -d '{"prompt": "The Engram memory", "max_tokens": 16, "temperature": 0.8, "seed": 7}'
+echo
 ./build/engram stats --server "$addr"
