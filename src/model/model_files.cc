@@ -145,6 +145,7 @@ Result<ModelFiles> OpenModel(const std::string& spec) {
     m.config = std::move(synth.config);
     m.store = std::move(synth.store);
     m.tokenizer_path = std::move(synth.tokenizer_path);
+    ENGRAM_ASSIGN_OR_RETURN(m.chat_template, ChatTemplateBeside(m.tokenizer_path));
     ENGRAM_ASSIGN_OR_RETURN(Compression c, CompressionFor(m.config, "", m.tokenizer_path));
     ENGRAM_RETURN_IF_ERROR(CheckCompressedVocab(m.config, spec, c));
     m.compression = std::move(c.map);
@@ -162,6 +163,7 @@ Result<ModelFiles> OpenModel(const std::string& spec) {
   ENGRAM_RETURN_IF_ERROR(CheckExpectedTensors(m.config, m.store));
   const fs::path tokenizer = dir / "tokenizer.json";
   if (fs::exists(tokenizer, ec)) m.tokenizer_path = tokenizer.string();
+  ENGRAM_ASSIGN_OR_RETURN(m.chat_template, ChatTemplateBeside(m.tokenizer_path));
   const fs::path compression = dir / "engram_compression.json";
   ENGRAM_ASSIGN_OR_RETURN(
       Compression c,
@@ -170,6 +172,15 @@ Result<ModelFiles> OpenModel(const std::string& spec) {
   ENGRAM_RETURN_IF_ERROR(CheckCompressedVocab(m.config, config_path, c));
   m.compression = std::move(c.map);
   return m;
+}
+
+Result<std::shared_ptr<const ChatTemplate>> ChatTemplateBeside(const std::string& tokenizer_path) {
+  if (tokenizer_path.empty()) return std::shared_ptr<const ChatTemplate>();
+  const std::string cfg =
+      (fs::path(tokenizer_path).parent_path() / "tokenizer_config.json").string();
+  ENGRAM_ASSIGN_OR_RETURN(std::optional<ChatTemplate> t, ChatTemplate::FromTokenizerConfig(cfg));
+  if (!t) return std::shared_ptr<const ChatTemplate>();
+  return std::make_shared<const ChatTemplate>(std::move(*t));
 }
 
 }  // namespace engram

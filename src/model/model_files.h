@@ -2,11 +2,13 @@
 // (memory-mapped, or synthesized in memory), the Engram compression map and the tokenizer.
 #pragma once
 
+#include <memory>
 #include <string>
 
 #include "common/status.h"
 #include "model/config.h"
 #include "model/safetensors.h"
+#include "text/chat_template.h"
 #include "text/compression_map.h"
 
 namespace engram {
@@ -17,8 +19,10 @@ struct ModelFiles {
   // Raw token id -> compressed id; covers [0, config.vocab_size).
   CompressionMap compression;
   std::string tokenizer_path;  // tokenizer.json, empty if none
-  std::string source;          // the spec, for messages
-  std::string dir;             // the model directory; empty for synth: models
+  // The chat template of the tokenizer_config.json beside tokenizer_path; null if none.
+  std::shared_ptr<const ChatTemplate> chat_template;
+  std::string source;  // the spec, for messages
+  std::string dir;     // the model directory; empty for synth: models
 };
 
 // `spec` is a model directory (config.json, *.safetensors [+ index], optional tokenizer.json
@@ -32,5 +36,9 @@ struct ModelFiles {
 // unless the map has exactly that many compressed ids, naming both numbers and the map's origin.
 // Errors name the file or the spec parameter.
 Result<ModelFiles> OpenModel(const std::string& spec);
+
+// The chat template of the tokenizer_config.json beside `tokenizer_path` (null when there is
+// no such file, or it has no chat_template); errors name the file.
+Result<std::shared_ptr<const ChatTemplate>> ChatTemplateBeside(const std::string& tokenizer_path);
 
 }  // namespace engram

@@ -767,6 +767,15 @@ Status WriteSynthModel(const SynthOptions& o, const std::string& out_dir) {
       return Unavailable("{}: cannot copy to {}: {}", o.tokenizer_path,
                          (dir / "tokenizer.json").string(), ec.message());
     }
+    // Its chat template and special tokens travel with it.
+    const fs::path tcfg = fs::path(o.tokenizer_path).parent_path() / "tokenizer_config.json";
+    if (fs::exists(tcfg, ec)) {
+      fs::copy_file(tcfg, dir / "tokenizer_config.json", fs::copy_options::overwrite_existing, ec);
+      if (ec) {
+        return Unavailable("{}: cannot copy to {}: {}", tcfg.string(),
+                           (dir / "tokenizer_config.json").string(), ec.message());
+      }
+    }
   }
   progress.Done(out_dir);
   // engram_checksums.json for the Engram tables (read back, mostly from the page cache).

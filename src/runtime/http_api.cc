@@ -15,7 +15,7 @@
 namespace engram {
 namespace {
 
-using Json = nlohmann::json;
+using Json = nlohmann::ordered_json;
 constexpr auto kPollInterval = std::chrono::milliseconds(20);
 
 std::string Dump(const Json& j) { return j.dump(-1, ' ', false, Json::error_handler_t::replace); }

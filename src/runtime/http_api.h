@@ -27,8 +27,8 @@ namespace engram {
 
 // Renders chat messages to the prompt text (the model's chat template: ChatTemplate::Render).
 using ChatRenderer = std::function<Result<std::string>(
-    const nlohmann::json& messages, bool add_generation_prompt, const nlohmann::json& tools,
-    const nlohmann::json& chat_template_kwargs)>;
+    const nlohmann::ordered_json& messages, bool add_generation_prompt,
+    const nlohmann::ordered_json& tools, const nlohmann::ordered_json& chat_template_kwargs)>;
 
 struct HttpApiOptions {
   std::string model_name;  // the id /v1/models lists and requests may name

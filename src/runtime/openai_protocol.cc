@@ -11,7 +11,7 @@
 namespace engram {
 namespace {
 
-using Json = nlohmann::json;
+using Json = nlohmann::ordered_json;
 
 const char* TypeName(const Json& v) {
   switch (v.type()) {
@@ -263,7 +263,7 @@ std::string ErrorBody(const ApiError& e) {
   return Json{{"error", std::move(err)}}.dump(-1, ' ', false, Json::error_handler_t::replace);
 }
 
-std::optional<ApiError> ParseJsonBody(const std::string& body, nlohmann::json* out) {
+std::optional<ApiError> ParseJsonBody(const std::string& body, nlohmann::ordered_json* out) {
   Json j = Json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) {
     return BadField("", "the request body is not valid JSON (expected a JSON object)");
@@ -275,7 +275,7 @@ std::optional<ApiError> ParseJsonBody(const std::string& body, nlohmann::json* o
   return std::nullopt;
 }
 
-std::optional<ApiError> ParseOpenAiRequest(const nlohmann::json& body, bool chat,
+std::optional<ApiError> ParseOpenAiRequest(const nlohmann::ordered_json& body, bool chat,
                                            const OpenAiLimits& limits, OpenAiRequest* out) {
   OpenAiRequest r;
   r.chat = chat;

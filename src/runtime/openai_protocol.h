@@ -50,9 +50,9 @@ struct OpenAiRequest {
   bool echo = false;
   // Chat: messages with their content flattened to strings (text parts joined by "\n");
   // tools (null or an array) and chat_template_kwargs (null or an object) pass to the template.
-  nlohmann::json messages;
-  nlohmann::json tools;
-  nlohmann::json chat_template_kwargs;
+  nlohmann::ordered_json messages;
+  nlohmann::ordered_json tools;
+  nlohmann::ordered_json chat_template_kwargs;
   bool add_generation_prompt = true;
   // Both.
   int n = 1;
@@ -76,10 +76,10 @@ struct OpenAiRequest {
 
 // Parses a /v1/completions body (chat = false) or a /v1/chat/completions body (chat = true).
 // The error names the field ("prompt", "messages[2].content", "stop[1]", ...).
-std::optional<ApiError> ParseOpenAiRequest(const nlohmann::json& body, bool chat,
+std::optional<ApiError> ParseOpenAiRequest(const nlohmann::ordered_json& body, bool chat,
                                            const OpenAiLimits& limits, OpenAiRequest* out);
 
 // The request body as JSON: an object, else a 400 saying what it was.
-std::optional<ApiError> ParseJsonBody(const std::string& body, nlohmann::json* out);
+std::optional<ApiError> ParseJsonBody(const std::string& body, nlohmann::ordered_json* out);
 
 }  // namespace engram

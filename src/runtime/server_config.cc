@@ -36,8 +36,9 @@ bool IsSynth(std::string_view model) { return model.starts_with(kSynthPrefix); }
 
 using Keys = std::span<const std::string_view>;
 
-constexpr std::string_view kTopKeys[] = {"model",  "tokenizer", "add_bos", "backend", "server",
-                                         "limits", "tables",    "logging", "metrics", "http"};
+constexpr std::string_view kTopKeys[] = {"model",   "tokenizer", "add_bos",      "backend",
+                                         "server",  "limits",    "tables",       "logging",
+                                         "metrics", "http",      "chat_template"};
 constexpr std::string_view kHttpKeys[] = {"listen", "max_body_bytes", "idle_timeout_s",
                                           "max_connections", "model_name"};
 constexpr std::string_view kTablesKeys[] = {"tier",        "prefetch",        "dram_budget_bytes",
@@ -399,6 +400,7 @@ Status Parser::Parse(const YAML::Node& root, ServerConfig& c) {
     return Error("tokenizer: \"\" is empty (expected the path of a tokenizer.json)");
   }
   ENGRAM_RETURN_IF_ERROR(Bool(top, "add_bos", c.add_bos));
+  ENGRAM_RETURN_IF_ERROR(Path(top, "chat_template", c.chat_template));
   if (IsSynth(c.model) && c.tokenizer.find_first_of("&?") != std::string::npos) {
     return Error("tokenizer: \"{}\" holds '&' or '?', which a synth model spec cannot carry",
                  c.tokenizer);
@@ -630,6 +632,15 @@ Result<ModelFiles> ServerConfig::OpenModelFiles() const {
       return NotFound("tokenizer: {}: no such file", tokenizer);
     }
     files.tokenizer_path = tokenizer;
+    ENGRAM_ASSIGN_OR_RETURN(files.chat_template, ChatTemplateBeside(tokenizer));
+  }
+  if (!chat_template.empty()) {
+    const std::string tcfg =
+        files.tokenizer_path.empty()
+            ? ""
+            : (fs::path(files.tokenizer_path).parent_path() / "tokenizer_config.json").string();
+    ENGRAM_ASSIGN_OR_RETURN(ChatTemplate t, ChatTemplate::FromFile(chat_template, tcfg));
+    files.chat_template = std::make_shared<const ChatTemplate>(std::move(t));
   }
   return files;
 }
@@ -718,6 +729,7 @@ std::string ServerConfig::ToYaml() const {
   quoted("model", model);
   if (!tokenizer.empty()) quoted("tokenizer", tokenizer);
   if (add_bos) e << YAML::Key << "add_bos" << YAML::Value << *add_bos;
+  if (!chat_template.empty()) quoted("chat_template", chat_template);
 
   e << YAML::Key << "backend" << YAML::Value << YAML::BeginMap;
   e << YAML::Key << "kind" << YAML::Value << backend.kind;

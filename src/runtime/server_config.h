@@ -30,6 +30,9 @@ struct ServerConfig {
   // tokenizer.json overriding the model's own; empty: the model's. For a synth spec it is
   // passed as the spec's tokenizer= parameter (the vocabulary then follows it).
   std::string tokenizer;
+  // A Jinja chat template file replacing the tokenizer_config.json's (resolved path); "": the
+  // tokenizer's own.
+  std::string chat_template;
   // Whether prompts start with BOS; unset: as the tokenizer's post-processor says.
   std::optional<bool> add_bos;
 
@@ -128,8 +131,9 @@ struct ServerConfig {
   // OpenModel(ModelSpec()), with `tokenizer` replacing a model directory's tokenizer.json.
   Result<ModelFiles> OpenModelFiles() const;
   // What the start would find that the file alone cannot show (engramd --check-config):
-  // the TLS files load and fit together, the API key file reads, the listen addresses resolve, tables.numa_node is a node of this machine, and a cuda
-  // backend's device exists and is usable. Opens nothing of the model.
+  // the TLS files load and fit together, the API key file reads, the listen addresses resolve,
+  // tables.numa_node is a node of this machine, and a cuda backend's device exists and is usable.
+  // Opens nothing of the model.
   Status CheckEnvironment() const;
   EngineOptions ToEngineOptions() const;
   // The scheduler limits and request defaults of `limits`.

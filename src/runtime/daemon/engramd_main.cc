@@ -249,7 +249,18 @@ int Serve(const std::string& path) {
       std::make_unique<EngineLoop>(std::move(engine).value(), tokenizer, cfg.ToServingOptions());
   service.SetLoop(loop.get(), tokenizer,
                   DescribeModel(loop->engine(), backend_name, tokenizer != nullptr));
-  http_api.SetLoop(loop.get(), tokenizer, nullptr);
+  ChatRenderer render_chat;
+  if (std::shared_ptr<const ChatTemplate> tmpl = loop->engine().files().chat_template) {
+    spdlog::info("chat template: {}", tmpl->source());
+    render_chat = [tmpl](const nlohmann::ordered_json& messages, bool add_generation_prompt,
+                         const nlohmann::ordered_json& tools,
+                         const nlohmann::ordered_json& kwargs) {
+      return tmpl->Render(messages, add_generation_prompt, tools, kwargs);
+    };
+  } else {
+    spdlog::info("no chat template: /v1/chat/completions answers 400");
+  }
+  http_api.SetLoop(loop.get(), tokenizer, std::move(render_chat));
   std::unique_ptr<MetricsExporter> metrics;
   if (!cfg.metrics.listen.empty()) {
     auto m = MetricsExporter::Start(cfg.metrics.listen, *loop);

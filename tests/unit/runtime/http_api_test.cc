@@ -477,10 +477,11 @@ TEST_F(HttpApiTest, AFullQueueIs503WithRetryAfter) {
 
 // A stand-in for the model's chat template (tested on its own in tests/unit/text): "role:
 // content" lines, plus "assistant:" when a generation prompt is asked for.
-Result<std::string> LinesTemplate(const Json& messages, bool add_generation_prompt, const Json&,
-                                  const Json&) {
+Result<std::string> LinesTemplate(const nlohmann::ordered_json& messages,
+                                  bool add_generation_prompt, const nlohmann::ordered_json&,
+                                  const nlohmann::ordered_json&) {
   std::string out;
-  for (const Json& m : messages) {
+  for (const auto& m : messages) {
     out += m["role"].get<std::string>() + ": " +
            (m["content"].is_string() ? m["content"].get<std::string>() : "") + "\n";
   }

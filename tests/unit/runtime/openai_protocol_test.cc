@@ -10,7 +10,7 @@
 namespace engram {
 namespace {
 
-using Json = nlohmann::json;
+using Json = nlohmann::ordered_json;
 
 OpenAiRequest Ok(const std::string& body, bool chat = false) {
   OpenAiRequest r;

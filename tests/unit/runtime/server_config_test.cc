@@ -141,7 +141,7 @@ TEST(ServerConfig, RefusesUnknownNestedKey) {
 TEST(ServerConfig, RefusesUnknownTopLevelKey) {
   EXPECT_EQ(ErrorMessage("model: synth:tiny\nengram: {}\n"),
             "model.yaml: unknown key \"engram\" (allowed: model, tokenizer, add_bos, backend, "
-            "server, limits, tables, logging, metrics, http)");
+            "server, limits, tables, logging, metrics, http, chat_template)");
 }
 
 TEST(ServerConfig, RefusesDuplicateKey) {
