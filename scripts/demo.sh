@@ -2,7 +2,8 @@
 # The main job: installs the dependencies, builds, starts engramd on the demo model (the tiny
 # preset with DeepSeek-V3's tokenizer, CPU backend: configs/cpu-demo.yaml) on a free
 # loopback port, sends a first request over gRPC (the engram CLI) and one over the
-# OpenAI-compatible HTTP API (curl), prints the replies, then stops the daemon.
+# OpenAI-compatible HTTP API (curl to /v1/chat/completions: DeepSeek-V3's chat template), prints
+# the replies, then stops the daemon.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -28,8 +29,8 @@ echo "engramd is serving the demo model on $addr"
 http=$(sed -n 's/^engramd: http listening on \([^ ]*\).*$/\1/p' "$log")
 echo
 echo "the same model over the OpenAI-compatible HTTP API on $http:"
-echo "+ curl -s http://$http/v1/completions -d '{\"prompt\": \"The Engram memory\", \"max_tokens\": 16}'"
-curl -s "http://$http/v1/completions" -H 'Content-Type: application/json' \
-  -d '{"prompt": "The Engram memory", "max_tokens": 16, "temperature": 0.8, "seed": 7}'
+body='{"messages": [{"role": "user", "content": "What is an Engram table?"}], "max_tokens": 16, "temperature": 0.8, "seed": 7}'
+echo "+ curl -s http://$http/v1/chat/completions -d '$body'"
+curl -s "http://$http/v1/chat/completions" -H 'Content-Type: application/json' -d "$body"
 echo
 ./build/engram stats --server "$addr"

@@ -114,7 +114,7 @@ TEST_F(HttpFrontDoor, TheOfficialOpenAiNodeSdk) {
   int rc = 0;
   const std::string out = Capture("ENGRAM_HTTP_URL=http://" + http() +
                                       "/v1 ENGRAM_MODEL=synth:tiny node " ENGRAM_REPO
-                                      "/tests/integration/openai_sdk_test.mjs 2>&1",
+                                      "/tests/integration/openai_sdk_test.mjs --chat 2>&1",
                                   &rc);
   EXPECT_EQ(rc, 0) << out;
   EXPECT_NE(out.find("all checks passed"), std::string::npos) << out;
