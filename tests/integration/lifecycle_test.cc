@@ -219,7 +219,7 @@ TEST(CheckConfig, RefusesWhatTheStartWouldRefuse) {
     std::string yaml, needle;
   };
   const Case cases[] = {
-      {"model: synth:tiny\nserver:\n  listen: 256.0.0.1:0\n",
+      {"model: synth:tiny\nserver:\n  listen: 256.0.0.1:0\n  allow_insecure_remote: true\n",
        "server.listen: \"256.0.0.1:0\": \"256.0.0.1\" is not an IPv4 address"},
       {"model: synth:tiny\nmetrics:\n  listen: 300.1.1.1:0\n", "metrics.listen"},
       {"model: synth:tiny\ntables:\n  tier: dram\n  numa: bind\n  numa_node: 1023\n",
