@@ -1,4 +1,5 @@
 #include "model/synth.h"
+#include "model/model_files.h"
 
 #include <gtest/gtest.h>
 
@@ -280,6 +281,10 @@ TEST(Synth, TokenizerSetsVocabAndIsCopied) {
                {{{"id", 700}, {"content", "<|begin_of_text|>"}, {"special", true}},
                 {{"id", 701}, {"content", "<|end_of_text|>"}, {"special", true}}}}};
   WriteFile(dir / "in_tokenizer.json", tok.dump());
+  // Its tokenizer_config.json (chat template, special tokens) travels with it.
+  const std::string tcfg =
+      R"({"bos_token": "<|begin_of_text|>", "chat_template": "{{ bos_token }}{{ messages[0].content }}"})";
+  WriteFile(dir / "tokenizer_config.json", tcfg);
   SynthOptions o = Options("tiny");
   o.tokenizer_path = dir / "in_tokenizer.json";
   auto c = SynthConfig(o);
@@ -290,6 +295,7 @@ TEST(Synth, TokenizerSetsVocabAndIsCopied) {
   const std::string out = dir / "model";
   ASSERT_TRUE(WriteSynthModel(o, out).ok());
   EXPECT_EQ(ReadFile(out + "/tokenizer.json"), tok.dump());
+  EXPECT_EQ(ReadFile(out + "/tokenizer_config.json"), tcfg);
   auto store = TensorStore::OpenDirectory(out);
   ASSERT_TRUE(store.ok());
   EXPECT_EQ(store->Info("model.embed_tokens.weight")->shape, (std::vector<int64_t>{702, 64}));
