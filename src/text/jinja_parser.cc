@@ -919,6 +919,11 @@ class StmtParser {
 }  // namespace
 
 Result<Body> Parse(std::string_view text, const std::string& source) {
+  // Python's str is Unicode: a template that is not UTF-8 could never reach Jinja2.
+  if (const size_t bad = utf8::FirstInvalid(text); bad != utf8::kValid) {
+    return InvalidArgument("{}: the template is not valid UTF-8 (byte {} of {})", source, bad,
+                           text.size());
+  }
   std::vector<Segment> segs;
   ENGRAM_RETURN_IF_ERROR(Segments(text, source, &segs));
   StmtParser p(std::move(segs), source);

@@ -399,7 +399,22 @@ Value CallArgs::Arg(size_t i, const char* name, Value def) const {
 
 std::u32string Utf32(const std::string& s) {
   std::u32string out;
-  for (size_t pos = 0; pos < s.size();) out.push_back(utf8::Next(s, &pos));
+  if (utf8::IsValid(s)) {
+    for (size_t pos = 0; pos < s.size();) out.push_back(utf8::Next(s, &pos));
+    return out;
+  }
+  // Only reachable from a caller that skipped validation: decode byte by byte, each byte that
+  // does not start a whole sequence becoming U+FFFD, so no read runs past the end.
+  for (size_t pos = 0; pos < s.size();) {
+    const size_t rest = utf8::FirstInvalid(std::string_view(s).substr(pos));
+    if (rest == 0) {
+      out.push_back(U'\uFFFD');
+      ++pos;
+      continue;
+    }
+    const size_t end = rest == utf8::kValid ? s.size() : pos + rest;
+    while (pos < end) out.push_back(utf8::Next(s, &pos));
+  }
   return out;
 }
 

@@ -252,6 +252,10 @@ TEST(ChatTemplate, HostileTemplatesFailCleanly) {
       {"{% set x = 1 %}{% set x.y = 2 %}", "only of a namespace"},
       {"{{ messages(1) }}", "not callable"},
       {"{{ 1 / 0 }}", "division by zero"},
+      // Found by fuzz_chat_template: a lead byte at the very end used to be decoded past the
+      // string's end when a filter walked its code points.
+      {"{% for c in 'ab' + '\xc3' %}{{ c | length }}{% endfor %}\xc3", "not valid UTF-8 (byte"},
+      {"{{ 'x' }}\xff tail", "not valid UTF-8 (byte 9 of 15)"},
   };
   for (const Case& c : cases) {
     const std::string msg = RenderError(c.text);
