@@ -41,7 +41,9 @@ struct EngineLoop::Active {
   const bool device_greedy;
   bool first_token_sent = false;
   double ttft_s = 0;
-  Clock::time_point last_token;
+  // Admission (a sequence slot assigned), first and last token: the request's phases.
+  std::optional<Clock::time_point> scheduled;
+  Clock::time_point first_token, last_token;
 
   Active(std::shared_ptr<RequestState> r, const SamplingParams& sp)
       : req(std::move(r)),
@@ -69,6 +71,10 @@ EngineLoop::EngineLoop(std::unique_ptr<Engine> engine, std::shared_ptr<const Tok
   stats_.kv_blocks_free = engine_->free_kv_blocks();
   stats_.seq_slots_total = engine_->max_seqs();
   stats_.seq_slots_free = engine_->free_seq_slots();
+  const int64_t context = config_.max_position_embeddings;
+  stats_.request_prompt_tokens = Histogram(vllm_buckets::OneTwoFive(context));
+  stats_.request_generation_tokens = Histogram(vllm_buckets::OneTwoFive(context));
+  stats_.request_params_max_tokens = Histogram(vllm_buckets::OneTwoFive(context));
   thread_ = std::thread([this] { Run(); });
 }
 
@@ -158,7 +164,6 @@ Result<std::shared_ptr<RequestState>> EngineLoop::Submit(
   a->prompt_rows = std::move(rows);
   if (tokenizer_) a->decoder.emplace(*tokenizer_, req->params().skip_special_tokens);
   active_[key] = std::move(a);
-  stats_.prompt_tokens += plen;
   cv_.notify_all();
   return req;
 }
@@ -199,6 +204,7 @@ ServingStats EngineLoop::Stats() const {
   s.uptime_s = std::chrono::duration<double>(Clock::now() - start_).count();
   s.requests_running = scheduler_.running();
   s.requests_waiting = scheduler_.waiting();
+  s.kv_blocks_reserved = scheduler_.reserved_blocks();
   s.mean_step_s = s.steps ? step_time_sum_ / static_cast<double>(s.steps) : 0;
   s.mean_batch_tokens = s.steps ? batch_tokens_sum_ / static_cast<double>(s.steps) : 0;
   return s;
@@ -219,14 +225,39 @@ void EngineLoop::FinishLocked(uint64_t key, FinishReason reason, const Status& s
   ev.prompt_tokens = static_cast<int>(a.req->params().prompt.size());
   ev.completion_tokens = static_cast<int>(a.output.size());
   ev.time_to_first_token_s = a.ttft_s;
-  ev.total_time_s = std::chrono::duration<double>(Clock::now() - a.req->arrival()).count();
-  stats_.e2e_request_latency.Add(ev.total_time_s);
+  const auto now = Clock::now();
+  ev.total_time_s = std::chrono::duration<double>(now - a.req->arrival()).count();
+  RecordFinishedLocked(a, now);
   a.req->Push(std::move(ev));
   if (a.seq >= 0) engine_->RemoveSequence(a.seq);
   scheduler_.Remove(key);
   ++stats_.requests_finished;
   ++stats_.finished_by_reason[FinishReasonName(reason)];
   active_.erase(it);
+}
+
+void EngineLoop::RecordFinishedLocked(const Active& a, Clock::time_point now) {
+  const auto secs = [](Clock::duration d) { return std::chrono::duration<double>(d).count(); };
+  const Clock::time_point arrival = a.req->arrival();
+  stats_.e2e_request_latency.Add(secs(now - arrival));
+  // Phases: arrival -> admission -> first token -> last token (vLLM's FinishedRequestStats).
+  double queue = secs(now - arrival), prefill = 0, decode = 0, inference = 0, per_token = 0;
+  if (a.scheduled) {
+    queue = secs(*a.scheduled - arrival);
+    const Clock::time_point end = a.output.empty() ? now : a.last_token;
+    prefill = secs((a.output.empty() ? now : a.first_token) - *a.scheduled);
+    decode = a.output.empty() ? 0 : secs(a.last_token - a.first_token);
+    inference = secs(end - *a.scheduled);
+    if (a.output.size() > 1) per_token = decode / static_cast<double>(a.output.size() - 1);
+  }
+  stats_.request_queue_time.Add(queue);
+  stats_.request_prefill_time.Add(prefill);
+  stats_.request_decode_time.Add(decode);
+  stats_.request_inference_time.Add(inference);
+  stats_.request_time_per_output_token.Add(per_token);
+  stats_.request_prompt_tokens.Add(static_cast<double>(a.req->params().prompt.size()));
+  stats_.request_generation_tokens.Add(static_cast<double>(a.output.size()));
+  stats_.request_params_max_tokens.Add(static_cast<double>(a.req->params().max_tokens));
 }
 
 int32_t EngineLoop::SampleLocked(Active& a, std::span<const float> logits, StreamEvent& ev) {
@@ -247,6 +278,7 @@ FinishReason EngineLoop::HandleTokenLocked(Active& a, int32_t token, StreamEvent
   const auto now = Clock::now();
   if (!a.first_token_sent) {
     a.first_token_sent = true;
+    a.first_token = now;
     a.ttft_s = std::chrono::duration<double>(now - a.req->arrival()).count();
     stats_.time_to_first_token.Add(a.ttft_s);
   } else {
@@ -318,6 +350,7 @@ void EngineLoop::Run() {
         for (auto& [k, a] : active_) all.push_back(k);
         for (uint64_t k : all) FinishLocked(k, FinishReason::kError, model_health_);
       }
+      const auto admitted = Clock::now();
       for (uint64_t k : scheduler_.Admit()) {
         auto seq = engine_->AddSequence();
         if (!seq.ok()) {  // cannot happen while max_running_seqs <= engine slots
@@ -325,6 +358,7 @@ void EngineLoop::Run() {
           continue;
         }
         active_[k]->seq = *seq;
+        active_[k]->scheduled = admitted;
       }
       stats_.kv_blocks_free = engine_->free_kv_blocks();
       stats_.seq_slots_free = engine_->free_seq_slots();
@@ -372,9 +406,13 @@ void EngineLoop::Run() {
     }
     ++stats_.steps;
     step_time_sum_ += dt;
-    int batch_tokens = 0;
-    for (const StepChunk& c : chunks) batch_tokens += static_cast<int>(c.tokens.size());
+    int batch_tokens = 0, prompt_tokens = 0;
+    for (size_t i = 0; i < chunks.size(); ++i) {
+      batch_tokens += static_cast<int>(chunks[i].tokens.size());
+      if (plan[i].prompt_begin >= 0) prompt_tokens += plan[i].num_tokens;
+    }
     batch_tokens_sum_ += batch_tokens;
+    const int64_t generated_before = stats_.generation_tokens;
     if (!stepped.ok()) {
       spdlog::error("step of {} sequences failed: {}", chunks.size(), stepped.ToString());
       for (uint64_t k : keys) FinishLocked(k, FinishReason::kError, stepped);
@@ -427,6 +465,9 @@ void EngineLoop::Run() {
           FinishLocked(keys[i], FinishReason::kError, f.status);
         }
       }
+      stats_.prompt_tokens += prompt_tokens;
+      stats_.iteration_tokens.Add(
+          static_cast<double>(prompt_tokens + (stats_.generation_tokens - generated_before)));
     }
     stats_.kv_blocks_free = engine_->free_kv_blocks();
     stats_.seq_slots_free = engine_->free_seq_slots();

@@ -22,6 +22,7 @@
 
 #include "common/histogram.h"
 #include "runtime/engine.h"
+#include "runtime/metrics_buckets.h"
 #include "runtime/request.h"
 #include "runtime/scheduler.h"
 #include "text/tokenizer.h"
@@ -31,26 +32,49 @@ namespace engram {
 struct ServingOptions {
   SchedulerLimits limits;
   int max_tokens_default = 256;
+  // The served model's name: the model_name label of the serving metrics (MetricsExporter).
+  // engramd sets it to ServerConfig::ServedModelName(), the id /v1/models lists.
+  std::string model_name = "engram";
 };
 
+// What the loop has counted since it started. Times are seconds; the histograms have vLLM's
+// bucket bounds (runtime/metrics_buckets.h).
 struct ServingStats {
   double uptime_s = 0;
   int64_t requests_received = 0, requests_rejected = 0, requests_finished = 0;
   int64_t requests_running = 0, requests_waiting = 0;
   std::map<std::string, int64_t> finished_by_reason;
+  // Prompt tokens run through the model (counted as their prefill chunks run) and tokens
+  // generated; `steps` engine steps ran.
   int64_t prompt_tokens = 0, generation_tokens = 0, steps = 0;
   double mean_step_s = 0, mean_batch_tokens = 0;
   int kv_blocks_total = 0, kv_blocks_free = 0, seq_slots_total = 0, seq_slots_free = 0;
+  // KV blocks held for the running requests: each reserves prompt + max_tokens at admission
+  // (Scheduler), so this, not the blocks written so far, decides whether the next one waits.
+  int kv_blocks_reserved = 0;
   // Requests ended with INTERNAL because their logits held NaN or Inf (model/sampler.h
   // LogitsUsable): overflowed weights or activations, never sampled from.
   int64_t nonfinite_logits = 0;
-  // Latency histograms in seconds, with vLLM's bucket bounds.
-  Histogram time_to_first_token{
-      {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0}};
-  Histogram inter_token_latency{
-      {0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5}};
-  Histogram e2e_request_latency{
-      {0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0}};
+  // Per token: arrival to first token, and between two tokens of a request.
+  Histogram time_to_first_token{vllm_buckets::TimeToFirstToken()};
+  Histogram inter_token_latency{vllm_buckets::TimePerOutputToken()};
+  // Per finished request, from arrival (queued), admission (scheduled), first and last token:
+  // e2e = arrival to finish, queue = arrival to admission, prefill = admission to first token,
+  // decode = first to last token, inference = admission to last token, and time per output
+  // token = decode / (tokens - 1). A phase the request never reached is 0; a request that
+  // ended before its first token spent its prefill time until it ended.
+  Histogram e2e_request_latency{vllm_buckets::RequestLatency()};
+  Histogram request_queue_time{vllm_buckets::RequestLatency()};
+  Histogram request_prefill_time{vllm_buckets::RequestLatency()};
+  Histogram request_decode_time{vllm_buckets::RequestLatency()};
+  Histogram request_inference_time{vllm_buckets::RequestLatency()};
+  Histogram request_time_per_output_token{vllm_buckets::TimePerOutputToken()};
+  // Per finished request: its prompt and generated tokens and its max_tokens (1-2-5 bounds up
+  // to the context length).
+  Histogram request_prompt_tokens, request_generation_tokens, request_params_max_tokens;
+  // Per engine step: the prompt tokens it ran plus the tokens it generated (their sum over all
+  // steps is prompt_tokens + generation_tokens).
+  Histogram iteration_tokens{vllm_buckets::IterationTokens()};
 };
 
 class EngineLoop {
@@ -61,6 +85,8 @@ class EngineLoop {
   ~EngineLoop();  // stops the thread; unfinished requests end as cancelled
 
   const ModelConfig& config() const { return config_; }
+  // ServingOptions::model_name.
+  const std::string& model_name() const { return options_.model_name; }
   // The engine's configuration and thread-safe counters (overlap_stats, tier_stats) may be
   // read from any thread; everything else belongs to the loop's thread.
   const Engine& engine() const { return *engine_; }
@@ -89,6 +115,8 @@ class EngineLoop {
   struct Active;
   void Run();
   void FinishLocked(uint64_t key, FinishReason reason, const Status& status);
+  // Observes a finishing request's per-request histograms (ServingStats).
+  void RecordFinishedLocked(const Active& a, Clock::time_point now);
   // Samples the next token from the logits (with its logprobs into ev when asked).
   int32_t SampleLocked(Active& a, std::span<const float> logits, StreamEvent& ev);
   // Records the request's next token and pushes its event (text through the stop matcher);

@@ -3,7 +3,9 @@
 #include <prometheus/metric_family.h>
 #include <prometheus/text_serializer.h>
 
+#include <algorithm>
 #include <limits>
+#include <string_view>
 
 #include "runtime/http_server.h"
 
@@ -51,10 +53,6 @@ void AddHistogram(MetricFamily& f, const std::vector<double>& bounds,
   f.metric.push_back(std::move(m));
 }
 
-void AddHistogram(MetricFamily& f, const Histogram& h) {
-  AddHistogram(f, h.bounds, h.counts, h.sum, h.count);
-}
-
 }  // namespace
 
 class MetricsExporter::Collector {
@@ -64,53 +62,100 @@ class MetricsExporter::Collector {
   std::vector<MetricFamily> Collect() const {
     std::vector<MetricFamily> out;
     const ServingStats s = loop_.Stats();
+    const Engine& engine = loop_.engine();
+    // vLLM's labels on each serving metric: the served model and the engine index (one here).
+    const std::vector<ClientMetric::Label> served = {{"model_name", loop_.model_name()},
+                                                     {"engine", "0"}};
     auto gauge = [&](const char* name, const char* help, double v) {
       out.push_back(Family(name, help, MetricType::Gauge));
-      AddValue(out.back(), v);
+      AddValue(out.back(), v, served);
     };
     auto counter = [&](const char* name, const char* help, double v) {
       out.push_back(Family(name, help, MetricType::Counter));
-      AddValue(out.back(), v);
+      AddValue(out.back(), v, served);
     };
+    auto histogram = [&](const char* name, const char* help, const Histogram& h) {
+      out.push_back(Family(name, help, MetricType::Histogram));
+      AddHistogram(out.back(), h.bounds, h.counts, h.sum, h.count, served);
+    };
+
+    // Scheduler state: the three gauges the Gateway API Inference Extension routes on.
     gauge("engram_num_requests_running", "Requests in the running batch.",
           static_cast<double>(s.requests_running));
-    gauge("engram_num_requests_waiting", "Requests waiting to be admitted.",
+    gauge("engram_num_requests_waiting", "Requests queued for admission.",
           static_cast<double>(s.requests_waiting));
-    gauge(
-        "engram_kv_cache_usage_perc", "Fraction of KV cache blocks in use (0..1).",
-        s.kv_blocks_total ? 1.0 - static_cast<double>(s.kv_blocks_free) / s.kv_blocks_total : 0.0);
-    counter("engram_prompt_tokens_total", "Prompt tokens admitted.",
-            static_cast<double>(s.prompt_tokens));
-    counter("engram_generation_tokens_total", "Tokens generated.",
-            static_cast<double>(s.generation_tokens));
-    counter("engram_requests_rejected_total", "Requests refused before admission.",
-            static_cast<double>(s.requests_rejected));
-    counter("engram_requests_nonfinite_logits_total",
-            "Requests ended with INTERNAL because their logits held NaN or Inf.",
-            static_cast<double>(s.nonfinite_logits));
+    gauge("engram_kv_cache_usage_perc",
+          "KV-cache usage, 0..1: the blocks reserved for the running requests (each reserves "
+          "prompt + max_tokens at admission) / all blocks.",
+          s.kv_blocks_total
+              ? std::clamp(static_cast<double>(s.kv_blocks_reserved) / s.kv_blocks_total, 0.0, 1.0)
+              : 0.0);
+    out.push_back(Family("engram_cache_config_info", "The KV cache's configuration (value 1).",
+                         MetricType::Gauge));
+    AddValue(out.back(), 1.0,
+             {{"block_size", std::to_string(engine.kv_block_size())},
+              {"enable_prefix_caching", "False"},
+              {"engine", "0"},
+              {"num_gpu_blocks", std::to_string(s.kv_blocks_total)}});
     gauge("engram_model_files_intact",
           "1 while the served model files are as mapped at start; 0 once one shrank or changed "
           "(the model then refuses requests until engramd restarts).",
           loop_.ModelHealth().ok() ? 1.0 : 0.0);
-    out.push_back(Family("engram_request_success_total", "Requests finished, by finish reason.",
+
+    counter("engram_num_preemptions_total",
+            "Requests preempted: always 0 (a request reserves its whole KV at admission and is "
+            "never preempted).",
+            0.0);
+    counter("engram_prompt_tokens_total", "Prompt tokens run through the model (prefill).",
+            static_cast<double>(s.prompt_tokens));
+    counter("engram_generation_tokens_total", "Tokens generated.",
+            static_cast<double>(s.generation_tokens));
+    out.push_back(Family("engram_request_success_total",
+                         "Requests finished, by finish reason (stop, length, abort, error).",
                          MetricType::Counter));
     for (const char* r : {"stop", "length", "cancelled", "error"}) {
       auto it = s.finished_by_reason.find(r);
+      std::vector<ClientMetric::Label> l = served;
+      l.push_back({"finished_reason", std::string_view(r) == "cancelled" ? "abort" : r});
       AddValue(out.back(), it == s.finished_by_reason.end() ? 0.0 : static_cast<double>(it->second),
-               {{"finished_reason", r}});
+               std::move(l));
     }
-    out.push_back(Family("engram_time_to_first_token_seconds",
-                         "Time from arrival to the first token.", MetricType::Histogram));
-    AddHistogram(out.back(), s.time_to_first_token);
-    out.push_back(Family("engram_inter_token_latency_seconds",
-                         "Time between two tokens of a request.", MetricType::Histogram));
-    AddHistogram(out.back(), s.inter_token_latency);
-    out.push_back(Family("engram_e2e_request_latency_seconds", "Time from arrival to finish.",
-                         MetricType::Histogram));
-    AddHistogram(out.back(), s.e2e_request_latency);
+    counter("engram_requests_rejected_total",
+            "Requests refused before admission (bad parameters, queue full, draining).",
+            static_cast<double>(s.requests_rejected));
+    counter("engram_requests_nonfinite_logits_total",
+            "Requests ended with INTERNAL because their logits held NaN or Inf (never sampled "
+            "from).",
+            static_cast<double>(s.nonfinite_logits));
 
-    // Engram row traffic (dram / nvme tiers).
-    const Engine& engine = loop_.engine();
+    histogram("engram_request_prompt_tokens", "Prompt tokens of each finished request.",
+              s.request_prompt_tokens);
+    histogram("engram_request_generation_tokens", "Tokens generated for each finished request.",
+              s.request_generation_tokens);
+    histogram("engram_request_params_max_tokens", "max_tokens of each finished request.",
+              s.request_params_max_tokens);
+    histogram("engram_iteration_tokens_total",
+              "Tokens of each engine step: the prompt tokens it ran plus the tokens it generated.",
+              s.iteration_tokens);
+    histogram("engram_time_to_first_token_seconds", "Time from arrival to the first token.",
+              s.time_to_first_token);
+    histogram("engram_inter_token_latency_seconds", "Time between two tokens of a request.",
+              s.inter_token_latency);
+    histogram("engram_request_time_per_output_token_seconds",
+              "Each finished request's decode time / (its tokens - 1).",
+              s.request_time_per_output_token);
+    histogram("engram_e2e_request_latency_seconds", "Time from arrival to finish.",
+              s.e2e_request_latency);
+    histogram("engram_request_queue_time_seconds", "Time from arrival to admission (waiting).",
+              s.request_queue_time);
+    histogram("engram_request_inference_time_seconds",
+              "Time from admission to the last token (running).", s.request_inference_time);
+    histogram("engram_request_prefill_time_seconds", "Time from admission to the first token.",
+              s.request_prefill_time);
+    histogram("engram_request_decode_time_seconds", "Time from the first to the last token.",
+              s.request_decode_time);
+
+    // Engram row traffic (dram / nvme tiers), per layer and tier: engramd's own.
     const std::string tier = engine.table_options().tier;
     const OverlapStats o = engine.overlap_stats();
     auto per_layer = [&](const char* name, const char* help, MetricType type, auto value) {
@@ -149,21 +194,31 @@ class MetricsExporter::Collector {
       AddHistogram(out.back(), bounds, counts, l.latency_sum_s, l.steps,
                    {{"layer", std::to_string(o.layers[i].layer_id)}, {"tier", tier}});
     }
+    // engramd's own process-wide numbers: no served-model labels.
+    auto plain_gauge = [&](const char* name, const char* help, double v) {
+      out.push_back(Family(name, help, MetricType::Gauge));
+      AddValue(out.back(), v);
+    };
+    auto plain_counter = [&](const char* name, const char* help, double v) {
+      out.push_back(Family(name, help, MetricType::Counter));
+      AddValue(out.back(), v);
+    };
     const GraphStats g = engine.graph_stats();
-    counter("engram_cuda_graph_replays_total", "Decode steps whose forward ran as a CUDA graph.",
-            static_cast<double>(g.replays));
-    counter("engram_cuda_graph_captures_total", "CUDA graphs captured and instantiated.",
-            static_cast<double>(g.captures));
-    counter("engram_cuda_graph_capture_failures_total",
-            "CUDA graph captures that failed (the shape then runs eagerly).",
-            static_cast<double>(g.capture_failures));
-    gauge("engram_estimated_throughput_loss", "Stall time / step time of the Engram row traffic.",
-          o.estimated_loss());
+    plain_counter("engram_cuda_graph_replays_total",
+                  "Decode steps whose forward ran as a CUDA graph.",
+                  static_cast<double>(g.replays));
+    plain_counter("engram_cuda_graph_captures_total", "CUDA graphs captured and instantiated.",
+                  static_cast<double>(g.captures));
+    plain_counter("engram_cuda_graph_capture_failures_total",
+                  "CUDA graph captures that failed (the shape then runs eagerly).",
+                  static_cast<double>(g.capture_failures));
+    plain_gauge("engram_estimated_throughput_loss",
+                "Stall time / step time of the Engram row traffic.", o.estimated_loss());
     const TierStats ts = engine.tier_stats();
-    counter("engram_row_cache_hits_total", "NVMe tier DRAM row cache hits.",
-            static_cast<double>(ts.cache_hits));
-    counter("engram_row_cache_misses_total", "NVMe tier DRAM row cache misses.",
-            static_cast<double>(ts.cache_misses));
+    plain_counter("engram_row_cache_hits_total", "NVMe tier DRAM row cache hits.",
+                  static_cast<double>(ts.cache_hits));
+    plain_counter("engram_row_cache_misses_total", "NVMe tier DRAM row cache misses.",
+                  static_cast<double>(ts.cache_misses));
     return out;
   }
 

@@ -1,10 +1,13 @@
 // MetricsExporter: Prometheus text exposition of engramd's numbers on metrics.listen
-// (http://HOST:PORT/metrics), built from snapshots at scrape time (nothing on the hot path):
-// the serving metrics users know from vLLM's `vllm:` family under an `engram_` prefix
-// (requests running/waiting, prompt/generation tokens, finished by reason, time to first
-// token, inter-token latency, end-to-end latency, KV usage) and the Engram row traffic per
-// layer (rows requested/unique, bytes, transfer and stall seconds, overlap, issue-to-ready
-// latency, estimated throughput loss, row cache hits/misses).
+// (http://HOST:PORT/metrics), built from snapshots at scrape time (nothing on the hot path).
+// The serving metrics are vLLM's (its V1 engine's PrometheusStatLogger) under an engram_ prefix
+// instead of vllm:, with vLLM's types, histogram bounds (runtime/metrics_buckets.h) and labels
+// model_name (EngineLoop::model_name) and engine="0", so a vLLM dashboard, recording rule or
+// router works after renaming vllm: to engram_; the Gateway API Inference Extension reads
+// engram_num_requests_waiting, engram_num_requests_running and engram_kv_cache_usage_perc.
+// The Engram row traffic per layer and tier (rows requested/unique, bytes, transfer and stall
+// seconds, overlap, issue-to-ready latency, estimated throughput loss, row cache hits/misses)
+// is engramd's own. docs/operations.md lists every metric.
 //
 // The HTTP side is an HttpServer (libmicrohttpd: one event-driven thread, so a slow or idle
 // client never delays a scrape; bounded connections, request size and idle time; no SIGPIPE).

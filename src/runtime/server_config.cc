@@ -690,6 +690,7 @@ ServingOptions ServerConfig::ToServingOptions() const {
   o.limits.prefill_chunk_tokens = limits.prefill_chunk_tokens;
   o.limits.max_waiting = limits.max_waiting;
   o.max_tokens_default = limits.max_tokens_default;
+  o.model_name = ServedModelName();
   return o;
 }
 

@@ -215,7 +215,7 @@ TEST(HttpLifecycle, HealthIs503WhileDrainingAndTheRunningStreamCompletes) {
                  {{"prompt", "x"}, {"max_tokens", 300}, {"ignore_eos", true}, {"stream", true}});
   });
   const auto t0 = std::chrono::steady_clock::now();
-  while (Capture("curl -s http://" + http + "/metrics | grep '^engram_num_requests_running 1'")
+  while (Capture("curl -s http://" + http + "/metrics | grep '^engram_num_requests_running{.*} 1$'")
              .empty() &&
          std::chrono::steady_clock::now() - t0 < 20s) {
     std::this_thread::sleep_for(10ms);

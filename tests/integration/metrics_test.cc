@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstring>
 #include <optional>
+#include <regex>
 #include <thread>
 #include <vector>
 
@@ -35,6 +36,14 @@ std::string HttpGet(int port, double timeout_s = 10) {
   return Exchange(port, "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", timeout_s);
 }
 
+// The body with the serving metrics' vLLM labels (model_name, engine) taken out, so a check can
+// say `engram_prompt_tokens_total 4` and `engram_request_success_total{finished_reason=...}`.
+std::string WithoutServedLabels(const std::string& body) {
+  return std::regex_replace(
+      std::regex_replace(body, std::regex(R"(\{model_name="[^"]*",engine="0"\})"), ""),
+      std::regex(R"(model_name="[^"]*",engine="0",)"), "");
+}
+
 // The metrics port from the daemon's "engramd: metrics on http://127.0.0.1:PORT/metrics".
 int MetricsPort(const DaemonProcess& d) {
   const auto line = d.Line("engramd: metrics on http://127.0.0.1:");
@@ -52,8 +61,10 @@ TEST(Metrics, PrometheusEndpointCountsRequests) {
   auto stub = v1::Engram::NewStub(Connect((*d)->address()));
   const StreamResult r = Generate(*stub, IdsRequest({5, 6, 7, 8}, 6), 30);
   ASSERT_TRUE(r.status.ok()) << r.status.error_message();
-  const std::string body = HttpGet(port);
-  ASSERT_NE(body.find("200 OK"), std::string::npos) << body.substr(0, 200);
+  const std::string raw = HttpGet(port);
+  ASSERT_NE(raw.find("200 OK"), std::string::npos) << raw.substr(0, 200);
+  EXPECT_NE(raw.find("engram_num_requests_waiting{model_name=\""), std::string::npos) << raw;
+  const std::string body = WithoutServedLabels(raw);
   EXPECT_NE(body.find("engram_generation_tokens_total 6"), std::string::npos) << body;
   EXPECT_NE(body.find("engram_prompt_tokens_total 4"), std::string::npos) << body;
   EXPECT_NE(body.find("engram_request_success_total{finished_reason=\"length\"} 1"),
@@ -228,7 +239,8 @@ TEST(Metrics, RoutesOnlyMetricsWithGetOrHead) {
 
   const std::string get = request("GET", "/metrics?x=1");
   EXPECT_EQ(StatusOf(get), 200) << get.substr(0, 300);
-  EXPECT_NE(get.find("engram_num_requests_running 0"), std::string::npos) << get;
+  EXPECT_NE(WithoutServedLabels(get).find("engram_num_requests_running 0"), std::string::npos)
+      << get;
 
   const std::string other = request("GET", "/metricsXYZ");
   EXPECT_EQ(StatusOf(other), 404) << other;
