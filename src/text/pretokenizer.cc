@@ -5,6 +5,7 @@
 #include <optional>
 
 #include "text/pcre_regex.h"
+#include "text/utf8.h"
 
 namespace engram {
 
@@ -33,13 +34,69 @@ struct Segment {
 }  // namespace
 
 struct PreTokenizer::Step {
-  enum class Kind { kSplit, kByteLevel };
+  enum class Kind { kSplit, kByteLevel, kMetaspace };
+  enum class Prepend { kAlways, kFirst, kNever };
   Kind kind = Kind::kSplit;
-  std::unique_ptr<PcreRegex> regex;  // Split pattern, or GPT-2's for ByteLevel+use_regex
+  // Split pattern, GPT-2's for ByteLevel+use_regex, the replacement for Metaspace+split.
+  std::unique_ptr<PcreRegex> regex;
   Behavior behavior = Behavior::kIsolated;
   bool invert = false;
   bool add_prefix_space = false;  // ByteLevel
+  std::string replacement;        // Metaspace
+  Prepend prepend = Prepend::kAlways;
 };
+
+// HF's Metaspace: {replacement, prepend_scheme = always|first|never, split = true}; the
+// legacy add_prefix_space = false means never (HF refuses it beside another scheme).
+Status PreTokenizer::ParseMetaspace(const nlohmann::json& j, Step* step) {
+  step->kind = Step::Kind::kMetaspace;
+  auto rep = j.find("replacement");
+  if (rep == j.end() || !rep->is_string()) {
+    return InvalidArgument(
+        "pre_tokenizer Metaspace: expected a one-character string \"replacement\"");
+  }
+  step->replacement = rep->get<std::string>();
+  size_t pos = 0;
+  if (step->replacement.empty() || !utf8::IsValid(step->replacement) ||
+      (utf8::Next(step->replacement, &pos), pos != step->replacement.size())) {
+    return InvalidArgument("pre_tokenizer Metaspace: replacement \"{}\" is not one character",
+                           step->replacement);
+  }
+  std::string scheme = "always";
+  const bool has_scheme = j.contains("prepend_scheme") && !j["prepend_scheme"].is_null();
+  if (has_scheme) {
+    if (!j["prepend_scheme"].is_string()) {
+      return InvalidArgument("pre_tokenizer Metaspace: \"prepend_scheme\" must be a string");
+    }
+    scheme = j["prepend_scheme"].get<std::string>();
+  }
+  if (auto it = j.find("add_prefix_space"); it != j.end() && it->is_boolean() && !it->get<bool>()) {
+    if (has_scheme && scheme != "never") {
+      return InvalidArgument(
+          "pre_tokenizer Metaspace: add_prefix_space false does not match prepend_scheme \"{}\"",
+          scheme);
+    }
+    scheme = "never";
+  }
+  if (scheme == "always") {
+    step->prepend = Step::Prepend::kAlways;
+  } else if (scheme == "first") {
+    step->prepend = Step::Prepend::kFirst;
+  } else if (scheme == "never") {
+    step->prepend = Step::Prepend::kNever;
+  } else {
+    return InvalidArgument(
+        "pre_tokenizer Metaspace: prepend_scheme \"{}\" (expected always, first or never)", scheme);
+  }
+  auto split = j.find("split");
+  if (split == j.end() || split->is_null() || (split->is_boolean() && split->get<bool>())) {
+    ENGRAM_ASSIGN_OR_RETURN(PcreRegex re, PcreRegex::Literal(step->replacement));
+    step->regex = std::make_unique<PcreRegex>(std::move(re));
+  } else if (!split->is_boolean()) {
+    return InvalidArgument("pre_tokenizer Metaspace: \"split\" must be a boolean");
+  }
+  return Status::Ok();
+}
 
 Status PreTokenizer::AddSteps(const nlohmann::json& j,
                               std::vector<std::shared_ptr<const Step>>* out) {
@@ -90,9 +147,13 @@ Status PreTokenizer::AddSteps(const nlohmann::json& j,
       ENGRAM_ASSIGN_OR_RETURN(PcreRegex re, PcreRegex::Compile(kGpt2Pattern));
       step->regex = std::make_unique<PcreRegex>(std::move(re));
     }
+  } else if (type == "Metaspace") {
+    ENGRAM_RETURN_IF_ERROR(ParseMetaspace(j, step.get()));
   } else {
     return Unimplemented(
-        "pre_tokenizer type \"{}\" is not supported (supported: Sequence, Split, ByteLevel)", type);
+        "pre_tokenizer type \"{}\" is not supported (supported: Sequence, Split, ByteLevel, "
+        "Metaspace)",
+        type);
   }
   out->push_back(std::move(step));
   return Status::Ok();
@@ -166,39 +227,73 @@ void ApplyBehavior(std::string_view piece, const std::vector<Segment>& segs, Beh
 }  // namespace
 
 Status PreTokenizer::Split(std::string_view text, std::vector<std::string_view>* pieces,
-                           std::deque<std::string>* arena) const {
+                           std::deque<std::string>* arena, bool at_start) const {
   if (text.empty()) return Status::Ok();
+  // Each piece, and whether it starts where the text starts (Metaspace's "first").
   std::vector<std::string_view> cur{text}, next;
+  std::vector<uint8_t> cur_first{static_cast<uint8_t>(at_start)}, next_first;
   std::vector<std::pair<size_t, size_t>> matches;
   std::vector<Segment> segs;
   for (const auto& step : steps_) {
     next.clear();
-    for (std::string_view piece : cur) {
+    next_first.clear();
+    for (size_t pi = 0; pi < cur.size(); ++pi) {
+      std::string_view piece = cur[pi];
+      const bool first = cur_first[pi] != 0;
       if (step->kind == Step::Kind::kByteLevel && step->add_prefix_space && piece[0] != ' ') {
         arena->push_back(" ");
         arena->back().append(piece);
         piece = arena->back();
       }
+      if (step->kind == Step::Kind::kMetaspace) {
+        // HF: ' ' -> replacement, then the replacement prepended (always, or only to the
+        // piece at the start of the text), then split before each replacement.
+        const std::string& rep = step->replacement;
+        const bool prepend = step->prepend == Step::Prepend::kAlways ||
+                             (step->prepend == Step::Prepend::kFirst && first);
+        const bool has_space = piece.find(' ') != std::string_view::npos;
+        const bool add = prepend && piece[0] != ' ' && piece.substr(0, rep.size()) != rep;
+        if (has_space || add) {
+          std::string s;
+          s.reserve(piece.size() + rep.size() + 8);
+          if (add) s = rep;
+          for (char c : piece) {
+            if (c == ' ') {
+              s += rep;
+            } else {
+              s += c;
+            }
+          }
+          arena->push_back(std::move(s));
+          piece = arena->back();
+        }
+      }
+      const size_t before = next.size();
       if (!step->regex) {
         next.push_back(piece);
-        continue;
+      } else {
+        matches.clear();
+        ENGRAM_RETURN_IF_ERROR(step->regex->FindAll(piece, &matches));
+        const bool invert = step->kind == Step::Kind::kSplit && step->invert;
+        segs.clear();
+        size_t prev = 0;
+        for (const auto& [b, e] : matches) {
+          if (b > prev) segs.push_back({prev, b, invert});
+          segs.push_back({b, e, !invert});
+          prev = e;
+        }
+        if (prev < piece.size()) segs.push_back({prev, piece.size(), invert});
+        const Behavior behavior = step->kind == Step::Kind::kSplit       ? step->behavior
+                                  : step->kind == Step::Kind::kMetaspace ? Behavior::kMergedWithNext
+                                                                         : Behavior::kIsolated;
+        ApplyBehavior(piece, segs, behavior, &next);
       }
-      matches.clear();
-      ENGRAM_RETURN_IF_ERROR(step->regex->FindAll(piece, &matches));
-      const bool invert = step->kind == Step::Kind::kSplit && step->invert;
-      segs.clear();
-      size_t prev = 0;
-      for (const auto& [b, e] : matches) {
-        if (b > prev) segs.push_back({prev, b, invert});
-        segs.push_back({b, e, !invert});
-        prev = e;
+      for (size_t k = before; k < next.size(); ++k) {
+        next_first.push_back(first && next[k].data() == piece.data());
       }
-      if (prev < piece.size()) segs.push_back({prev, piece.size(), invert});
-      const Behavior behavior =
-          step->kind == Step::Kind::kSplit ? step->behavior : Behavior::kIsolated;
-      ApplyBehavior(piece, segs, behavior, &next);
     }
     cur.swap(next);
+    cur_first.swap(next_first);
   }
   pieces->insert(pieces->end(), cur.begin(), cur.end());
   return Status::Ok();

@@ -16,6 +16,7 @@
 #include "text/byte_level.h"
 #include "text/pretokenizer.h"
 #include "text/text_normalizer.h"
+#include "text/token_decoder.h"
 #include "text/utf8.h"
 
 namespace engram {
@@ -26,6 +27,7 @@ struct Tokenizer::Impl {
   BpeModel model;
   TextNormalizer normalizer;
   PreTokenizer pre_tokenizer;
+  TokenDecoder decoder;
   AddedVocabulary added;
   std::unordered_map<std::string, int32_t> added_by_content;
   // Per id: the token string, its decoded bytes, whether it exists and is special.
@@ -33,13 +35,13 @@ struct Tokenizer::Impl {
   std::vector<std::string> bytes;
   std::vector<uint8_t> known;
   std::vector<uint8_t> special;
-  std::string separator;  // between decoded tokens
+  std::string separator;  // between decoded tokens (decoders other than a chain)
   // Post-processing of a single sequence: prefix + ids + suffix.
   std::vector<int32_t> prefix, suffix;
   int32_t bos = -1, eos = -1;
 
   explicit Impl(BpeModel m) : model(std::move(m)) {}
-  Status EncodePlain(std::string_view text, std::deque<std::string>* arena,
+  Status EncodePlain(std::string_view text, bool at_start, std::deque<std::string>* arena,
                      std::vector<std::string_view>* pieces, std::vector<int32_t>* ids) const;
 };
 
@@ -70,23 +72,6 @@ Result<std::vector<AddedToken>> ParseAddedTokens(const Json& j) {
     out.push_back(std::move(t));
   }
   return out;
-}
-
-// The decoder: "" between tokens (ByteLevel) or " " (none, as HF joins token strings).
-Status ParseDecoder(const Json& j, bool* byte_level) {
-  *byte_level = false;
-  if (j.is_null()) return Status::Ok();
-  const std::string type = j.is_object() ? j.value("type", std::string()) : std::string();
-  if (type == "ByteLevel") {
-    *byte_level = true;
-    return Status::Ok();
-  }
-  if (type == "Sequence" && j.contains("decoders") && j["decoders"].is_array() &&
-      j["decoders"].size() == 1) {
-    return ParseDecoder(j["decoders"][0], byte_level);
-  }
-  return Unimplemented("decoder type \"{}\" is not supported (supported: ByteLevel)",
-                       type.empty() ? j.dump() : type);
 }
 
 // Adds what a post_processor puts around a single sequence to prefix/suffix.
@@ -234,9 +219,9 @@ Result<Tokenizer> Tokenizer::Build(const Json& root, const TokenizerOptions& opt
   };
   ENGRAM_ASSIGN_OR_RETURN(impl->normalizer, TextNormalizer::FromJson(field("normalizer")));
   ENGRAM_ASSIGN_OR_RETURN(impl->pre_tokenizer, PreTokenizer::FromJson(field("pre_tokenizer")));
-  bool byte_level_decoder = false;
-  ENGRAM_RETURN_IF_ERROR(ParseDecoder(field("decoder"), &byte_level_decoder));
-  impl->separator = byte_level_decoder ? "" : " ";
+  ENGRAM_ASSIGN_OR_RETURN(impl->decoder, TokenDecoder::FromJson(field("decoder")));
+  const bool byte_level_decoder = impl->decoder.kind() == TokenDecoder::Kind::kByteLevel;
+  impl->separator = impl->decoder.kind() == TokenDecoder::Kind::kNone ? " " : "";
 
   ENGRAM_ASSIGN_OR_RETURN(std::vector<AddedToken> added, ParseAddedTokens(field("added_tokens")));
   int32_t limit = impl->model.id_limit();
@@ -335,11 +320,12 @@ Result<Tokenizer> Tokenizer::Build(const Json& root, const TokenizerOptions& opt
   return Tokenizer(std::move(impl));
 }
 
-Status Tokenizer::Impl::EncodePlain(std::string_view text, std::deque<std::string>* arena,
+Status Tokenizer::Impl::EncodePlain(std::string_view text, bool at_start,
+                                    std::deque<std::string>* arena,
                                     std::vector<std::string_view>* pieces,
                                     std::vector<int32_t>* ids) const {
   pieces->clear();
-  ENGRAM_RETURN_IF_ERROR(pre_tokenizer.Split(text, pieces, arena));
+  ENGRAM_RETURN_IF_ERROR(pre_tokenizer.Split(text, pieces, arena, at_start));
   for (std::string_view p : *pieces) model.Encode(p, pre_tokenizer.byte_level(), ids);
   return Status::Ok();
 }
@@ -365,13 +351,14 @@ Result<std::vector<int32_t>> Tokenizer::Encode(std::string_view text,
       continue;
     }
     std::string_view plain = seg.text;
+    const bool at_start = seg.text.data() == text.data();  // Metaspace's "first"
     if (!m.normalizer.identity()) {
       ENGRAM_ASSIGN_OR_RETURN(std::string normalized, m.normalizer.Apply(plain));
       arena.push_back(std::move(normalized));
       plain = arena.back();
     }
     if (!m.added.has_normalized()) {
-      ENGRAM_RETURN_IF_ERROR(m.EncodePlain(plain, &arena, &pieces, &ids));
+      ENGRAM_RETURN_IF_ERROR(m.EncodePlain(plain, at_start, &arena, &pieces, &ids));
       continue;
     }
     inner.clear();
@@ -380,7 +367,8 @@ Result<std::vector<int32_t>> Tokenizer::Encode(std::string_view text,
       if (sub.id >= 0) {
         ids.push_back(sub.id);
       } else {
-        ENGRAM_RETURN_IF_ERROR(m.EncodePlain(sub.text, &arena, &pieces, &ids));
+        ENGRAM_RETURN_IF_ERROR(m.EncodePlain(sub.text, at_start && sub.text.data() == plain.data(),
+                                             &arena, &pieces, &ids));
       }
     }
   }
@@ -390,6 +378,19 @@ Result<std::vector<int32_t>> Tokenizer::Encode(std::string_view text,
 
 std::string Tokenizer::Decode(std::span<const int32_t> ids, bool skip_special_tokens) const {
   const Impl& m = *impl_;
+  if (m.decoder.kind() == TokenDecoder::Kind::kChain) {
+    std::vector<std::string_view> tokens;
+    tokens.reserve(ids.size());
+    for (int32_t id : ids) {
+      if (id < 0 || static_cast<size_t>(id) >= m.known.size() ||
+          !m.known[static_cast<size_t>(id)]) {
+        continue;
+      }
+      if (skip_special_tokens && m.special[static_cast<size_t>(id)]) continue;
+      tokens.push_back(m.token[static_cast<size_t>(id)]);
+    }
+    return m.decoder.Decode(tokens);
+  }
   std::string out;
   bool first = true;
   for (int32_t id : ids) {
@@ -432,5 +433,6 @@ bool Tokenizer::IsSpecial(int32_t id) const {
 int32_t Tokenizer::bos_id() const { return impl_->bos; }
 int32_t Tokenizer::eos_id() const { return impl_->eos; }
 std::string_view Tokenizer::decode_separator() const { return impl_->separator; }
+const TokenDecoder& Tokenizer::decoder() const { return impl_->decoder; }
 
 }  // namespace engram

@@ -1,8 +1,10 @@
-// Tokenizer: a Hugging Face tokenizer.json with a byte-level BPE model (DeepSeek-V3, Llama 3,
-// Qwen2, GPT-2 style), encoding and decoding as HF's Rust tokenizers library does:
-// added tokens (matched first) -> normalizer -> pre_tokenizer (Split/ByteLevel, PCRE2) ->
-// BPE -> post_processor. The exact pipeline pieces supported are listed in
-// text_normalizer.h, pretokenizer.h, bpe.h; anything else fails Load with UNIMPLEMENTED.
+// Tokenizer: a Hugging Face tokenizer.json with a BPE model, byte-level (DeepSeek-V3, Llama 3,
+// Qwen2, GPT-2 style) or SentencePiece-style with byte fallback (Llama 2, Mistral, Gemma 3),
+// encoding and decoding as HF's Rust tokenizers library does: added tokens (matched first)
+// -> normalizer -> pre_tokenizer (Split/ByteLevel/Metaspace, PCRE2) -> BPE ->
+// post_processor; decoding through the decoder chain. The exact pipeline pieces supported
+// are listed in text_normalizer.h, pretokenizer.h, bpe.h, token_decoder.h; anything else
+// fails Load with UNIMPLEMENTED.
 //
 // A Tokenizer is an immutable, cheaply copyable handle (copies share the loaded data) and
 // is safe to use from many threads at once.
@@ -21,6 +23,8 @@
 #include "common/status.h"
 
 namespace engram {
+
+class TokenDecoder;
 
 struct TokenizerOptions {
   // Whether Encode(text, add_special_tokens = true) starts with the BOS token. Unset: as the
@@ -63,8 +67,11 @@ class Tokenizer {
   // -1 when the tokenizer has none.
   int32_t bos_id() const;
   int32_t eos_id() const;
-  // The text put between decoded tokens: "" for the ByteLevel decoder, " " without decoder.
+  // The text put between decoded tokens: "" for the ByteLevel decoder, " " without decoder
+  // ("" for a decoder chain, which decoder() applies instead).
   std::string_view decode_separator() const;
+  // The decoder of tokenizer.json (StreamDecoder streams a chain through it).
+  const TokenDecoder& decoder() const;
 
  private:
   struct Impl;

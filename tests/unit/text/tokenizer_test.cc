@@ -293,9 +293,21 @@ TEST(TokenizerLoad, MalformedFilesGiveClearErrors) {
        StatusCode::kInvalidArgument, "merges[0]"},
       {MinimalJson(R"({"type": "BPE", "vocab": {"a": -4}, "merges": []})"),
        StatusCode::kInvalidArgument, "vocab"},
+      {R"({"pre_tokenizer": {"type": "Whitespace"}, "model": {"type": "BPE", "vocab": {},
+          "merges": []}})",
+       StatusCode::kUnimplemented, "pre_tokenizer type \"Whitespace\" is not supported"},
       {R"({"pre_tokenizer": {"type": "Metaspace"}, "model": {"type": "BPE", "vocab": {},
           "merges": []}})",
-       StatusCode::kUnimplemented, "Metaspace"},
+       StatusCode::kInvalidArgument, "Metaspace: expected a one-character string"},
+      {R"({"pre_tokenizer": {"type": "Metaspace", "replacement": "_", "prepend_scheme":
+          "sometimes"}, "model": {"type": "BPE", "vocab": {}, "merges": []}})",
+       StatusCode::kInvalidArgument, "prepend_scheme \"sometimes\""},
+      {R"({"decoder": {"type": "Sequence", "decoders": [{"type": "Fuse"}, {"type": "CTC"}]},
+          "model": {"type": "BPE", "vocab": {}, "merges": []}})",
+       StatusCode::kUnimplemented, "decoder type \"CTC\" is not supported (supported: ByteLevel"},
+      {R"({"decoder": {"type": "Strip", "content": "ab", "start": 1, "stop": 0}, "model":
+          {"type": "BPE", "vocab": {}, "merges": []}})",
+       StatusCode::kInvalidArgument, "exactly one character"},
       {R"({"pre_tokenizer": {"type": "Split", "pattern": {"Regex": "(["}, "behavior":
           "Isolated"}, "model": {"type": "BPE", "vocab": {}, "merges": []}})",
        StatusCode::kInvalidArgument, "regex"},
