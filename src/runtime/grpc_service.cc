@@ -3,10 +3,13 @@
 #include <algorithm>
 #include <limits>
 
+#include <nlohmann/json.hpp>
+
 #include "common/logging.h"
 #include "common/row_format.h"
 #include "model/engram_geometry.h"
 #include "model/weights.h"
+#include "text/chat_template.h"
 #include "text/stop_matcher.h"
 #include "text/stream_decoder.h"
 #include "text/utf8.h"
@@ -142,6 +145,36 @@ grpc::Status EngramService::Authorize(const grpc::ServerContext& ctx) const {
   return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "missing or invalid API key");
 }
 
+Result<std::vector<int32_t>> EngramService::EncodeChat(const v1::ChatPrompt& chat) const {
+  EngineLoop* loop = loop_.load(std::memory_order_acquire);
+  const std::shared_ptr<const ChatTemplate> tmpl =
+      loop ? loop->engine().files().chat_template : nullptr;
+  if (!tokenizer_ || !tmpl) {
+    return FailedPrecondition(
+        "prompt.chat: the model has no {} (tokenizer_config.json beside the tokenizer gives the "
+        "chat template, or chat_template: in model.yaml)",
+        tokenizer_ ? "chat template" : "tokenizer");
+  }
+  if (chat.messages().empty()) return InvalidArgument("prompt.chat.messages is empty");
+  nlohmann::ordered_json messages = nlohmann::ordered_json::array();
+  for (int i = 0; i < chat.messages_size(); ++i) {
+    const v1::ChatMessage& m = chat.messages(i);
+    if (const size_t bad = utf8::FirstInvalid(m.content()); bad != utf8::kValid) {
+      return InvalidArgument("prompt.chat.messages[{}].content is not valid UTF-8 (byte {})", i,
+                             bad);
+    }
+    if (m.role().empty()) return InvalidArgument("prompt.chat.messages[{}].role is empty", i);
+    messages.push_back({{"role", m.role()}, {"content", m.content()}});
+  }
+  auto text = tmpl->Render(messages, chat.add_generation_prompt(), nullptr, nullptr);
+  if (!text.ok())
+    return InvalidArgument("prompt.chat: the chat template failed: {}", text.status().message());
+  auto ids = tokenizer_->Encode(*text, /*add_special_tokens=*/false);
+  if (!ids.ok()) return ids.status().WithContext("prompt.chat");
+  if (ids->empty()) return InvalidArgument("prompt.chat renders to no tokens");
+  return std::move(ids).value();
+}
+
 Result<GenerationParams> EngramService::ToParams(const v1::GenerateRequest& req) const {
   GenerationParams p;
   switch (req.prompt_case()) {
@@ -155,6 +188,10 @@ Result<GenerationParams> EngramService::ToParams(const v1::GenerateRequest& req)
       auto ids = tokenizer_->Encode(req.text(), options_.add_special_tokens);
       if (!ids.ok()) return ids.status().WithContext("prompt.text");
       p.prompt = std::move(ids).value();
+      break;
+    }
+    case v1::GenerateRequest::kChat: {
+      ENGRAM_ASSIGN_OR_RETURN(p.prompt, EncodeChat(req.chat()));
       break;
     }
     case v1::GenerateRequest::kTokenIds:

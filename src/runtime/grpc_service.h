@@ -50,6 +50,8 @@ class EngramService final : public v1::Engram::Service {
   // OK when the call may proceed (options_.authorize), else UNAUTHENTICATED.
   grpc::Status Authorize(const grpc::ServerContext& ctx) const;
   // Builds validated parameters from the request; the error is the RPC status.
+  // prompt.chat through the model's chat template, encoded without adding special tokens.
+  Result<std::vector<int32_t>> EncodeChat(const v1::ChatPrompt& chat) const;
   Result<GenerationParams> ToParams(const v1::GenerateRequest& req) const;
 
   ServiceOptions options_;

@@ -253,5 +253,52 @@ TEST_F(HttpFrontDoor, BenchServeOverHttpLosesNothing) {
   EXPECT_GT(j["itl_p50_s"].get<double>(), 0);
 }
 
+// gRPC Generate with prompt.chat goes through the same chat template as
+// /v1/chat/completions: the same prompt tokens as /tokenize counts, and under greedy decoding
+// the same text. Bad conversations are INVALID_ARGUMENT naming the field.
+TEST_F(HttpFrontDoor, GrpcChatPromptMatchesChatCompletions) {
+  const Json messages = Json::array({{{"role", "system"}, {"content", "Be brief."}},
+                                     {{"role", "user"}, {"content", "héllo, Engram"}}});
+  v1::GenerateRequest req;
+  for (const Json& m : messages) {
+    v1::ChatMessage* cm = req.mutable_chat()->add_messages();
+    cm->set_role(m["role"].get<std::string>());
+    cm->set_content(m["content"].get<std::string>());
+  }
+  req.mutable_chat()->set_add_generation_prompt(true);
+  req.set_max_tokens(8);
+  req.set_ignore_eos(true);
+  auto stub = v1::Engram::NewStub(SharedDaemon::channel);
+  const StreamResult g = Generate(*stub, req);
+  ASSERT_TRUE(g.status.ok()) << g.status.error_message();
+
+  int status = 0;
+  const Json tok = Json::parse(CurlPost(
+      http(), "/tokenize", {{"messages", messages}, {"add_generation_prompt", true}}, &status));
+  ASSERT_EQ(status, 200) << tok;
+  EXPECT_EQ(g.usage.prompt_tokens(), tok["count"].get<int>());
+  const Json chat = Json::parse(CurlPost(
+      http(), "/v1/chat/completions",
+      {{"messages", messages}, {"max_tokens", 8}, {"temperature", 0}, {"ignore_eos", true}},
+      &status));
+  ASSERT_EQ(status, 200) << chat;
+  EXPECT_EQ(g.text, chat["choices"][0]["message"]["content"].get<std::string>());
+  EXPECT_EQ(g.usage.prompt_tokens(), chat["usage"]["prompt_tokens"].get<int>());
+
+  v1::GenerateRequest empty;
+  empty.mutable_chat();
+  StreamResult e = Generate(*stub, empty);
+  EXPECT_EQ(e.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(e.status.error_message().find("prompt.chat.messages is empty"), std::string::npos)
+      << e.status.error_message();
+  v1::GenerateRequest bad = req;
+  bad.mutable_chat()->mutable_messages(1)->set_content("ok \xff");
+  e = Generate(*stub, bad);
+  EXPECT_EQ(e.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(e.status.error_message().find("prompt.chat.messages[1].content is not valid UTF-8"),
+            std::string::npos)
+      << e.status.error_message();
+}
+
 }  // namespace
 }  // namespace engram::testing
