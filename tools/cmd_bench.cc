@@ -39,30 +39,41 @@ struct ModelCost {
   double prefill_flops(double len) const { return len * body_flops_per_token + head_flops; }
 };
 
-// Bytes a Linear weight [n, k] of `dtype` streams in the backend's format: as stored, or with
-// int8 weights 32 one-byte values plus a 4-byte scale per block of 32 inputs per row.
-double LinearBytes(double n, double k, DType dtype, bool int8) {
-  return int8 ? n * std::ceil(k / 32) * 36 : n * k * static_cast<double>(DTypeSize(dtype));
+// Bytes a Linear weight [n, k] stored as `dtype` streams in the format the backend runs it in
+// (Engine::weight_format): "int8" 32 one-byte values plus a 4-byte scale per block of 32
+// inputs per row; "fp8" one byte per value plus a 4-byte factor per 16 rows and 32 inputs;
+// otherwise as stored, quantized files dequantized to BF16.
+double LinearBytes(double n, double k, DType dtype, const std::string& format) {
+  if (format == "int8") return n * std::ceil(k / 32) * 36;
+  if (format == "fp8") return n * k + std::ceil(n / 16) * std::ceil(k / 32) * 4;
+  const bool quantized = dtype == DType::kF8E4M3 || dtype == DType::kI8;
+  return n * k * (quantized ? 2.0 : static_cast<double>(DTypeSize(dtype)));
 }
 
-ModelCost CostOf(const ModelConfig& c, const TensorStore& store, bool int8) {
+bool EndsWith(const std::string& s, std::string_view suffix) {
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+ModelCost CostOf(const ModelConfig& c, const TensorStore& store, const std::string& format) {
   ModelCost m;
   for (const std::string& name : store.Names()) {
     const TensorInfo* info = store.Info(name);
     const bool matrix = info->shape.size() == 2 && name.find("embed_tokens") == std::string::npos &&
-                        name.find("multi_head_embedding") == std::string::npos;
+                        name.find("multi_head_embedding") == std::string::npos &&
+                        !EndsWith(name, "_scale_inv") && !EndsWith(name, ".scale");
     if (!matrix) continue;
     const double rows = static_cast<double>(info->shape[0]);
     const double cols = static_cast<double>(info->shape[1]);
     const double n = rows * cols;
-    m.weight_bytes += LinearBytes(rows, cols, info->dtype, int8);
+    m.weight_bytes += LinearBytes(rows, cols, info->dtype, format);
     (name == "lm_head.weight" ? m.head_flops : m.body_flops_per_token) += 2 * n;
   }
   if (c.tie_word_embeddings) {
     const double n = static_cast<double>(c.vocab_size) * static_cast<double>(c.hidden_size);
     m.weight_bytes +=
         LinearBytes(static_cast<double>(c.vocab_size), static_cast<double>(c.hidden_size),
-                    store.Info("model.embed_tokens.weight")->dtype, int8);
+                    store.Info("model.embed_tokens.weight")->dtype, format);
     m.head_flops += 2 * n;
   }
   return m;
@@ -142,8 +153,9 @@ Status BenchForward(const Args& args) {
     return InvalidArgument("--prompt-len, --decode-steps and --repeats must be >= 1");
   }
   ENGRAM_ASSIGN_OR_RETURN(auto engine, OpenEngine(args));
-  const std::string weights = args.Get("weights").value_or("bf16");
-  const ModelCost cost = CostOf(engine->config(), engine->files().store, weights == "int8");
+  // The format the weights run in (the files' with --weights auto).
+  const std::string weights = engine->weight_format();
+  const ModelCost cost = CostOf(engine->config(), engine->files().store, weights);
   Measured m;
   ENGRAM_ASSIGN_OR_RETURN(m.prefill_tok_s, TimePrefill(*engine, static_cast<int>(prompt_len),
                                                        static_cast<int>(repeats)));

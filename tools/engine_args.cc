@@ -13,9 +13,10 @@ Result<std::unique_ptr<Engine>> OpenEngine(const Args& args) {
   EngineOptions opt;
   opt.backend.kind = args.Get("backend").value_or("cpu");
   ENGRAM_ASSIGN_OR_RETURN(opt.backend.cuda_graphs, args.GetOnOff("cuda-graphs", false));
-  opt.backend.weights = args.Get("weights").value_or("bf16");
-  if (opt.backend.weights != "bf16" && opt.backend.weights != "int8") {
-    return InvalidArgument("--weights \"{}\" (expected bf16 or int8)", opt.backend.weights);
+  opt.backend.weights = args.Get("weights").value_or("auto");
+  if (opt.backend.weights != "auto" && opt.backend.weights != "bf16" &&
+      opt.backend.weights != "int8") {
+    return InvalidArgument("--weights \"{}\" (expected auto, bf16 or int8)", opt.backend.weights);
   }
   ENGRAM_ASSIGN_OR_RETURN(long long threads, args.GetInt("threads", 0));
   ENGRAM_ASSIGN_OR_RETURN(long long kv, args.GetInt("kv-tokens", 32768));

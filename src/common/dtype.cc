@@ -18,6 +18,7 @@ size_t DTypeSize(DType t) {
     case DType::kI64:
       return 8;
     case DType::kU8:
+    case DType::kI8:
     case DType::kF8E4M3:
     case DType::kF8E8M0:
       return 1;
@@ -43,6 +44,8 @@ std::string_view DTypeName(DType t) {
       return "F8_E4M3";
     case DType::kF8E8M0:
       return "F8_E8M0";
+    case DType::kI8:
+      return "I8";
   }
   return "?";
 }
@@ -56,8 +59,9 @@ Result<DType> ParseDType(std::string_view name) {
   if (name == "U8") return DType::kU8;
   if (name == "F8_E4M3") return DType::kF8E4M3;
   if (name == "F8_E8M0") return DType::kF8E8M0;
+  if (name == "I8") return DType::kI8;
   return InvalidArgument(
-      "unknown dtype \"{}\" (expected one of F32, F16, BF16, I32, I64, U8, F8_E4M3, F8_E8M0)",
+      "unknown dtype \"{}\" (expected one of F32, F16, BF16, I32, I64, U8, I8, F8_E4M3, F8_E8M0)",
       name);
 }
 
@@ -128,6 +132,11 @@ void ConvertToF32(DType src_type, const void* src, float* dst, size_t n) {
     }
     case DType::kU8: {
       const auto* s = static_cast<const uint8_t*>(src);
+      for (size_t i = 0; i < n; ++i) dst[i] = static_cast<float>(s[i]);
+      return;
+    }
+    case DType::kI8: {
+      const auto* s = static_cast<const int8_t*>(src);
       for (size_t i = 0; i < n; ++i) dst[i] = static_cast<float>(s[i]);
       return;
     }

@@ -12,7 +12,7 @@ namespace engram {
 
 // kF8E4M3: OCP FP8 E4M3 ("fn": bias 7, no infinities, S.1111.111 NaN, max 448).
 // kF8E8M0: an unsigned power-of-two scale 2^(e - 127), 0xFF NaN (one per block of values).
-enum class DType : uint8_t { kF32, kF16, kBF16, kI32, kI64, kU8, kF8E4M3, kF8E8M0 };
+enum class DType : uint8_t { kF32, kF16, kBF16, kI32, kI64, kU8, kF8E4M3, kF8E8M0, kI8 };
 
 size_t DTypeSize(DType t);
 std::string_view DTypeName(DType t);  // safetensors spelling: "F32", "BF16", ...

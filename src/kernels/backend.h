@@ -26,6 +26,26 @@ enum class WeightUse : uint8_t {
   kVector,     // small vectors and matrices read elementwise (norms, biases, conv); kept F32
 };
 
+// One part of a Linear weight as the model files hold it: a float weight (F32/F16/BF16, no
+// scale_inv), or a quantized one (a model's quantization_config): q F8_E4M3 or I8 [N, K] whose
+// dequantized value is q[n, k] * scale_inv[n / block_n, k / block_k], scale_inv F32 (or BF16)
+// [ceil(N / block_n), ceil(K / block_k)]. Host tensors; `name` (the file's tensor name) is for
+// messages.
+struct LinearSource {
+  Tensor w;
+  Tensor scale_inv;
+  int64_t block_n = 0;
+  int64_t block_k = 0;
+  std::string name;
+
+  bool quantized() const { return !scale_inv.empty(); }
+};
+
+// The parts stacked along N as one host tensor: float parts of one dtype stay in it, anything
+// else (mixed dtypes, quantized parts dequantized) becomes `dequantized` (F32 or BF16).
+// INVALID_ARGUMENT naming the part when a part is malformed (shapes, dtypes, K differs).
+Result<Tensor> StackLinearSources(const std::vector<LinearSource>& parts, DType dequantized);
+
 struct RopeParams {
   int num_q_heads = 0;
   int num_kv_heads = 0;
@@ -74,6 +94,14 @@ class Backend {
   // by the ops. The CPU backend may alias `host` (the caller keeps it alive through
   // host.owner); other backends copy. The result may differ in dtype and layout.
   virtual Result<Tensor> PrepareWeight(const Tensor& host, WeightUse use) = 0;
+  // A kLinear weight whose rows are the parts' rows in order (fused q/k/v, gate/up, or one
+  // part), in the format BackendOptions::weights asks for. Quantized parts run in their own
+  // format where the backend has kernels for it ("auto"); this default stacks the parts,
+  // dequantizing quantized ones to BF16 (StackLinearSources), and calls PrepareWeight.
+  virtual Result<Tensor> PrepareLinear(const std::vector<LinearSource>& parts);
+  // The format the Linear weights prepared so far run in: "bf16" (F32/F16/BF16 weights),
+  // "int8", "fp8", or "mixed"; "" before any.
+  virtual std::string linear_format() const { return linear_format_; }
   // Copies all of `src` (a device tensor) into host memory at dst (src.nbytes() bytes).
   virtual Status CopyToHost(const Tensor& src, void* dst) = 0;
   // Copies dst.nbytes() bytes from host memory at src into the device tensor dst.
@@ -178,6 +206,13 @@ class Backend {
   // device buffer, per-op scratch): graphs captured under an earlier epoch would read freed
   // memory and must be dropped.
   virtual uint64_t capture_epoch() const { return 0; }
+
+ protected:
+  // Records the format of one more prepared Linear weight (for linear_format()).
+  void NoteLinearFormat(std::string_view format);
+
+ private:
+  std::string linear_format_;
 };
 
 struct BackendOptions {
@@ -188,15 +223,21 @@ struct BackendOptions {
   // once per step shape, then replayed; src/kernels/cuda/NOTES.md). Off until verified on a
   // GPU; ignored with the CPU backend.
   bool cuda_graphs = false;
-  // Format of the Linear weights (WeightUse::kLinear, the lm_head included): "bf16" keeps the
-  // file's F32/F16/BF16 weights as they are (packed), "int8" quantizes them at PrepareWeight to
-  // symmetric int8 in blocks of 32 inputs with an F32 scale per block and output row, the
-  // activations quantized per token and block on the fly (Layout::kInt8Block32). CPU only;
-  // embeddings and vectors are never quantized.
-  std::string weights = "bf16";
+  // Format of the Linear weights (WeightUse::kLinear, the lm_head included):
+  //  - "auto": as the model files store them: F32/F16/BF16 weights as they are (packed),
+  //    quantized ones (config.json quantization_config) in their own format where the backend
+  //    has kernels for it (CPU: fp8 and int8), else dequantized to BF16 at load;
+  //  - "bf16": F32/F16/BF16 weights as they are, quantized ones dequantized to BF16;
+  //  - "int8": symmetric int8 in blocks of 32 inputs with an F32 scale per block and output
+  //    row, the activations quantized per token and block on the fly (Layout::kInt8Block32):
+  //    float weights are quantized at load, int8 files are used as they are, FP8 files are
+  //    dequantized and requantized. CPU only.
+  // Embeddings and vectors are never quantized.
+  std::string weights = "auto";
 };
 
-// INVALID_ARGUMENT unless `weights` is a format BackendOptions::weights accepts.
+// INVALID_ARGUMENT unless `weights` is a format BackendOptions::weights accepts
+// (auto, bf16, int8).
 Status ValidateWeightFormat(std::string_view weights);
 
 // Creates the backend named by options.kind; UNAVAILABLE when it is not built or no device

@@ -7,17 +7,19 @@
 namespace engram {
 
 Status ValidateWeightFormat(std::string_view weights) {
-  if (weights == "bf16" || weights == "int8") return Status::Ok();
-  return InvalidArgument("weights \"{}\" (expected bf16 or int8)", weights);
+  if (weights == "auto" || weights == "bf16" || weights == "int8") return Status::Ok();
+  return InvalidArgument("weights \"{}\" (expected auto, bf16 or int8)", weights);
 }
 
 Result<std::unique_ptr<Backend>> CreateBackend(const BackendOptions& options) {
   ENGRAM_RETURN_IF_ERROR(ValidateWeightFormat(options.weights));
   if (options.kind == "cpu") return CreateCpuBackend(options);
   if (options.kind == "cuda") {
-    if (options.weights != "bf16") {
-      return Unimplemented("backend \"cuda\": weights \"{}\" are not implemented (bf16 only)",
-                           options.weights);
+    if (options.weights == "int8") {
+      return Unimplemented(
+          "backend \"cuda\": weights \"{}\" are not implemented (auto or bf16: quantized "
+          "files are dequantized to BF16 at load)",
+          options.weights);
     }
 #ifdef ENGRAM_HAVE_CUDA
     return CreateCudaBackend(options);

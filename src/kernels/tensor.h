@@ -17,8 +17,10 @@ enum class Device : uint8_t { kCpu, kCuda };
 // PrepareWeight produces; kRowMajor is understood by every backend. kInt8Block32: a Linear
 // weight quantized to symmetric int8 in blocks of 32 inputs with one F32 scale per block and
 // output row (BackendOptions::weights = "int8"), dtype U8, logical shape [N, K]; its bytes are
-// the backend's (CPU: src/kernels/cpu/linear_int8.h), not numel() * 1.
-enum class Layout : uint8_t { kRowMajor = 0, kBackendPacked = 1, kInt8Block32 = 2 };
+// the backend's (CPU: src/kernels/cpu/linear_int8.h), not numel() * 1. kFp8Panels: a Linear
+// weight of block-scaled E4M3 codes (a checkpoint's quantization_config "fp8"), dtype U8,
+// logical shape [N, K], bytes as src/kernels/cpu/linear_fp8.h lays them out.
+enum class Layout : uint8_t { kRowMajor = 0, kBackendPacked = 1, kInt8Block32 = 2, kFp8Panels = 3 };
 
 struct Tensor {
   std::shared_ptr<void> owner;  // keeps `data` alive; null for a non-owning view

@@ -268,6 +268,86 @@ Result<EngramConfig> ParseV41(const json& j, const std::string& source) {
 }
 
 // Resolves model_type from "model_type" or, without it, from "architectures".
+constexpr int64_t kMaxWeightBlock = 1 << 16;
+
+// "quantization_config" (config.h, WeightQuantization).
+Result<WeightQuantization> ParseQuantization(const json& j, const std::string& source) {
+  const std::string prefix = "quantization_config.";
+  if (!j.is_object()) {
+    return InvalidArgument("{}: key \"quantization_config\" must be an object, found {}", source,
+                           Describe(j));
+  }
+  FieldReader r(j, source, prefix);
+  WeightQuantization q;
+  if (!r.Has("quant_method")) return r.Missing("quant_method");
+  ENGRAM_RETURN_IF_ERROR(r.String("quant_method", &q.quant_method));
+  if (q.quant_method != "fp8" && q.quant_method != "engram_int8") {
+    return Unimplemented(
+        "{}: quantization_config.quant_method \"{}\" is not supported (expected \"fp8\", "
+        "Hugging Face's fine-grained FP8 with weight_block_size, or \"engram_int8\", what "
+        "engram pack quantize --weights int8 writes)",
+        source, q.quant_method);
+  }
+  if (q.fp8() && r.Has("fmt")) {
+    std::string fmt_name;
+    ENGRAM_RETURN_IF_ERROR(r.String("fmt", &fmt_name));
+    if (fmt_name != "e4m3") {
+      return Unimplemented(
+          "{}: quantization_config.fmt \"{}\" is not supported (expected \"e4m3\")", source,
+          fmt_name);
+    }
+  }
+  std::string activation_scheme = "dynamic";
+  ENGRAM_RETURN_IF_ERROR(r.String("activation_scheme", &activation_scheme));
+  if (activation_scheme != "dynamic") {
+    return Unimplemented(
+        "{}: quantization_config.activation_scheme \"{}\" is not supported (expected "
+        "\"dynamic\": activations stay F32, or are quantized per token on the fly)",
+        source, activation_scheme);
+  }
+  if (!r.Has("weight_block_size")) {
+    if (q.fp8()) {
+      return Unimplemented(
+          "{}: quantization_config has quant_method \"fp8\" without weight_block_size: "
+          "per-tensor FP8 (weight_scale) is not supported, only block-wise FP8 with "
+          "weight_scale_inv (e.g. \"weight_block_size\": [128, 128])",
+          source);
+    }
+    return r.Missing("weight_block_size");
+  }
+  std::vector<int64_t> block;
+  ENGRAM_RETURN_IF_ERROR(r.IntList("weight_block_size", &block, true));
+  if (block.size() != 2) {
+    return InvalidArgument(
+        "{}: key \"quantization_config.weight_block_size\" must hold 2 integers [rows, "
+        "columns], found {}",
+        source, block.size());
+  }
+  ENGRAM_RETURN_IF_ERROR(
+      SizeInRange(source, prefix + "weight_block_size[0]", block[0], kMaxWeightBlock));
+  ENGRAM_RETURN_IF_ERROR(
+      SizeInRange(source, prefix + "weight_block_size[1]", block[1], kMaxWeightBlock));
+  q.block_n = block[0];
+  q.block_k = block[1];
+  if (!q.fp8() && (q.block_n != 1 || q.block_k != 32)) {
+    return Unimplemented(
+        "{}: quantization_config.weight_block_size [{}, {}] is not supported with "
+        "quant_method \"engram_int8\" (expected [1, 32])",
+        source, q.block_n, q.block_k);
+  }
+  if (r.Has("modules_to_not_convert")) {
+    const json& m = j.at("modules_to_not_convert");
+    if (!m.is_array()) return r.WrongType("modules_to_not_convert", m, "an array of strings");
+    for (size_t i = 0; i < m.size(); ++i) {
+      if (!m[i].is_string()) {
+        return r.WrongType(fmt::format("modules_to_not_convert[{}]", i), m[i], "a string");
+      }
+      q.modules_to_not_convert.push_back(m[i].get<std::string>());
+    }
+  }
+  return q;
+}
+
 Result<std::string> ParseModelType(const FieldReader& r, const json& j, const std::string& source) {
   std::string type;
   ENGRAM_RETURN_IF_ERROR(r.String("model_type", &type));
@@ -535,6 +615,9 @@ Result<ModelConfig> ModelConfig::FromJson(const nlohmann::json& j, const std::st
     ENGRAM_RETURN_IF_ERROR(r.Int("hc_mult", &hc_mult));
     if (hc_mult != 1) return HcMultUnsupported(source, hc_mult);
   }
+  if (r.Has("quantization_config")) {
+    ENGRAM_ASSIGN_OR_RETURN(c.quantization, ParseQuantization(j.at("quantization_config"), source));
+  }
   ENGRAM_RETURN_IF_ERROR(c.Validate(source));
   return c;
 }
@@ -601,6 +684,16 @@ nlohmann::json ModelConfig::ToJson() const {
                    {"norm_eps", engram->norm_eps},
                    {"conv_norm_eps", engram->conv_norm_eps},
                    {"short_conv", engram->short_conv}};
+  }
+  if (quantization) {
+    json q = {{"quant_method", quantization->quant_method},
+              {"activation_scheme", "dynamic"},
+              {"weight_block_size", {quantization->block_n, quantization->block_k}}};
+    if (quantization->fp8()) q["fmt"] = "e4m3";
+    if (!quantization->modules_to_not_convert.empty()) {
+      q["modules_to_not_convert"] = quantization->modules_to_not_convert;
+    }
+    j["quantization_config"] = std::move(q);
   }
   return j;
 }

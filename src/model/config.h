@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/dtype.h"
 #include "common/status.h"
 #include "text/vocab_limits.h"
 
@@ -84,6 +85,29 @@ struct EngramConfig {
   int LayerIndex(int layer) const;  // position of `layer` in layer_ids, -1 if absent
 };
 
+// config.json "quantization_config": how the backbone's Linear weights (q/k/v/o, gate/up/down,
+// lm_head) may be stored quantized (docs/formats.md, "Quantized Linear weights"). A weight
+// tensor `<name>.weight` in the quantized dtype has `<name>.weight_scale_inv` beside it, F32
+// [ceil(O / block_n), ceil(I / block_k)]; the dequantized weight is q[o, i] times
+// scale_inv[o / block_n, i / block_k]. Weights that stay F32/F16/BF16 (modules_to_not_convert)
+// have no scales.
+//  - "fp8": Hugging Face's fine-grained FP8 (DeepSeek-V3, Qwen3-*-FP8): F8_E4M3 weights,
+//    weight_block_size [block_n, block_k] (usually [128, 128]), activation_scheme "dynamic".
+//  - "engram_int8": engramd's int8 (engram pack quantize --weights int8): I8 weights in
+//    [-127, 127], weight_block_size [1, 32].
+struct WeightQuantization {
+  std::string quant_method;  // "fp8" | "engram_int8"
+  int64_t block_n = 0;       // weight_block_size[0]: output rows per scale
+  int64_t block_k = 0;       // weight_block_size[1]: inputs per scale
+  std::vector<std::string> modules_to_not_convert;
+
+  bool fp8() const { return quant_method == "fp8"; }
+  // The dtype of a quantized weight tensor: F8_E4M3 (fp8) or I8 (engram_int8).
+  DType weight_dtype() const { return fp8() ? DType::kF8E4M3 : DType::kI8; }
+  // The format name the engine reports ("fp8" | "int8").
+  std::string_view format() const { return fp8() ? "fp8" : "int8"; }
+};
+
 struct ModelConfig {
   std::string model_type = "llama";  // "llama" | "qwen2"
   int64_t hidden_size = 0;
@@ -103,6 +127,7 @@ struct ModelConfig {
   int64_t bos_token_id = -1;
   std::vector<int64_t> eos_token_ids;
   std::optional<EngramConfig> engram;
+  std::optional<WeightQuantization> quantization;  // "quantization_config"
 
   // Parses and validates; `source` (a file name) prefixes every error message.
   static Result<ModelConfig> FromJson(const nlohmann::json& j, const std::string& source);

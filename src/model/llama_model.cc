@@ -3,14 +3,16 @@
 #include <cmath>
 #include <cstring>
 
+#include <fmt/format.h>
+
 #include "common/fp8.h"
 #include "model/rope.h"
 
 namespace engram {
 namespace {
 
-// Stacks 2-D host tensors along the first dimension into one new host tensor. Tensors of
-// mixed dtypes are converted to F32.
+// Stacks 2-D (or 1-D) float host tensors along the first dimension into one new host tensor
+// (the q/k/v biases). Tensors of mixed dtypes are converted to F32.
 Tensor ConcatRows(const std::vector<const Tensor*>& parts) {
   DType dt = parts[0]->dtype;
   for (const Tensor* p : parts) {
@@ -35,6 +37,17 @@ Tensor ConcatRows(const std::vector<const Tensor*>& parts) {
   return out;
 }
 
+// A backbone Linear weight as the files hold it (quantized with its scale_inv, or float).
+LinearSource Source(const ModelConfig& c, const Tensor& w, const Tensor& scale_inv,
+                    std::string name) {
+  LinearSource s{w, scale_inv, 0, 0, std::move(name)};
+  if (!scale_inv.empty() && c.quantization) {
+    s.block_n = c.quantization->block_n;
+    s.block_k = c.quantization->block_k;
+  }
+  return s;
+}
+
 // V4.1's fused wkv [(hc_mult + 1) * hidden, engram_dim] as F32 on the host: FP8 with its 32x32
 // E8M0 tiles dequantized (the values are exact in F32), BF16/F16 widened.
 Tensor WkvToF32(const EngramWeights& ew) {
@@ -57,22 +70,36 @@ Result<std::unique_ptr<LlamaModel>> LlamaModel::Create(const ModelConfig& config
   auto prep = [&](const Tensor& t, WeightUse use) { return backend.PrepareWeight(t, use); };
   ENGRAM_ASSIGN_OR_RETURN(m->embed_, prep(w.embed, WeightUse::kEmbedding));
   ENGRAM_ASSIGN_OR_RETURN(m->final_norm_, prep(w.final_norm, WeightUse::kVector));
-  ENGRAM_ASSIGN_OR_RETURN(m->lm_head_, prep(w.lm_head, WeightUse::kLinear));
+  ENGRAM_ASSIGN_OR_RETURN(
+      m->lm_head_,
+      backend.PrepareLinear(
+          {Source(config, w.lm_head, w.lm_head_s,
+                  config.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight")}));
   for (size_t l = 0; l < w.layers.size(); ++l) {
     const LayerWeights& lw = w.layers[l];
     Layer L;
     ENGRAM_ASSIGN_OR_RETURN(L.input_norm, prep(lw.input_norm, WeightUse::kVector));
-    ENGRAM_ASSIGN_OR_RETURN(L.qkv_w,
-                            prep(ConcatRows({&lw.q_w, &lw.k_w, &lw.v_w}), WeightUse::kLinear));
+    const std::string p = fmt::format("model.layers.{}.", l);
+    ENGRAM_ASSIGN_OR_RETURN(
+        L.qkv_w,
+        backend.PrepareLinear({Source(config, lw.q_w, lw.q_s, p + "self_attn.q_proj.weight"),
+                               Source(config, lw.k_w, lw.k_s, p + "self_attn.k_proj.weight"),
+                               Source(config, lw.v_w, lw.v_s, p + "self_attn.v_proj.weight")}));
     if (config.attention_bias) {
       ENGRAM_ASSIGN_OR_RETURN(L.qkv_b,
                               prep(ConcatRows({&lw.q_b, &lw.k_b, &lw.v_b}), WeightUse::kVector));
     }
-    ENGRAM_ASSIGN_OR_RETURN(L.o_w, prep(lw.o_w, WeightUse::kLinear));
+    ENGRAM_ASSIGN_OR_RETURN(
+        L.o_w,
+        backend.PrepareLinear({Source(config, lw.o_w, lw.o_s, p + "self_attn.o_proj.weight")}));
     ENGRAM_ASSIGN_OR_RETURN(L.post_norm, prep(lw.post_norm, WeightUse::kVector));
-    ENGRAM_ASSIGN_OR_RETURN(L.gate_up_w,
-                            prep(ConcatRows({&lw.gate_w, &lw.up_w}), WeightUse::kLinear));
-    ENGRAM_ASSIGN_OR_RETURN(L.down_w, prep(lw.down_w, WeightUse::kLinear));
+    ENGRAM_ASSIGN_OR_RETURN(
+        L.gate_up_w,
+        backend.PrepareLinear({Source(config, lw.gate_w, lw.gate_s, p + "mlp.gate_proj.weight"),
+                               Source(config, lw.up_w, lw.up_s, p + "mlp.up_proj.weight")}));
+    ENGRAM_ASSIGN_OR_RETURN(
+        L.down_w,
+        backend.PrepareLinear({Source(config, lw.down_w, lw.down_s, p + "mlp.down_proj.weight")}));
     if (lw.engram && config.engram->v41()) {
       // One module with switches: V4.1's key and value are the two halves of wkv's output
       // (no biases), its gate weights q_weight[0] and k_weight[0] take the places of the

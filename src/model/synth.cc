@@ -235,6 +235,7 @@ std::pair<float, float> Distribution(const ExpectedTensor& e, const ModelConfig&
       stdev = 0.1;
       break;
     case TensorRole::kEngramScale:  // derived from the base tensor
+    case TensorRole::kLinearScale:  // never planned: synth writes float Linear weights
       break;
   }
   return {static_cast<float>(mean), static_cast<float>(stdev * std::sqrt(3.0))};
@@ -255,6 +256,7 @@ Result<std::vector<PlannedTensor>> Plan(const ModelConfig& c, uint64_t seed,
   plan.reserve(expected.size());
   std::map<std::string, size_t> index;
   for (ExpectedTensor& e : expected) {
+    if (e.role == TensorRole::kLinearScale) continue;  // quantized weights: pack quantize
     PlannedTensor p;
     p.dtype = e.role == TensorRole::kEngramTable ? dtypes.tables
               : e.role == TensorRole::kEngramWkv ? dtypes.wkv

@@ -4,16 +4,20 @@
 // layouts). Scales come from each block's largest magnitude (fp8.h: the smallest power of two
 // that brings it to <= 448), values round to nearest even and saturate. Every other tensor and
 // file is copied unchanged; the index's weight_map gains the scales; engram_checksums.json is
-// written anew for the tables and their scales.
+// written for the tables and their scales (plus whatever else the input's listed).
 //
 // Streaming: a shard holding tables is rewritten window by window (a few 64 MiB buffers, never a
-// whole table), quantized on `threads` threads; the scales are a second pass over the table.
+// whole table), quantized on `threads` threads; the scales are a second pass over the table
+// (shard_rewrite.h does the rest).
 #pragma once
 
 #include <cstdint>
 #include <string>
 
 #include "common/status.h"
+#include "model/config.h"
+#include "model/safetensors.h"
+#include "model/shard_rewrite.h"
 
 namespace engram {
 
@@ -36,5 +40,12 @@ struct QuantizeReport {
 // name them.
 Result<QuantizeReport> QuantizeModelTables(const std::string& in, const std::string& out,
                                            const QuantizeOptions& options);
+
+// What QuantizeModelTables plans, for a caller that rewrites more in the same pass
+// (weight_quantize.h): adds the rewrite of every Engram table of `config` (tensors of `store`)
+// to plan->tensors and the tables with their scales to plan->checksums, and fills report->tables
+// and the table byte counts. `in` names the model in errors, which are QuantizeModelTables'.
+Status PlanTableQuantize(const std::string& in, const ModelConfig& config, const TensorStore& store,
+                         int threads, ShardRewritePlan* plan, QuantizeReport* report);
 
 }  // namespace engram

@@ -1,5 +1,6 @@
 #include "model/weights.h"
 
+#include <cmath>
 #include <map>
 
 #include <fmt/ranges.h>
@@ -30,16 +31,72 @@ std::string FileOf(const TensorStore& store, const TensorInfo* info) {
 
 bool IsFloat(DType t) { return t == DType::kF32 || t == DType::kF16 || t == DType::kBF16; }
 
+bool IsLinearRole(TensorRole r) {
+  return r == TensorRole::kLinear || r == TensorRole::kOutputLinear || r == TensorRole::kLmHead;
+}
+
+// "<module>.weight" -> "<module>.weight_scale_inv".
+std::string ScaleInvName(const std::string& weight) { return weight + "_scale_inv"; }
+
+// A backbone Linear weight, and its weight_scale_inv when the config quantizes Linear weights.
+void AddLinear(std::vector<ExpectedTensor>& out, const ModelConfig& c, std::string name,
+               std::vector<int64_t> shape, TensorRole role, int layer) {
+  std::vector<int64_t> scale_shape;
+  if (c.quantization) {
+    const WeightQuantization& q = *c.quantization;
+    scale_shape = {(shape[0] + q.block_n - 1) / q.block_n, (shape[1] + q.block_k - 1) / q.block_k};
+  }
+  const std::string scale = ScaleInvName(name);
+  const std::string weight = name;
+  Add(out, std::move(name), std::move(shape), role, layer);
+  if (c.quantization) {
+    Add(out, scale, std::move(scale_shape), TensorRole::kLinearScale, layer, weight);
+  }
+}
+
+// The dtype of a backbone Linear weight: a float type, or config.quantization's dtype.
+Status CheckLinearDType(const ModelConfig& c, const ExpectedTensor& e, const TensorInfo& info,
+                        const TensorStore& store) {
+  if (IsFloat(info.dtype)) return Status::Ok();
+  const bool quantized_type = info.dtype == DType::kF8E4M3 || info.dtype == DType::kI8;
+  if (!quantized_type) {
+    return InvalidArgument(
+        "{}: tensor {} has dtype {}, expected a float type (F32, F16, BF16), or F8_E4M3 / I8 "
+        "with quantization_config in config.json",
+        FileOf(store, &info), e.name, DTypeName(info.dtype));
+  }
+  if (!c.quantization) {
+    return InvalidArgument(
+        "{}: tensor {} has dtype {}, but config.json has no quantization_config: a quantized "
+        "Linear weight needs one saying how its weight_scale_inv blocks are laid out "
+        "({{\"quant_method\": \"{}\", \"weight_block_size\": {}, \"activation_scheme\": "
+        "\"dynamic\"}})",
+        FileOf(store, &info), e.name, DTypeName(info.dtype),
+        info.dtype == DType::kF8E4M3 ? "fp8" : "engram_int8",
+        info.dtype == DType::kF8E4M3 ? "[128, 128]" : "[1, 32]");
+  }
+  if (info.dtype != c.quantization->weight_dtype()) {
+    return InvalidArgument(
+        "{}: tensor {} has dtype {}, but quantization_config.quant_method \"{}\" stores "
+        "weights as {}",
+        FileOf(store, &info), e.name, DTypeName(info.dtype), c.quantization->quant_method,
+        DTypeName(c.quantization->weight_dtype()));
+  }
+  return Status::Ok();
+}
+
 // The dtype of a tensor that is not a scale: a float type, or F8_E4M3 where the Engram row
 // path and the wkv projection dequantize it (and, for tables, only with rows of whole blocks).
 Status CheckDType(const ModelConfig& c, const ExpectedTensor& e, const TensorInfo& info,
                   const TensorStore& store) {
+  if (IsLinearRole(e.role)) return CheckLinearDType(c, e, info, store);
   if (IsFloat(info.dtype)) return Status::Ok();
   const bool fp8_ok = e.role == TensorRole::kEngramTable || e.role == TensorRole::kEngramWkv;
   if (info.dtype == DType::kF8E4M3 && !fp8_ok) {
     return InvalidArgument(
         "{}: tensor {} has dtype F8_E4M3, expected a float type (F32, F16, BF16): F8_E4M3 is "
-        "accepted only for the Engram tables and wkv",
+        "accepted only for the Engram tables and wkv, and for the backbone's Linear weights "
+        "with a quantization_config",
         FileOf(store, &info), e.name);
   }
   if (info.dtype == DType::kF8E4M3) {
@@ -97,11 +154,71 @@ Status CheckScale(const ExpectedTensor& e, TensorRole scaled_role, const TensorS
   return Status::Ok();
 }
 
+// A weight_scale_inv `e` (kLinearScale) against the weight it scales; *present as CheckScale.
+Status CheckLinearScale(const ModelConfig& c, const ExpectedTensor& e, const TensorStore& store,
+                        bool* present) {
+  *present = false;
+  const WeightQuantization& q = *c.quantization;
+  const TensorInfo* scaled = store.Info(e.scale_of);
+  const TensorInfo* info = store.Info(e.name);
+  const bool quantized = scaled != nullptr && scaled->dtype == q.weight_dtype();
+  if (!quantized) {
+    if (info == nullptr) return Status::Ok();
+    return InvalidArgument(
+        "{}: tensor {} is present, but {} is {}, not {}: weight_scale_inv belongs only to "
+        "quantized weights, and this one would be ignored (was the weight dequantized without "
+        "dropping its scales?)",
+        FileOf(store, info), e.name, e.scale_of,
+        scaled != nullptr ? DTypeName(scaled->dtype) : "absent", DTypeName(q.weight_dtype()));
+  }
+  if (info == nullptr) {
+    return NotFound(
+        "{}: {}: missing; {} is {}, which needs its F32 block scales {} (one per {}x{} block, "
+        "quantization_config.weight_block_size)",
+        FileOf(store, scaled), e.name, e.scale_of, DTypeName(scaled->dtype), e.shape, q.block_n,
+        q.block_k);
+  }
+  const bool dtype_ok = info->dtype == DType::kF32 || (q.fp8() && info->dtype == DType::kBF16);
+  if (!dtype_ok) {
+    return InvalidArgument("{}: tensor {} has dtype {}, expected F32{} (the block scales of {} {})",
+                           FileOf(store, info), e.name, DTypeName(info->dtype),
+                           q.fp8() ? " or BF16" : "", DTypeName(scaled->dtype), e.scale_of);
+  }
+  if (info->shape != e.shape) {
+    return InvalidArgument(
+        "{}: tensor {} has shape {}, expected {} (one scale per {}x{} block of {} {}, "
+        "quantization_config.weight_block_size)",
+        FileOf(store, info), e.name, info->shape, e.shape, q.block_n, q.block_k, e.scale_of,
+        scaled->shape);
+  }
+  *present = true;
+  return Status::Ok();
+}
+
+// Every value of a weight_scale_inv is finite and >= 0 (a negative or NaN scale would flip or
+// poison the weights of its whole block).
+Status CheckLinearScaleValues(const ExpectedTensor& e, const Tensor& t, const TensorStore& store) {
+  std::vector<float> v(static_cast<size_t>(t.numel()));
+  ConvertToF32(t.dtype, t.data, v.data(), v.size());
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (std::isfinite(v[i]) && v[i] >= 0.f) continue;
+    const int64_t cols = t.dim(1);
+    return InvalidArgument(
+        "{}: tensor {} holds {} at [{}, {}], expected a finite scale >= 0 (the dequantized "
+        "weight is q x scale_inv)",
+        FileOf(store, store.Info(e.name)), e.name, v[i], static_cast<int64_t>(i) / cols,
+        static_cast<int64_t>(i) % cols);
+  }
+  return Status::Ok();
+}
+
 // The role of each tensor a scale scales, by name.
 std::map<std::string, TensorRole> ScaledRoles(const std::vector<ExpectedTensor>& expected) {
   std::map<std::string, TensorRole> roles;
   for (const ExpectedTensor& e : expected) {
-    if (e.role == TensorRole::kEngramScale) roles[e.scale_of] = TensorRole::kEngramScale;
+    if (e.role == TensorRole::kEngramScale || e.role == TensorRole::kLinearScale) {
+      roles[e.scale_of] = e.role;
+    }
   }
   for (const ExpectedTensor& e : expected) {
     auto it = roles.find(e.name);
@@ -137,19 +254,19 @@ Result<std::vector<ExpectedTensor>> ExpectedTensors(const ModelConfig& c) {
   for (int l = 0; l < static_cast<int>(c.num_hidden_layers); ++l) {
     const std::string p = fmt::format("model.layers.{}.", l);
     Add(out, p + "input_layernorm.weight", {H}, TensorRole::kNorm, l);
-    Add(out, p + "self_attn.q_proj.weight", {q_dim, H}, TensorRole::kLinear, l);
-    Add(out, p + "self_attn.k_proj.weight", {kv_dim, H}, TensorRole::kLinear, l);
-    Add(out, p + "self_attn.v_proj.weight", {kv_dim, H}, TensorRole::kLinear, l);
+    AddLinear(out, c, p + "self_attn.q_proj.weight", {q_dim, H}, TensorRole::kLinear, l);
+    AddLinear(out, c, p + "self_attn.k_proj.weight", {kv_dim, H}, TensorRole::kLinear, l);
+    AddLinear(out, c, p + "self_attn.v_proj.weight", {kv_dim, H}, TensorRole::kLinear, l);
     if (c.attention_bias) {
       Add(out, p + "self_attn.q_proj.bias", {q_dim}, TensorRole::kBias, l);
       Add(out, p + "self_attn.k_proj.bias", {kv_dim}, TensorRole::kBias, l);
       Add(out, p + "self_attn.v_proj.bias", {kv_dim}, TensorRole::kBias, l);
     }
-    Add(out, p + "self_attn.o_proj.weight", {H, q_dim}, TensorRole::kOutputLinear, l);
+    AddLinear(out, c, p + "self_attn.o_proj.weight", {H, q_dim}, TensorRole::kOutputLinear, l);
     Add(out, p + "post_attention_layernorm.weight", {H}, TensorRole::kNorm, l);
-    Add(out, p + "mlp.gate_proj.weight", {I, H}, TensorRole::kLinear, l);
-    Add(out, p + "mlp.up_proj.weight", {I, H}, TensorRole::kLinear, l);
-    Add(out, p + "mlp.down_proj.weight", {H, I}, TensorRole::kOutputLinear, l);
+    AddLinear(out, c, p + "mlp.gate_proj.weight", {I, H}, TensorRole::kLinear, l);
+    AddLinear(out, c, p + "mlp.up_proj.weight", {I, H}, TensorRole::kLinear, l);
+    AddLinear(out, c, p + "mlp.down_proj.weight", {H, I}, TensorRole::kOutputLinear, l);
     const int e = c.engram ? c.engram->LayerIndex(l) : -1;
     if (e < 0) continue;
     const EngramConfig& ec = *c.engram;
@@ -181,7 +298,7 @@ Result<std::vector<ExpectedTensor>> ExpectedTensors(const ModelConfig& c) {
     }
   }
   Add(out, "model.norm.weight", {H}, TensorRole::kNorm, -1);
-  if (!c.tie_word_embeddings) Add(out, "lm_head.weight", {V, H}, TensorRole::kLmHead, -1);
+  if (!c.tie_word_embeddings) AddLinear(out, c, "lm_head.weight", {V, H}, TensorRole::kLmHead, -1);
   return out;
 }
 
@@ -192,6 +309,11 @@ Status CheckExpectedTensors(const ModelConfig& config, const TensorStore& store)
     if (e.role == TensorRole::kEngramScale) {
       bool present = false;
       ENGRAM_RETURN_IF_ERROR(CheckScale(e, scaled_roles.at(e.scale_of), store, &present));
+      continue;
+    }
+    if (e.role == TensorRole::kLinearScale) {
+      bool present = false;
+      ENGRAM_RETURN_IF_ERROR(CheckLinearScale(config, e, store, &present));
       continue;
     }
     const TensorInfo* info = store.Info(e.name);
@@ -223,14 +345,21 @@ Result<HostWeights> LoadHostWeights(const ModelConfig& config, const TensorStore
   const std::map<std::string, TensorRole> scaled_roles = ScaledRoles(expected);
   std::map<std::string, Tensor> got;
   for (const ExpectedTensor& e : expected) {
+    const bool scale = e.role == TensorRole::kEngramScale || e.role == TensorRole::kLinearScale;
     if (e.role == TensorRole::kEngramScale) {
       bool present = false;
       ENGRAM_RETURN_IF_ERROR(CheckScale(e, scaled_roles.at(e.scale_of), store, &present));
       if (!present) continue;
     }
+    if (e.role == TensorRole::kLinearScale) {
+      bool present = false;
+      ENGRAM_RETURN_IF_ERROR(CheckLinearScale(config, e, store, &present));
+      if (!present) continue;
+    }
     ENGRAM_ASSIGN_OR_RETURN(Tensor t, store.GetChecked(e.name, e.shape));
-    if (e.role != TensorRole::kEngramScale) {
-      ENGRAM_RETURN_IF_ERROR(CheckDType(config, e, *store.Info(e.name), store));
+    if (!scale) ENGRAM_RETURN_IF_ERROR(CheckDType(config, e, *store.Info(e.name), store));
+    if (e.role == TensorRole::kLinearScale) {
+      ENGRAM_RETURN_IF_ERROR(CheckLinearScaleValues(e, t, store));
     }
     got.emplace(e.name, std::move(t));
   }
@@ -243,6 +372,7 @@ Result<HostWeights> LoadHostWeights(const ModelConfig& config, const TensorStore
   w.embed = take("model.embed_tokens.weight");
   w.final_norm = take("model.norm.weight");
   w.lm_head = config.tie_word_embeddings ? w.embed : take("lm_head.weight");
+  w.lm_head_s = take(ScaleInvName("lm_head.weight"));
   w.layers.resize(static_cast<size_t>(config.num_hidden_layers));
   for (int l = 0; l < static_cast<int>(config.num_hidden_layers); ++l) {
     const std::string p = fmt::format("model.layers.{}.", l);
@@ -252,6 +382,10 @@ Result<HostWeights> LoadHostWeights(const ModelConfig& config, const TensorStore
     L.k_w = take(p + "self_attn.k_proj.weight");
     L.v_w = take(p + "self_attn.v_proj.weight");
     L.o_w = take(p + "self_attn.o_proj.weight");
+    L.q_s = take(ScaleInvName(p + "self_attn.q_proj.weight"));
+    L.k_s = take(ScaleInvName(p + "self_attn.k_proj.weight"));
+    L.v_s = take(ScaleInvName(p + "self_attn.v_proj.weight"));
+    L.o_s = take(ScaleInvName(p + "self_attn.o_proj.weight"));
     if (config.attention_bias) {
       L.q_b = take(p + "self_attn.q_proj.bias");
       L.k_b = take(p + "self_attn.k_proj.bias");
@@ -261,6 +395,9 @@ Result<HostWeights> LoadHostWeights(const ModelConfig& config, const TensorStore
     L.gate_w = take(p + "mlp.gate_proj.weight");
     L.up_w = take(p + "mlp.up_proj.weight");
     L.down_w = take(p + "mlp.down_proj.weight");
+    L.gate_s = take(ScaleInvName(p + "mlp.gate_proj.weight"));
+    L.up_s = take(ScaleInvName(p + "mlp.up_proj.weight"));
+    L.down_s = take(ScaleInvName(p + "mlp.down_proj.weight"));
     if (!config.engram || !config.engram->IsEngramLayer(l)) continue;
     const EngramConfig& ec = *config.engram;
     const std::string q = p + "engram.";

@@ -34,12 +34,17 @@ struct EngramWeights {
   Tensor k_weight;   // k_weight [hc_mult, hidden]
 };
 
+// The backbone's Linear weights are F32/F16/BF16, or quantized as config.quantization says
+// (F8_E4M3 or I8) with their `<name>.weight_scale_inv` F32 block scales in the *_s tensor
+// (empty for a weight that is not quantized).
 struct LayerWeights {
   Tensor input_norm;            // input_layernorm.weight [H]
   Tensor q_w, k_w, v_w, o_w;    // self_attn.{q,k,v,o}_proj.weight
+  Tensor q_s, k_s, v_s, o_s;    // their weight_scale_inv (quantized weights only)
   Tensor q_b, k_b, v_b;         // present when attention_bias
   Tensor post_norm;             // post_attention_layernorm.weight [H]
   Tensor gate_w, up_w, down_w;  // mlp.{gate,up,down}_proj.weight
+  Tensor gate_s, up_s, down_s;  // their weight_scale_inv (quantized weights only)
   std::optional<EngramWeights> engram;
 };
 
@@ -48,6 +53,7 @@ struct HostWeights {
   std::vector<LayerWeights> layers;
   Tensor final_norm;  // model.norm.weight [H]
   Tensor lm_head;     // lm_head.weight [V, H] (= embed when tied)
+  Tensor lm_head_s;   // lm_head.weight_scale_inv (a quantized lm_head only)
 };
 
 // What role a tensor plays; synthetic weights pick their distribution by it.
@@ -64,6 +70,7 @@ enum class TensorRole : uint8_t {
   kEngramScale,   // F8_E8M0 scales of an FP8 table or wkv (ExpectedTensor::scale_of)
   kEngramWkv,     // V4.1 wkv.weight
   kEngramGateW,   // V4.1 q_weight / k_weight
+  kLinearScale,   // weight_scale_inv of a quantized Linear weight (ExpectedTensor::scale_of)
 };
 
 struct ExpectedTensor {
@@ -71,15 +78,18 @@ struct ExpectedTensor {
   std::vector<int64_t> shape;
   TensorRole role = TensorRole::kLinear;
   int layer = -1;  // decoder layer, -1 for embedding / final norm / lm_head
-  // For a scale tensor (kEngramScale): the tensor it scales. It is expected exactly when that
-  // tensor is F8_E4M3, and its shape is then `shape`.
+  // For a scale tensor (kEngramScale, kLinearScale): the tensor it scales. It is expected
+  // exactly when that tensor is F8_E4M3 (or, for kLinearScale, the config's quantized dtype),
+  // and its shape is then `shape`.
   std::string scale_of;
 };
 
 // Every tensor `config` implies, in file order: embedding, then per layer the attention,
 // MLP, norms and Engram tensors, then model.norm and lm_head (absent when tied). The scale
-// entries (kEngramScale) are conditional: a file holds one exactly when the tensor named by
-// its scale_of is F8_E4M3 (so a writer of BF16 tables skips them).
+// entries are conditional: a file holds one exactly when the tensor named by its scale_of is
+// quantized (so a writer of BF16 tables skips them). kLinearScale entries (the
+// `<name>.weight_scale_inv` of each backbone Linear weight, the lm_head included) are listed
+// only when config.quantization is set.
 // INVALID_ARGUMENT when the Engram geometry cannot be derived.
 Result<std::vector<ExpectedTensor>> ExpectedTensors(const ModelConfig& config);
 
@@ -95,14 +105,18 @@ std::string EngramScaleName(const EngramConfig& engram, int layer);
 // anything is sized from the config, so that a config.json whose sizes disagree with its
 // tensors is refused naming both. Errors name the file, tensor, expected and found.
 //  - dtypes: F32, F16, BF16 everywhere; F8_E4M3 also for the Engram table and wkv (with an
-//    FP8 table, Dh must be a multiple of 32).
+//    FP8 table, Dh must be a multiple of 32); config.quantization's dtype (F8_E4M3 for "fp8",
+//    I8 for "engram_int8") also for the backbone's Linear weights, with their weight_scale_inv
+//    (F32, or BF16 for fp8) of shape [ceil(O / block_n), ceil(I / block_k)] required exactly
+//    then; a quantized dtype without quantization_config is refused naming it.
 //  - scales (ExpectedTensor::scale_of): required exactly when the tensor they scale is
 //    F8_E4M3 (NOT_FOUND "...: missing; ... is F8_E4M3, which needs its F8_E8M0 scales [..]"),
 //    then F8_E8M0 with the expected shape; a scale beside a non-FP8 tensor is refused too.
 // Tensors the config does not imply are ignored.
 Status CheckExpectedTensors(const ModelConfig& config, const TensorStore& store);
 // Views of every tensor ExpectedTensors lists (the scales only where present), checked as
-// CheckExpectedTensors does. mlp_bias models are UNIMPLEMENTED.
+// CheckExpectedTensors does, and the values of every weight_scale_inv: finite and >= 0
+// (INVALID_ARGUMENT naming file, tensor, index and value). mlp_bias models are UNIMPLEMENTED.
 Result<HostWeights> LoadHostWeights(const ModelConfig& config, const TensorStore& store);
 
 }  // namespace engram

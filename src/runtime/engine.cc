@@ -56,12 +56,13 @@ Result<std::unique_ptr<Engine>> Engine::Create(ModelFiles files, const EngineOpt
   ENGRAM_ASSIGN_OR_RETURN(e->host_weights_, LoadHostWeights(c, e->files_.store));
   const auto prepare_start = std::chrono::steady_clock::now();
   ENGRAM_ASSIGN_OR_RETURN(e->model_, LlamaModel::Create(c, e->host_weights_, *e->backend_));
-  if (options.backend.weights != "bf16") {
-    // The backend quantized every Linear weight (the lm_head included) while preparing them.
-    spdlog::info(
-        "engine: Linear weights quantized to {} at load in {:.2f} s", options.backend.weights,
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - prepare_start).count());
-  }
+  // The format the backend runs the Linear weights (the lm_head included) in: what the files
+  // hold (weights "auto"), or what BackendOptions::weights converted them to while preparing.
+  spdlog::info(
+      "engine: Linear weights {} (files: {}, weights: {}) on {}, prepared in {:.2f} s",
+      e->backend_->linear_format(), c.quantization ? c.quantization->format() : "float",
+      options.backend.weights, e->backend_->name(),
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - prepare_start).count());
   const int blocks =
       static_cast<int>((options.kv_tokens + options.block_size - 1) / options.block_size);
   ENGRAM_ASSIGN_OR_RETURN(

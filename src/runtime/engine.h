@@ -137,8 +137,8 @@ class Engine {
   // DRAM the dram/nvme tier holds (tables, or the row cache); 0 for the resident tier.
   int64_t tier_resident_bytes() const { return table_tier_ ? table_tier_->resident_bytes() : 0; }
   const TableOptions& table_options() const { return options_.tables; }
-  // The backbone's Linear weight format (BackendOptions::weights: "bf16" or "int8").
-  const std::string& weight_format() const { return options_.backend.weights; }
+  // The format the Linear weights run in: "bf16" (F32/F16/BF16), "int8", "fp8" or "mixed".
+  std::string weight_format() const { return backend_->linear_format(); }
   // Whether decode steps run as CUDA graphs (backend.cuda_graphs on a CUDA backend whose Engram
   // rows come from the resident tier), and the counters of that path (all zero when not).
   bool cuda_graphs() const { return graphs_ != nullptr; }

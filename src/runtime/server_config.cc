@@ -61,7 +61,7 @@ constexpr std::string_view kLimitsKeys[] = {
 constexpr std::string_view kLoggingKeys[] = {"level"};
 constexpr std::string_view kMetricsKeys[] = {"listen", "require_auth"};
 constexpr std::string_view kBackendKinds[] = {"cpu", "cuda"};
-constexpr std::string_view kWeightFormats[] = {"bf16", "int8"};
+constexpr std::string_view kWeightFormats[] = {"auto", "bf16", "int8"};
 constexpr std::string_view kLogLevels[] = {"trace", "debug",    "info", "warn",
                                            "error", "critical", "off"};
 

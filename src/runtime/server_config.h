@@ -41,7 +41,7 @@ struct ServerConfig {
     int threads = 0;               // CPU compute threads; 0 = one per physical core
     int device = 0;                // CUDA device index
     bool cuda_graphs = false;      // CUDA: decode steps as CUDA graphs (BackendOptions)
-    std::string weights = "bf16";  // "bf16" | "int8": Linear weight format (BackendOptions)
+    std::string weights = "auto";  // "auto" | "bf16" | "int8": Linear weights (BackendOptions)
     bool operator==(const BackendSection&) const = default;
   } backend;
 

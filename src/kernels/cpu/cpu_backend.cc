@@ -19,6 +19,7 @@
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/engram_ops.h"
 #include "kernels/cpu/linear.h"
+#include "kernels/cpu/linear_fp8.h"
 #include "kernels/cpu/linear_int8.h"
 #include "kernels/cpu/sampling.h"
 #include "kernels/cpu/thread_pool.h"
@@ -111,11 +112,12 @@ Status CheckLayoutArrays(std::string_view op, const BatchLayout& l) {
 
 class CpuBackend final : public Backend {
  public:
-  CpuBackend(int threads, CpuIsa isa, bool int8)
-      : pool_(threads), isa_(isa), int8_(int8), int8_kernel_(Int8KernelFor(isa)) {
-    name_ = int8_ ? fmt::format("cpu ({} threads, {}, int8 weights: {} kernels)",
-                                pool_.num_threads(), CpuIsaName(isa_), Int8KernelName(int8_kernel_))
-                  : fmt::format("cpu ({} threads, {})", pool_.num_threads(), CpuIsaName(isa_));
+  CpuBackend(int threads, CpuIsa isa, std::string weights)
+      : pool_(threads), isa_(isa), weights_(std::move(weights)), int8_kernel_(Int8KernelFor(isa)) {
+    name_ = weights_ == "int8"
+                ? fmt::format("cpu ({} threads, {}, int8 weights: {} kernels)", pool_.num_threads(),
+                              CpuIsaName(isa_), Int8KernelName(int8_kernel_))
+                : fmt::format("cpu ({} threads, {})", pool_.num_threads(), CpuIsaName(isa_));
   }
 
   std::string_view name() const override { return name_; }
@@ -131,6 +133,30 @@ class CpuBackend final : public Backend {
     return Allocate(dtype, std::move(shape), /*zero=*/true);
   }
 
+  Result<Tensor> PrepareLinear(const std::vector<LinearSource>& parts) override {
+    bool all_fp8 = !parts.empty(), all_int8 = !parts.empty();
+    for (const LinearSource& p : parts) {
+      all_fp8 = all_fp8 && p.quantized() && p.w.dtype == DType::kF8E4M3;
+      all_int8 = all_int8 && p.quantized() && p.w.dtype == DType::kI8;
+    }
+    if (all_int8 && weights_ != "bf16") {
+      NoteLinearFormat("int8");
+      return PackInt8LinearWeight(parts, pool_);
+    }
+    if (weights_ == "int8") {
+      ENGRAM_ASSIGN_OR_RETURN(Tensor host, StackLinearSources(parts, DType::kF32));
+      NoteLinearFormat("int8");
+      return QuantizeLinearWeightInt8(host, pool_);
+    }
+    if (all_fp8 && weights_ == "auto") {
+      NoteLinearFormat("fp8");
+      return PackFp8LinearWeight(parts, pool_);
+    }
+    ENGRAM_ASSIGN_OR_RETURN(Tensor host, StackLinearSources(parts, DType::kBF16));
+    NoteLinearFormat("bf16");
+    return PackLinearWeight(host, pool_);
+  }
+
   Result<Tensor> PrepareWeight(const Tensor& host, WeightUse use) override {
     constexpr std::string_view op = "PrepareWeight";
     ENGRAM_RETURN_IF_ERROR(CheckHost(op, "host", host));
@@ -141,11 +167,11 @@ class CpuBackend final : public Backend {
       }
       return InvalidArgument("{}: host has a backend-packed layout", op);
     }
-    if (host.layout == Layout::kInt8Block32) {
+    if (host.layout == Layout::kInt8Block32 || host.layout == Layout::kFp8Panels) {
       if (use == WeightUse::kLinear && host.shape.size() == 2 && host.dtype == DType::kU8) {
         return host;  // already ours
       }
-      return InvalidArgument("{}: host has the int8 block layout but is not a [N, K] U8 {}", op,
+      return InvalidArgument("{}: host has a quantized block layout but is not a [N, K] U8 {}", op,
                              "linear weight");
     }
     const bool float_type =
@@ -163,7 +189,7 @@ class CpuBackend final : public Backend {
           return InvalidArgument("{}: linear weight has shape {}, expected [N, K]", op,
                                  host.ShapeString());
         }
-        if (int8_) return QuantizeLinearWeightInt8(host, pool_);
+        if (weights_ == "int8") return QuantizeLinearWeightInt8(host, pool_);
         return PackLinearWeight(host, pool_);
       case WeightUse::kEmbedding:
         if (host.shape.size() != 2) {
@@ -277,9 +303,10 @@ class CpuBackend final : public Backend {
     ENGRAM_RETURN_IF_ERROR(CheckHost(op, "w", w));
     const bool packed = w.layout == Layout::kBackendPacked;
     const bool int8 = w.layout == Layout::kInt8Block32;
-    const bool dtype_ok = int8 ? w.dtype == DType::kU8
-                               : w.dtype == DType::kF32 || w.dtype == DType::kBF16 ||
-                                     (!packed && w.dtype == DType::kF16);
+    const bool fp8 = w.layout == Layout::kFp8Panels;
+    const bool dtype_ok = int8 || fp8 ? w.dtype == DType::kU8
+                                      : w.dtype == DType::kF32 || w.dtype == DType::kBF16 ||
+                                            (!packed && w.dtype == DType::kF16);
     if (!dtype_ok) {
       return InvalidArgument("{}: w has dtype {}, expected F32 or BF16 (prepared with kLinear)", op,
                              DTypeName(w.dtype));
@@ -605,7 +632,7 @@ class CpuBackend final : public Backend {
 
   ThreadPool pool_;
   CpuIsa isa_;
-  bool int8_;               // kLinear weights quantized to int8 (BackendOptions::weights)
+  std::string weights_;     // BackendOptions::weights: auto | bf16 | int8
   Int8Kernel int8_kernel_;  // the int8 kernels isa_ runs
   std::string name_;
   // Working memory of EngramShortConv, kept between calls (sized by the largest step).
@@ -625,7 +652,7 @@ Result<std::unique_ptr<Backend>> CreateCpuBackend(const BackendOptions& options,
   }
   ENGRAM_RETURN_IF_ERROR(ValidateWeightFormat(options.weights));
   const int threads = options.threads > 0 ? options.threads : PhysicalCoreCount();
-  return std::unique_ptr<Backend>(new CpuBackend(threads, isa, options.weights == "int8"));
+  return std::unique_ptr<Backend>(new CpuBackend(threads, isa, options.weights));
 }
 
 Result<std::unique_ptr<Backend>> CreateCpuBackend(const BackendOptions& options) {

@@ -6,6 +6,7 @@
 
 #include "common/dtype.h"
 #include "kernels/cpu/cpu_memory.h"
+#include "kernels/cpu/linear_fp8.h"
 #include "kernels/cpu/linear_micro.h"
 #include "kernels/cpu/simd_avx2.h"
 
@@ -357,7 +358,12 @@ void LinearForward(CpuIsa isa, ThreadPool& pool, const float* x, int64_t M, cons
     return;
   }
   const bool packed = w.layout == Layout::kBackendPacked;
-  if (!packed && M <= kRowMajorGemvMaxM) {
+  const bool fp8 = w.layout == Layout::kFp8Panels;
+  if (fp8 && M <= kFp8DirectMaxM && UsesAvx2(isa)) {
+    linear_fp8_internal::LinearFp8Direct(isa, pool, x, M, w, bias, out);
+    return;
+  }
+  if (!packed && !fp8 && M <= kRowMajorGemvMaxM) {
     RowMajorGemv(isa, pool, x, M, w, bias, out);
     return;
   }
@@ -394,6 +400,12 @@ void LinearForward(CpuIsa isa, ThreadPool& pool, const float* x, int64_t M, cons
         if (packed) {
           b = static_cast<const char*>(w.data) + (p * K + k0) * kNr * es;
           b_stride = K * kNr;
+        } else if (fp8) {
+          for (int j = 0; j < np; ++j) {
+            linear_fp8_internal::PanelToF32(isa, w, p + j, k0, kl, scratch.data() + j * kl * kNr);
+          }
+          b = scratch.data();
+          b_stride = kl * kNr;
         } else {
           for (int j = 0; j < np; ++j) {
             const int cols = static_cast<int>(std::clamp<int64_t>(N - n0 - j * kNr, 0, kNr));

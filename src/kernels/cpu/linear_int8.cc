@@ -1,11 +1,13 @@
 #include "kernels/cpu/linear_int8.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <vector>
 
 #include "common/dtype.h"
+#include "common/int8_block.h"
 #include "kernels/cpu/cpu_memory.h"
 #include "kernels/cpu/simd_avx2.h"
 
@@ -29,11 +31,6 @@ inline float HostAt(const Tensor& w, int64_t n, int64_t k) {
     default:
       return w.ptr<float>()[i];
   }
-}
-
-inline int8_t QuantizeOne(float v, float inv) {
-  const float r = std::nearbyint(v * inv);
-  return static_cast<int8_t>(std::clamp(r, -127.f, 127.f));
 }
 
 // Writes (not accumulates) acc[0, nc) + bias into crow.
@@ -222,6 +219,7 @@ Result<Tensor> QuantizeLinearWeightInt8(const Tensor& host, ThreadPool& pool) {
   uint8_t* base = static_cast<uint8_t*>(mem.get());
   pool.ParallelFor(panels, [&](int64_t p, int) {
     float vals[kInt8Block];
+    int8_t q[kInt8Block];
     for (int64_t b = 0; b < kb; ++b) {
       uint8_t* blk = base + (p * kb + b) * kInt8BlockBytes;
       float* scales = reinterpret_cast<float*>(blk + 512);
@@ -229,20 +227,93 @@ Result<Tensor> QuantizeLinearWeightInt8(const Tensor& host, ThreadPool& pool) {
       const int kl = static_cast<int>(std::min<int64_t>(kInt8Block, K - k0));
       for (int j = 0; j < kNr; ++j) {
         const int64_t n = p * kNr + j;
-        float amax = 0.f;
         for (int i = 0; i < kInt8Block; ++i) {
           vals[i] = (n < N && i < kl) ? HostAt(host, n, k0 + i) : 0.f;
-          amax = std::max(amax, std::fabs(vals[i]));
         }
-        const float scale = amax / 127.f;
-        const float inv = amax > 0.f ? 127.f / amax : 0.f;
-        scales[j] = scale;
+        scales[j] = QuantizeInt8Block(vals, kInt8Block, q);
         for (int i = 0; i < kInt8Block; ++i) {
-          blk[64 * (i / 4) + 4 * j + i % 4] = static_cast<uint8_t>(QuantizeOne(vals[i], inv) + 128);
+          blk[64 * (i / 4) + 4 * j + i % 4] = static_cast<uint8_t>(q[i] + 128);
         }
       }
     }
   });
+  Tensor t;
+  t.owner = std::move(mem);
+  t.data = t.owner.get();
+  t.dtype = DType::kU8;
+  t.device = Device::kCpu;
+  t.layout = Layout::kInt8Block32;
+  t.shape = {N, K};
+  return t;
+}
+
+Result<Tensor> PackInt8LinearWeight(const std::vector<LinearSource>& parts, ThreadPool& pool) {
+  if (parts.empty()) return InvalidArgument("PackInt8LinearWeight: no parts");
+  const int64_t K = parts[0].w.shape.size() == 2 ? parts[0].w.dim(1) : 0;
+  const int64_t kb = (K + kInt8Block - 1) / kInt8Block;
+  // Row n of the stacked weight: its part's codes and scales.
+  struct Row {
+    const int8_t* q;
+    std::vector<float>* s;
+    int64_t r;
+  };
+  std::vector<std::vector<float>> scales(parts.size());
+  std::vector<Row> rows;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const LinearSource& p = parts[i];
+    if (!p.quantized() || p.w.dtype != DType::kI8 || p.w.shape.size() != 2 || p.w.dim(1) != K ||
+        K <= 0 || p.block_n != 1 || p.block_k != kInt8Block ||
+        p.scale_inv.shape != std::vector<int64_t>{p.w.dim(0), kb}) {
+      return InvalidArgument(
+          "{}: expected an I8 [N, {}] weight with F32 scale_inv [N, {}] in blocks [1, {}], found "
+          "{} {} with scale_inv {}, blocks [{}, {}]",
+          p.name, K, kb, kInt8Block, DTypeName(p.w.dtype), p.w.ShapeString(),
+          p.scale_inv.ShapeString(), p.block_n, p.block_k);
+    }
+    scales[i].resize(static_cast<size_t>(p.scale_inv.numel()));
+    ConvertToF32(p.scale_inv.dtype, p.scale_inv.data, scales[i].data(), scales[i].size());
+    for (int64_t r = 0; r < p.w.dim(0); ++r) {
+      rows.push_back(Row{p.w.ptr<int8_t>() + r * K, &scales[i], r});
+    }
+  }
+  const int64_t N = static_cast<int64_t>(rows.size());
+  const int64_t panels = (N + kNr - 1) / kNr;
+  const size_t bytes = Int8LinearBytes(N, K);
+  std::shared_ptr<void> mem = AllocAligned(bytes, /*zero=*/false);
+  if (mem == nullptr) {
+    return ResourceExhausted("PackInt8LinearWeight: cannot allocate {} bytes for [{}, {}]", bytes,
+                             N, K);
+  }
+  uint8_t* base = static_cast<uint8_t*>(mem.get());
+  std::atomic<int64_t> bad{-1};
+  pool.ParallelFor(panels, [&](int64_t p, int) {
+    for (int64_t b = 0; b < kb; ++b) {
+      uint8_t* blk = base + (p * kb + b) * kInt8BlockBytes;
+      float* s = reinterpret_cast<float*>(blk + 512);
+      const int64_t k0 = b * kInt8Block;
+      const int kl = static_cast<int>(std::min<int64_t>(kInt8Block, K - k0));
+      for (int j = 0; j < kNr; ++j) {
+        const int64_t n = p * kNr + j;
+        const Row* row = n < N ? &rows[static_cast<size_t>(n)] : nullptr;
+        s[j] = row != nullptr ? (*row->s)[static_cast<size_t>(row->r * kb + b)] : 0.f;
+        for (int i = 0; i < kInt8Block; ++i) {
+          const int8_t q = row != nullptr && i < kl ? row->q[k0 + i] : 0;
+          if (q == -128) bad.store(n * K + k0 + i);
+          blk[64 * (i / 4) + 4 * j + i % 4] = static_cast<uint8_t>(q + 128);
+        }
+      }
+    }
+  });
+  if (const int64_t at = bad.load(); at >= 0) {
+    const Row& row = rows[static_cast<size_t>(at / K)];
+    const LinearSource* part = nullptr;
+    for (size_t i = 0; i < parts.size(); ++i) {
+      if (&scales[i] == row.s) part = &parts[i];
+    }
+    return InvalidArgument(
+        "{}: holds the code -128 at [{}, {}]: engram_int8 codes are symmetric, in [-127, 127]",
+        part->name, row.r, at % K);
+  }
   Tensor t;
   t.owner = std::move(mem);
   t.data = t.owner.get();
@@ -277,7 +348,7 @@ void QuantizeActivationsInt8(const float* x, int64_t m, int64_t k, int8_t* q, fl
       int8_t* qb = q + r * kb * kInt8Block + k0;
       int32_t sum = 0;
       for (int i = 0; i < kInt8Block; ++i) {
-        qb[i] = i < kl ? QuantizeOne(xr[k0 + i], inv) : 0;
+        qb[i] = i < kl ? Int8Code(xr[k0 + i], inv) : 0;
         sum += qb[i];
       }
       scales[r * kb + b] = amax / 127.f;

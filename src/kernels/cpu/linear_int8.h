@@ -20,8 +20,10 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "common/status.h"
+#include "kernels/backend.h"
 #include "kernels/cpu/isa.h"
 #include "kernels/cpu/thread_pool.h"
 #include "kernels/tensor.h"
@@ -47,6 +49,11 @@ size_t Int8LinearBytes(int64_t n, int64_t k);
 // Quantizes a row-major host weight [N, K] (F32, F16 or BF16) into the layout above (threads
 // over panels). The result owns its memory and has layout kInt8Block32, dtype U8, shape [N, K].
 Result<Tensor> QuantizeLinearWeightInt8(const Tensor& host, ThreadPool& pool);
+// The same layout from weights already quantized that way (a model's quantization_config
+// "engram_int8": I8 codes with F32 scale_inv, blocks [1, 32]), stacked along N; the codes and
+// scales are copied, not recomputed. INVALID_ARGUMENT naming the part for another dtype or
+// block size, or a code of -128.
+Result<Tensor> PackInt8LinearWeight(const std::vector<LinearSource>& parts, ThreadPool& pool);
 
 // The weight's dequantized value at (n, k): qw * scale, exact in double (tests, references).
 double Int8WeightAt(const Tensor& w, int64_t n, int64_t k);

@@ -200,7 +200,7 @@ TEST(CpuLinearInt8, UnknownWeightFormatIsRefused) {
   auto b = CreateCpuBackend(options);
   ASSERT_FALSE(b.ok());
   EXPECT_EQ(b.status().code(), StatusCode::kInvalidArgument);
-  EXPECT_NE(b.status().message().find("expected bf16 or int8"), std::string::npos)
+  EXPECT_NE(b.status().message().find("expected auto, bf16 or int8"), std::string::npos)
       << b.status().ToString();
   options.kind = "cuda";
   options.weights = "int8";

@@ -610,3 +610,64 @@ TEST(ModelConfigV41, ValidateHoldsCodeBuiltConfigsToTheLayout) {
 
 }  // namespace
 }  // namespace engram
+
+namespace engram {
+namespace {
+
+// quantization_config: Hugging Face's fine-grained FP8 (as DeepSeek-V3 and Qwen3-*-FP8 ship it)
+// and engramd's engram_int8; everything else is refused naming the key and what is supported.
+TEST(ModelConfig, QuantizationConfig) {
+  json j = MinimalJson();
+  j["quantization_config"] = {{"quant_method", "fp8"},
+                              {"fmt", "e4m3"},
+                              {"activation_scheme", "dynamic"},
+                              {"weight_block_size", {128, 128}},
+                              {"modules_to_not_convert", {"lm_head"}}};
+  auto c = ModelConfig::FromJson(j, "cfg.json");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  ASSERT_TRUE(c->quantization.has_value());
+  EXPECT_TRUE(c->quantization->fp8());
+  EXPECT_EQ(c->quantization->weight_dtype(), DType::kF8E4M3);
+  EXPECT_EQ(c->quantization->block_n, 128);
+  EXPECT_EQ(c->quantization->block_k, 128);
+  EXPECT_EQ(c->quantization->modules_to_not_convert, std::vector<std::string>{"lm_head"});
+  auto back = ModelConfig::FromJson(c->ToJson(), "round-trip");
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->quantization->block_n, 128);
+  EXPECT_EQ(back->quantization->modules_to_not_convert, c->quantization->modules_to_not_convert);
+
+  j["quantization_config"] = {{"quant_method", "engram_int8"}, {"weight_block_size", {1, 32}}};
+  c = ModelConfig::FromJson(j, "cfg.json");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->quantization->weight_dtype(), DType::kI8);
+  EXPECT_EQ(c->quantization->format(), "int8");
+
+  auto refused = [&](json q, const std::string& want) {
+    json k = MinimalJson();
+    k["quantization_config"] = std::move(q);
+    EXPECT_NE(Error(k).find(want), std::string::npos) << Error(k);
+  };
+  refused({{"quant_method", "awq"}}, "quantization_config.quant_method \"awq\" is not supported");
+  refused({{"weight_block_size", {128, 128}}},
+          "missing required key \"quantization_config.quant_method\"");
+  refused({{"quant_method", "fp8"}}, "per-tensor FP8 (weight_scale) is not supported");
+  refused({{"quant_method", "fp8"}, {"fmt", "e5m2"}, {"weight_block_size", {128, 128}}},
+          "quantization_config.fmt \"e5m2\" is not supported");
+  refused(
+      {{"quant_method", "fp8"}, {"activation_scheme", "static"}, {"weight_block_size", {128, 128}}},
+      "activation_scheme \"static\" is not supported");
+  refused({{"quant_method", "fp8"}, {"weight_block_size", {128}}},
+          "\"quantization_config.weight_block_size\" must hold 2 integers");
+  refused({{"quant_method", "fp8"}, {"weight_block_size", {0, 128}}},
+          "key \"quantization_config.weight_block_size[0]\" = 0 must be positive");
+  refused({{"quant_method", "engram_int8"}, {"weight_block_size", {128, 128}}},
+          "weight_block_size [128, 128] is not supported with quant_method \"engram_int8\"");
+  refused({{"quant_method", "fp8"},
+           {"weight_block_size", {128, 128}},
+           {"modules_to_not_convert", "lm_head"}},
+          "key \"quantization_config.modules_to_not_convert\" must be an array of strings");
+  refused("fp8", "key \"quantization_config\" must be an object");
+}
+
+}  // namespace
+}  // namespace engram

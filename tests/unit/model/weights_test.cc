@@ -355,10 +355,13 @@ TEST(LoadHostWeightsV41, Fp8OnlyForTheEngramTableAndWkv) {
   const ModelConfig c = ParseConfig(V41ConfigJson());
   const std::string q = "model.layers.0.self_attn.q_proj.weight";
   TensorStore store = CopyStore(StoreFor(c), "", q, HostTensor(DType::kF8E4M3, {64, 64}));
+  // A backbone Linear weight may be F8_E4M3 only as config.json's quantization_config says.
   ExpectRefused(c, store, StatusCode::kInvalidArgument,
                 "<in-memory>: tensor model.layers.0.self_attn.q_proj.weight has dtype F8_E4M3, "
-                "expected a float type (F32, F16, BF16): F8_E4M3 is accepted only for the "
-                "Engram tables and wkv");
+                "but config.json has no quantization_config: a quantized Linear weight needs one "
+                "saying how its weight_scale_inv blocks are laid out ({\"quant_method\": "
+                "\"fp8\", \"weight_block_size\": [128, 128], \"activation_scheme\": "
+                "\"dynamic\"})");
   store = CopyStore(StoreFor(c), "", kL1 + "q_weight", HostTensor(DType::kF8E4M3, {1, 64}));
   EXPECT_NE(CheckExpectedTensors(c, store).message().find("q_weight has dtype F8_E4M3"),
             std::string::npos);

@@ -50,6 +50,24 @@ Vec WkvToDouble(const Tensor& wkv, const Tensor& scale) {
   return v;
 }
 
+// A backbone Linear weight [O, I]: a quantized one (config.quantization: F8_E4M3 or I8 codes)
+// times its weight_scale_inv [ceil(O / block_n), ceil(I / block_k)], dequantized here from the
+// definitions; a float one as it is.
+Vec LinearToDouble(const ModelConfig& c, const Tensor& w, const Tensor& scale_inv) {
+  Vec v = ToDouble(w);
+  if (scale_inv.empty()) return v;
+  const size_t O = static_cast<size_t>(w.dim(0)), I = static_cast<size_t>(w.dim(1));
+  const size_t bn = static_cast<size_t>(c.quantization->block_n);
+  const size_t bk = static_cast<size_t>(c.quantization->block_k);
+  const size_t cols = static_cast<size_t>(scale_inv.dim(1));
+  std::vector<float> s(static_cast<size_t>(scale_inv.numel()));
+  ConvertToF32(scale_inv.dtype, scale_inv.data, s.data(), s.size());
+  for (size_t o = 0; o < O; ++o) {
+    for (size_t i = 0; i < I; ++i) v[o * I + i] *= s[o / bn * cols + i / bk];
+  }
+  return v;
+}
+
 Vec MatVec(const Vec& W, const Vec* b, const Vec& x, size_t N);
 
 double SignSqrtSigmoid(double g) {
@@ -218,8 +236,9 @@ std::vector<double> ReferenceForward(const ModelConfig& c, const HostWeights& w,
       }  // paper module
       ++engram_index;
     }
-    const Vec in_norm = ToDouble(L.input_norm), wq = ToDouble(L.q_w), wk = ToDouble(L.k_w),
-              wv = ToDouble(L.v_w), wo = ToDouble(L.o_w);
+    const Vec in_norm = ToDouble(L.input_norm), wq = LinearToDouble(c, L.q_w, L.q_s),
+              wk = LinearToDouble(c, L.k_w, L.k_s), wv = LinearToDouble(c, L.v_w, L.v_s),
+              wo = LinearToDouble(c, L.o_w, L.o_s);
     Vec bq, bk, bv;
     if (c.attention_bias) {
       bq = ToDouble(L.q_b);
@@ -257,8 +276,8 @@ std::vector<double> ReferenceForward(const ModelConfig& c, const HostWeights& w,
       Vec o = MatVec(wo, nullptr, attn, H);
       for (size_t i = 0; i < H; ++i) x[t][i] += o[i];
     }
-    const Vec post = ToDouble(L.post_norm), wg = ToDouble(L.gate_w), wu = ToDouble(L.up_w),
-              wd = ToDouble(L.down_w);
+    const Vec post = ToDouble(L.post_norm), wg = LinearToDouble(c, L.gate_w, L.gate_s),
+              wu = LinearToDouble(c, L.up_w, L.up_s), wd = LinearToDouble(c, L.down_w, L.down_s);
     for (size_t t = 0; t < T; ++t) {
       Vec hn = RmsNorm(x[t], post, c.rms_norm_eps);
       Vec g = MatVec(wg, nullptr, hn, I), u = MatVec(wu, nullptr, hn, I);
@@ -267,7 +286,7 @@ std::vector<double> ReferenceForward(const ModelConfig& c, const HostWeights& w,
       for (size_t i = 0; i < H; ++i) x[t][i] += d[i];
     }
   }
-  const Vec fn = ToDouble(w.final_norm), head = ToDouble(w.lm_head);
+  const Vec fn = ToDouble(w.final_norm), head = LinearToDouble(c, w.lm_head, w.lm_head_s);
   std::vector<double> logits;
   logits.reserve(T * V);
   for (size_t t = 0; t < T; ++t) {

@@ -155,8 +155,8 @@ TEST(ServerConfig, RefusesBadEnum) {
 }
 
 TEST(ServerConfig, BackendWeights) {
-  EXPECT_EQ(WithModel("synth:tiny").backend.weights, "bf16");  // the default
-  EXPECT_EQ(WithModel("synth:tiny").ToEngineOptions().backend.weights, "bf16");
+  EXPECT_EQ(WithModel("synth:tiny").backend.weights, "auto");  // the default: as the files
+  EXPECT_EQ(WithModel("synth:tiny").ToEngineOptions().backend.weights, "auto");
   auto c = ServerConfig::FromYaml("model: synth:tiny\nbackend: {weights: int8}\n", "model.yaml");
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   EXPECT_EQ(c->backend.weights, "int8");
@@ -165,9 +165,9 @@ TEST(ServerConfig, BackendWeights) {
   ASSERT_TRUE(b.ok()) << b.status().ToString();
   EXPECT_EQ(*b, *c);
   EXPECT_EQ(ErrorMessage("model: synth:tiny\nbackend:\n  weights: fp4\n"),
-            "model.yaml: backend.weights: \"fp4\" (expected one of: bf16, int8)");
+            "model.yaml: backend.weights: \"fp4\" (expected one of: auto, bf16, int8)");
   EXPECT_EQ(ErrorMessage("model: synth:tiny\nbackend:\n  weights: INT8\n"),
-            "model.yaml: backend.weights: \"INT8\" (expected one of: bf16, int8)");
+            "model.yaml: backend.weights: \"INT8\" (expected one of: auto, bf16, int8)");
 }
 
 TEST(ServerConfig, RefusesBadLogLevel) {

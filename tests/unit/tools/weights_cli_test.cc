@@ -40,7 +40,7 @@ TEST_F(WeightsCli, BadWeightsValueIsAUsageError) {
   CliResult r =
       Run("logits --model synth:tiny --ids 1,2 --out " + Quote(dir_ / "a.npy") + " --weights fp4");
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_NE(r.err.find("--weights \"fp4\" (expected bf16 or int8)"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("--weights \"fp4\" (expected auto, bf16 or int8)"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(dir_ / "a.npy"));
 }
 
