@@ -47,7 +47,8 @@ void PackUsage() {
       "usage: engram pack synth --preset NAME --out DIR [--seed S] [--dtype bf16|f32]\n"
       "                         [--tables bf16|f32|fp8] [--table-gb X]\n"
       "                         [--tokenizer tokenizer.json] [--force]\n"
-      "       engram pack quantize --model DIR --out DIR2 --tables fp8 [--threads N]\n"
+      "       engram pack quantize --model DIR --out DIR2 [--tables fp8]\n"
+      "                            [--weights int8|fp8 [--keep-lm-head]] [--threads N]\n"
       "       engram pack checksum --model DIR [--threads N] [--chunk-bytes B]\n"
       "       engram pack verify --model DIR [--threads N]\n"
       "  presets: %s\n"
@@ -62,7 +63,9 @@ void PackUsage() {
       "                 a mismatch or a bad file)\n"
       "  quantize       copies DIR to DIR2 with its BF16/F16/F32 Engram tables as FP8 rows\n"
       "                 (per-32 scales from each block's largest value, round to\n"
-      "                 nearest even, saturating), and writes DIR2's checksums\n"
+      "                 nearest even, saturating), and writes DIR2's checksums; and/or\n"
+      "                 with its Linear weights quantized: --weights int8 (I8, an F32\n"
+      "                 scale per row per 32 inputs) or fp8 (E4M3, per 128x128 block)\n"
       "  --threads N    hashing / quantizing threads (default min(cores, 8))\n",
       fmt::format("{}", fmt::join(SynthPresetNames(), ", ")).c_str());
 }

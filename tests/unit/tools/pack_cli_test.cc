@@ -204,3 +204,83 @@ TEST(PackCli, QuantizeTablesToFp8ThenVerify) {
 
 }  // namespace
 }  // namespace engram
+
+namespace engram {
+namespace {
+
+// pack quantize --weights: int8 and fp8 Linear weights that the model checks accept, with the
+// rate printed; together with --tables fp8; and the usage errors.
+TEST(PackCli, QuantizeWeights) {
+  TempDir dir;
+  const std::string bf16 = dir.path() + "/bf16";
+  RunResult r = RunCli("pack synth --preset tiny --out " + bf16);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  for (const std::string format : {"int8", "fp8"}) {
+    const std::string out = dir.path() + "/" + format;
+    r = RunCli("pack quantize --model " + bf16 + " --out " + out + " --weights " + format +
+               " --threads 2 --quiet");
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_NE(
+        r.output.find("quantized 22 Linear weights of " + bf16 + " to " + format + " in " + out),
+        std::string::npos)
+        << r.output;
+    EXPECT_NE(r.output.find("GB/s of weights read"), std::string::npos) << r.output;
+    auto m = OpenModel(out);
+    ASSERT_TRUE(m.ok()) << m.status().ToString();
+    ASSERT_TRUE(m->config.quantization.has_value());
+    EXPECT_EQ(m->config.quantization->format(), format);
+    EXPECT_EQ(m->store.Info("lm_head.weight")->dtype,
+              format == "fp8" ? DType::kF8E4M3 : DType::kI8);
+    EXPECT_TRUE(m->store.Has("model.layers.2.mlp.down_proj.weight_scale_inv"));
+    r = RunCli("pack verify --model " + out);
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+  }
+  // --keep-lm-head.
+  r = RunCli("pack quantize --model " + bf16 + " --out " + dir.path() +
+             "/keep --weights fp8 --keep-lm-head --quiet");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("quantized 21 Linear weights"), std::string::npos) << r.output;
+  // Quantizing a quantized model is refused, naming its config.
+  r = RunCli("pack quantize --model " + dir.path() + "/int8 --out " + dir.path() +
+             "/again --weights fp8 --quiet");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("int8/config.json: already has a quantization_config"), std::string::npos)
+      << r.output;
+  // Usage errors: an unknown format, nothing asked, --keep-lm-head alone.
+  r = RunCli("pack quantize --model " + bf16 + " --out " + dir.path() + "/x --weights bogus");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("--weights: unknown weight format \"bogus\""), std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("usage: engram pack quantize"), std::string::npos) << r.output;
+  r = RunCli("pack quantize --model " + bf16 + " --out " + dir.path() + "/x");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("nothing to do"), std::string::npos) << r.output;
+  r = RunCli("pack quantize --model " + bf16 + " --out " + dir.path() + "/x --keep-lm-head " +
+             "--tables fp8");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(dir.path() + "/x"));
+}
+
+TEST(PackCli, QuantizeTablesAndWeightsTogether) {
+  TempDir dir;
+  const std::string bf16 = dir.path() + "/bf16", out = dir.path() + "/both";
+  RunResult r = RunCli("pack synth --preset tiny-v41 --tables bf16 --out " + bf16);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = RunCli("pack quantize --model " + bf16 + " --out " + out + " --tables fp8 --weights int8");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("quantized 22 Linear weights of " + bf16 +
+                          " to int8 and 2 Engram tables to FP8"),
+            std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("GB/s of tables and weights read"), std::string::npos) << r.output;
+  auto m = OpenModel(out);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ(m->store.Info(EngramTableName(*m->config.engram, 1))->dtype, DType::kF8E4M3);
+  EXPECT_EQ(m->store.Info("model.layers.0.self_attn.q_proj.weight")->dtype, DType::kI8);
+  r = RunCli("pack verify --model " + out);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("OK: 4 tensors match"), std::string::npos) << r.output;
+}
+
+}  // namespace
+}  // namespace engram
