@@ -27,4 +27,16 @@ std::shared_ptr<void> AllocAligned(size_t bytes, bool zero) {
   return std::shared_ptr<void>(p, [](void* q) { std::free(q); });
 }
 
+Tensor OwningCpuTensor(std::shared_ptr<void> mem, DType dtype, Layout layout,
+                       std::vector<int64_t> shape) {
+  Tensor t;
+  t.owner = std::move(mem);
+  t.data = t.owner.get();
+  t.dtype = dtype;
+  t.device = Device::kCpu;
+  t.layout = layout;
+  t.shape = std::move(shape);
+  return t;
+}
+
 }  // namespace engram

@@ -3,7 +3,11 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
+#include <vector>
+
+#include "kernels/tensor.h"
 
 namespace engram {
 
@@ -12,5 +16,10 @@ inline constexpr size_t kCpuAlignment = 64;
 // `bytes` (rounded up to the alignment; at least one line) of uninitialized or zeroed memory;
 // null when the allocation fails.
 std::shared_ptr<void> AllocAligned(size_t bytes, bool zero);
+
+// A CPU tensor owning `mem` (from AllocAligned): a prepared weight of the given dtype, layout
+// and logical shape.
+Tensor OwningCpuTensor(std::shared_ptr<void> mem, DType dtype, Layout layout,
+                       std::vector<int64_t> shape);
 
 }  // namespace engram

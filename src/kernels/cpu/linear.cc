@@ -337,14 +337,8 @@ Result<Tensor> PackLinearWeight(const Tensor& host, ThreadPool& pool) {
       }
     }
   });
-  Tensor t;
-  t.owner = std::move(mem);
-  t.data = t.owner.get();
-  t.dtype = bf16 ? DType::kBF16 : DType::kF32;
-  t.device = Device::kCpu;
-  t.layout = Layout::kBackendPacked;
-  t.shape = {N, K};
-  return t;
+  return OwningCpuTensor(std::move(mem), bf16 ? DType::kBF16 : DType::kF32, Layout::kBackendPacked,
+                         {N, K});
 }
 
 void LinearForward(CpuIsa isa, ThreadPool& pool, const float* x, int64_t M, const Tensor& w,

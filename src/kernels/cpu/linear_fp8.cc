@@ -312,14 +312,7 @@ Result<Tensor> PackFp8LinearWeight(const std::vector<LinearSource>& parts, Threa
     }
   });
   ENGRAM_RETURN_IF_ERROR(error);
-  Tensor t;
-  t.owner = std::move(mem);
-  t.data = t.owner.get();
-  t.dtype = DType::kU8;
-  t.device = Device::kCpu;
-  t.layout = Layout::kFp8Panels;
-  t.shape = {N, K};
-  return t;
+  return OwningCpuTensor(std::move(mem), DType::kU8, Layout::kFp8Panels, {N, K});
 }
 
 double Fp8WeightAt(const Tensor& w, int64_t n, int64_t k) {

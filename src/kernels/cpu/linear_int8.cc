@@ -237,14 +237,7 @@ Result<Tensor> QuantizeLinearWeightInt8(const Tensor& host, ThreadPool& pool) {
       }
     }
   });
-  Tensor t;
-  t.owner = std::move(mem);
-  t.data = t.owner.get();
-  t.dtype = DType::kU8;
-  t.device = Device::kCpu;
-  t.layout = Layout::kInt8Block32;
-  t.shape = {N, K};
-  return t;
+  return OwningCpuTensor(std::move(mem), DType::kU8, Layout::kInt8Block32, {N, K});
 }
 
 Result<Tensor> PackInt8LinearWeight(const std::vector<LinearSource>& parts, ThreadPool& pool) {
@@ -314,14 +307,7 @@ Result<Tensor> PackInt8LinearWeight(const std::vector<LinearSource>& parts, Thre
         "{}: holds the code -128 at [{}, {}]: engram_int8 codes are symmetric, in [-127, 127]",
         part->name, row.r, at % K);
   }
-  Tensor t;
-  t.owner = std::move(mem);
-  t.data = t.owner.get();
-  t.dtype = DType::kU8;
-  t.device = Device::kCpu;
-  t.layout = Layout::kInt8Block32;
-  t.shape = {N, K};
-  return t;
+  return OwningCpuTensor(std::move(mem), DType::kU8, Layout::kInt8Block32, {N, K});
 }
 
 double Int8WeightAt(const Tensor& w, int64_t n, int64_t k) {

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <span>
 
+#include "engine_steps.h"
 #include "model/model_files.h"
 #include "model/sampler.h"
 #include "model/synth.h"
@@ -63,18 +64,7 @@ std::vector<int32_t> Prompt(size_t n, int64_t vocab) {
 }
 
 std::vector<float> RunChunks(Engine& e, const std::vector<int32_t>& ids, size_t chunk) {
-  auto seq = e.AddSequence();
-  EXPECT_TRUE(seq.ok());
-  std::vector<float> all;
-  for (size_t i = 0; i < ids.size(); i += chunk) {
-    StepChunk ch{*seq, std::span<const int32_t>(ids.data() + i, std::min(chunk, ids.size() - i))};
-    auto out = e.Step({&ch, 1}, true);
-    EXPECT_TRUE(out.ok()) << out.status().ToString();
-    if (!out.ok()) break;
-    all.insert(all.end(), out->begin(), out->end());
-  }
-  e.RemoveSequence(*seq);
-  return all;
+  return testing::ChunkedLogits(e, ids, chunk);
 }
 
 class GpuEngineTest : public ::testing::TestWithParam<std::string> {

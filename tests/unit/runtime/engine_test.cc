@@ -9,6 +9,7 @@
 #include <numeric>
 #include <span>
 
+#include "engine_steps.h"
 #include "model/model_files.h"
 #include "model/sampler.h"
 #include "reference_forward.h"
@@ -49,19 +50,7 @@ std::vector<float> Prefill(Engine& e, const std::vector<int32_t>& ids) {
 }
 
 std::vector<float> Chunked(Engine& e, const std::vector<int32_t>& ids, size_t chunk) {
-  auto seq = e.AddSequence();
-  EXPECT_TRUE(seq.ok());
-  std::vector<float> all;
-  for (size_t i = 0; i < ids.size(); i += chunk) {
-    const size_t n = std::min(chunk, ids.size() - i);
-    StepChunk ch{*seq, std::span<const int32_t>(ids.data() + i, n)};
-    auto out = e.Step({&ch, 1}, true);
-    EXPECT_TRUE(out.ok()) << out.status().ToString();
-    if (!out.ok()) break;
-    all.insert(all.end(), out->begin(), out->end());
-  }
-  e.RemoveSequence(*seq);
-  return all;
+  return testing::ChunkedLogits(e, ids, chunk);
 }
 
 double MaxRel(const std::vector<float>& a, const std::vector<float>& b) {

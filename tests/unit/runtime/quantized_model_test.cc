@@ -12,6 +12,7 @@
 
 #include "common/dtype.h"
 #include "common/int8_block.h"
+#include "engine_steps.h"
 #include "model/model_files.h"
 #include "reference_forward.h"
 #include "runtime/engine.h"
@@ -92,18 +93,7 @@ Result<std::unique_ptr<Engine>> Open(ModelFiles files, const std::string& weight
 }
 
 std::vector<float> Logits(Engine& e, const std::vector<int32_t>& ids, size_t chunk) {
-  auto seq = e.AddSequence();
-  EXPECT_TRUE(seq.ok());
-  std::vector<float> all;
-  for (size_t i = 0; i < ids.size(); i += chunk) {
-    StepChunk ch{*seq, std::span<const int32_t>(ids.data() + i, std::min(chunk, ids.size() - i))};
-    auto out = e.Step({&ch, 1}, true);
-    EXPECT_TRUE(out.ok()) << out.status().ToString();
-    if (!out.ok()) break;
-    all.insert(all.end(), out->begin(), out->end());
-  }
-  e.RemoveSequence(*seq);
-  return all;
+  return testing::ChunkedLogits(e, ids, chunk);
 }
 
 std::vector<int32_t> Prompt(int64_t vocab) {
