@@ -265,7 +265,7 @@ int RunBench(int argc, char** argv) {
         stderr,
         "usage: engram bench forward --model DIR|synth:PRESET [--prompt-len N] "
         "[--decode-steps N] [--batches 1,16] [--repeats N] [--threads N] [--backend cpu|cuda] "
-        "[--cuda-graphs on|off] [--weights bf16|int8] [--json]\n");
+        "[--cuda-graphs on|off] [--weights auto|bf16|int8] [--json]\n");
     return 2;
   }
   auto names = EngineOptionNames();

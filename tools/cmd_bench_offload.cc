@@ -71,6 +71,7 @@ constexpr const char* kUsage =
     "                         [resident,dram,nvme,sync]; loss is against resident, and against\n"
     "                         backbone too when it runs\n"
     "  --backend cpu|cuda     [cpu]    --device N  CUDA device [0]    --threads N  CPU [0: all]\n"
+    "  --weights auto|bf16|int8 [auto] the backbone's Linear weight format (docs/architecture.md)\n"
     "  --workload fixed|paper [fixed]\n"
     "    fixed: --batches 16,64  --prompt-len 128  --decode-steps 32\n"
     "    paper: --seqs 512  --prompt-min 100  --prompt-max 1024  --seed 0  --decode-steps 32\n"
@@ -127,6 +128,7 @@ struct Options {
   std::string compare;  // a second model; empty: none
   std::string corpus;
   std::string backend = "cpu";
+  std::string weights = "auto";  // BackendOptions::weights
   int device = 0;
   int threads = 0;
   std::vector<std::string> modes;
@@ -175,6 +177,8 @@ Result<Options> ParseOptions(const Args& args) {
   if (o.backend != "cpu" && o.backend != "cuda") {
     return InvalidArgument("--backend \"{}\" (expected cpu or cuda)", o.backend);
   }
+  o.weights = args.Get("weights").value_or("auto");
+  ENGRAM_RETURN_IF_ERROR(ValidateWeightFormat(o.weights));
   ENGRAM_ASSIGN_OR_RETURN(o.device, IntIn(args, "device", o.device, 0, 1023));
   ENGRAM_ASSIGN_OR_RETURN(o.cuda_graphs, args.GetOnOff("cuda-graphs", false));
   ENGRAM_ASSIGN_OR_RETURN(o.threads, IntIn(args, "threads", o.threads, 0, 4096));
@@ -599,6 +603,7 @@ Status BenchOffload(const Options& o) {
   eo.backend.device_index = o.device;
   eo.backend.cuda_graphs = o.cuda_graphs;
   eo.backend.threads = o.threads;
+  eo.backend.weights = o.weights;
   std::vector<PaperSeq> paper_seqs;
   if (o.paper) {
     paper_seqs = PaperSequences(o, stream.size());
@@ -726,6 +731,7 @@ Status BenchOffload(const Options& o) {
   j["model"] = o.model;
   if (compare) j["compare"] = o.compare;
   j["backend"] = o.backend;
+  j["weights"] = o.weights;
   j["corpus"] = o.corpus;
   j["corpus_tokens"] = stream.size();
   j["table_bytes"] = models[0].table_bytes;
@@ -879,14 +885,14 @@ Status BenchOffload(const Options& o) {
 }  // namespace
 
 int RunBenchOffload(int argc, char** argv) {
-  auto args =
-      Args::Parse(argc, argv, 3,
-                  {"model",        "compare",      "corpus",     "modes",          "backend",
-                   "device",       "threads",      "workload",   "batches",        "prompt-len",
-                   "seqs",         "prompt-min",   "prompt-max", "seed",           "max-seqs",
-                   "step-tokens",  "decode-steps", "decode-max", "cache-fraction", "cache-bytes",
-                   "hot-fraction", "hot-bytes",    "repeats",    "warmup",         "cuda-graphs"},
-                  {"help", "json", "sequential", "verbose"});
+  auto args = Args::Parse(
+      argc, argv, 3,
+      {"model",          "compare",     "corpus",       "modes",       "backend",      "device",
+       "threads",        "workload",    "batches",      "prompt-len",  "seqs",         "prompt-min",
+       "prompt-max",     "seed",        "max-seqs",     "step-tokens", "decode-steps", "decode-max",
+       "cache-fraction", "cache-bytes", "hot-fraction", "hot-bytes",   "repeats",      "warmup",
+       "cuda-graphs",    "weights"},
+      {"help", "json", "sequential", "verbose"});
   if (!args.ok() || args->Flag("help")) {
     std::fputs(kUsage, stderr);
     if (!args.ok()) return Fail("bench offload", args.status()) + 1;

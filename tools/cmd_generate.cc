@@ -77,7 +77,7 @@ int RunGenerate(int argc, char** argv) {
     std::fprintf(stderr,
                  "engram generate --model DIR|synth:PRESET --prompt-ids 1,2,3 [--max-tokens N] "
                  "[--temperature T] [--top-k K] [--top-p P] [--seed S] [--ignore-eos] "
-                 "[--backend cpu|cuda] [--threads N] [--weights bf16|int8]\n");
+                 "[--backend cpu|cuda] [--threads N] [--weights auto|bf16|int8]\n");
     return 0;
   }
   Status st = Generate(*args);

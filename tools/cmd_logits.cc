@@ -52,7 +52,7 @@ int RunLogits(int argc, char** argv) {
     std::fprintf(
         stderr,
         "engram logits --model DIR|synth:PRESET --ids 1,2,3 --out FILE.npy "
-        "[--mode prefill|decode] [--backend cpu|cuda] [--threads N] [--weights bf16|int8]\n");
+        "[--mode prefill|decode] [--backend cpu|cuda] [--threads N] [--weights auto|bf16|int8]\n");
     return 0;
   }
   Status st = Logits(*args);

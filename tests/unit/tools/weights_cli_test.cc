@@ -1,4 +1,4 @@
-// `--weights bf16|int8` on the real `engram` binary (ENGRAM_CLI): logits and bench forward
+// `--weights auto|bf16|int8` on the real `engram` binary (ENGRAM_CLI): logits and bench forward
 // take it, the backend named at start says int8, and a bad value is a clear usage error.
 #include <gtest/gtest.h>
 
@@ -40,7 +40,8 @@ TEST_F(WeightsCli, BadWeightsValueIsAUsageError) {
   CliResult r =
       Run("logits --model synth:tiny --ids 1,2 --out " + Quote(dir_ / "a.npy") + " --weights fp4");
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_NE(r.err.find("--weights \"fp4\" (expected auto, bf16 or int8)"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("--weights \"fp4\" (expected auto, bf16 or int8)"), std::string::npos)
+      << r.err;
   EXPECT_FALSE(fs::exists(dir_ / "a.npy"));
 }
 
@@ -57,6 +58,33 @@ TEST_F(WeightsCli, BenchForwardJsonNamesTheFormat) {
   EXPECT_TRUE(j.contains("int8_gops"));
   // The lm_head runs once per prefill: the prefill's flops are below prompt_len x decode's.
   EXPECT_LT(j["prefill_flops"].get<double>(), 8 * j["flops_per_token"].get<double>());
+}
+
+// A Hugging Face-style FP8 checkpoint (engram pack quantize --weights fp8) runs in FP8 with
+// --weights auto: bench forward names the format and counts one byte per weight (plus the
+// factors), about half of the BF16 model's; --weights bf16 dequantizes it.
+TEST_F(WeightsCli, Fp8CheckpointRunsAsFp8) {
+  const std::string bf16 = (dir_ / "tiny").string(), fp8 = (dir_ / "tiny-fp8").string();
+  ASSERT_EQ(Run("pack synth --preset tiny --out '" + bf16 + "'").exit_code, 0);
+  CliResult q =
+      Run("pack quantize --model '" + bf16 + "' --out '" + fp8 + "' --weights fp8 --quiet");
+  ASSERT_EQ(q.exit_code, 0) << q.err;
+  auto bench = [&](const std::string& model, const std::string& weights) {
+    CliResult r =
+        Run("bench forward --model '" + model + "' --weights " + weights +
+            " --json --prompt-len 8 --decode-steps 1 --repeats 1 --batches 1 --threads 1");
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    auto j = nlohmann::json::parse(r.out, nullptr, false);
+    EXPECT_FALSE(j.is_discarded()) << r.out;
+    return j;
+  };
+  const auto a = bench(fp8, "auto"), b = bench(bf16, "auto"), c = bench(fp8, "bf16");
+  EXPECT_EQ(a["weights"], "fp8");
+  EXPECT_EQ(b["weights"], "bf16");
+  EXPECT_EQ(c["weights"], "bf16");
+  EXPECT_LT(a["weight_bytes"].get<double>(), 0.51 * b["weight_bytes"].get<double>());
+  EXPECT_EQ(c["weight_bytes"].get<double>(), b["weight_bytes"].get<double>());
+  EXPECT_GT(a["decode_batch1_tok_s"].get<double>(), 0);
 }
 
 }  // namespace
