@@ -20,6 +20,9 @@ PKGS=(
   libmicrohttpd-dev libgnutls28-dev
   # the CLI's HTTP client (engram bench serve --http)
   libcurl4-openssl-dev
+  # systemd: sd_notify for Type=notify units (optional at build time), systemd-analyze for the
+  # unit's test (deploy/systemd)
+  libsystemd-dev systemd
   # fuzzing (libFuzzer) and the sanitizer builds
   clang
   # integration tests: Debian's Python with grpcio; npm for the tokenizer fixtures

@@ -53,7 +53,9 @@ Result<std::unique_ptr<Engine>> Engine::Create(ModelFiles files, const EngineOpt
   e->options_ = options;
   const ModelConfig& c = e->files_.config;
   ENGRAM_ASSIGN_OR_RETURN(e->backend_, CreateBackend(options.backend));
+  e->Phase(fmt::format("loading the weights of {}", e->files_.source));
   ENGRAM_ASSIGN_OR_RETURN(e->host_weights_, LoadHostWeights(c, e->files_.store));
+  e->Phase(fmt::format("preparing the model on the {} backend", e->backend_->name()));
   const auto prepare_start = std::chrono::steady_clock::now();
   ENGRAM_ASSIGN_OR_RETURN(e->model_, LlamaModel::Create(c, e->host_weights_, *e->backend_));
   // The format the backend runs the Linear weights (the lm_head included) in: what the files
@@ -130,6 +132,7 @@ Status Engine::CreateTier() {
   // The dram tier's copy can be checked in place only where it holds the files' bytes (FP8
   // rows are stored packed with their scales): FP8 tables are checked from the files.
   if (verify && (t.tier != "dram" || fp8)) {
+    Phase(fmt::format("Engram tables: verifying the checksums of {} tensors", names.size()));
     ENGRAM_RETURN_IF_ERROR(VerifyTableChecksums(files_, names));
   }
   // Once a tier holds its own copy of the tables: in-memory (synthetic) tables are freed rather
@@ -184,8 +187,18 @@ Status Engine::CreateTier() {
       o.register_for_dma = [b](void* p, size_t n) { return b->RegisterHostMemory(p, n); };
       o.unregister_for_dma = [b](void* p, size_t n) { b->UnregisterHostMemory(p, n); };
     }
+    size_t table_bytes = 0;
+    for (const TableSource& src : tables) {
+      table_bytes += static_cast<size_t>(src.rows()) * src.format().bytes();
+    }
+    Phase(fmt::format("Engram tables: filling the dram tier with {}{}",
+                      table_bytes >= (size_t{1} << 30)
+                          ? fmt::format("{:.1f} GiB", static_cast<double>(table_bytes) / (1 << 30))
+                          : fmt::format("{:.1f} MiB", static_cast<double>(table_bytes) / (1 << 20)),
+                      pin ? " (pinned)" : ""));
     ENGRAM_ASSIGN_OR_RETURN(table_tier_, CreateHostTier(tables, o));
     if (verify && !fp8) {
+      Phase("Engram tables: verifying the checksums of the dram copy");
       std::map<std::string, Tensor> copies;
       for (size_t i = 0; i < names.size(); ++i) {
         copies[names[i]] = table_tier_->HostTable(static_cast<int>(i));
@@ -213,6 +226,7 @@ Status Engine::CreateTier() {
     if (files.size() != tables.size()) {
       return Internal("the model store has no info for some Engram tables");
     }
+    Phase(fmt::format("Engram tables: opening the nvme tier ({} tables)", files.size()));
     ENGRAM_ASSIGN_OR_RETURN(table_tier_, CreateNvmeTier(files, o));
   }
   ENGRAM_ASSIGN_OR_RETURN(copy_engine_,

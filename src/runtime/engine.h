@@ -74,6 +74,9 @@ struct EngineOptions {
   int max_seqs = 64;          // sequences alive at once (Engram state slots)
   int64_t kv_tokens = 65536;  // KV cache capacity in positions, over all sequences
   int block_size = 16;
+  // Optional: told, on Create's thread, what Create does next at each long phase (weights,
+  // model preparation, table checks and copies); engramd forwards it as systemd's STATUS=.
+  std::function<void(const std::string&)> on_phase;
 };
 
 using SeqId = int32_t;
@@ -197,6 +200,10 @@ class Engine {
   void HashRows(std::span<const StepChunk> chunks, int64_t tokens);
   Status GatherResidentRows(int64_t tokens);
   Status CreateTier();
+  // Tells EngineOptions::on_phase (when set) what Create does next.
+  void Phase(const std::string& what) const {
+    if (options_.on_phase) options_.on_phase(what);
+  }
   // Forward of a graph-eligible step (graphs_ set, every chunk one token): replays the graph of
   // the step's shape, captures it (second step of a shape), or runs eagerly (first step, or
   // after a capture failure). The layout is uploaded and the rows gathered before.

@@ -314,6 +314,7 @@ void EngineLoop::Run() {
   std::vector<Engine::SeqFailure> failed;
   Engine::StepOutput out;  // reused: a step's logits rows and greedy ids
   while (true) {
+    progress_.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
     {
       std::unique_lock<std::mutex> lock(mu_);
       // Cancellations and deadlines end requests (and free their resources) first.

@@ -110,6 +110,12 @@ class EngineLoop {
   // Requests running or waiting.
   int InFlight() const;
   ServingStats Stats() const;
+  // When the engine thread last began an iteration of its loop. An idle loop waits at most
+  // 20 ms per iteration, so this stays fresh while the thread is alive and stops advancing
+  // when a step or the thread wedges (engramd's systemd watchdog reads it). Any thread.
+  Clock::time_point LastProgress() const {
+    return Clock::time_point(Clock::duration(progress_.load(std::memory_order_relaxed)));
+  }
 
  private:
   struct Active;
@@ -128,6 +134,7 @@ class EngineLoop {
   std::shared_ptr<const Tokenizer> tokenizer_;
   ServingOptions options_;
   const Clock::time_point start_ = Clock::now();
+  std::atomic<Clock::rep> progress_{start_.time_since_epoch().count()};  // LastProgress()
 
   mutable std::mutex mu_;
   std::condition_variable cv_;

@@ -4,6 +4,9 @@
 // end the rest with UNAVAILABLE, exit; a second SIGTERM/SIGINT during the drain ends it at once.
 // SIGHUP is ignored (logged): engramd has no configuration reload. SIGPIPE is ignored process-wide:
 // a peer that resets a connection can only fail that connection's write.
+// Under systemd (Type=notify, deploy/systemd/engramd.service) it reports STATUS= while loading,
+// READY=1 when health turns SERVING, STOPPING=1 when the drain starts, and WATCHDOG=1 while the
+// engine loop makes progress (runtime/daemon/service_notify.h).
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
@@ -21,6 +24,7 @@
 #include "common/host_port.h"
 #include "common/logging.h"
 #include "runtime/api_keys.h"
+#include "runtime/daemon/service_notify.h"
 #include "runtime/engine_loop.h"
 #include "runtime/grpc_service.h"
 #include "runtime/http_api.h"
@@ -106,6 +110,16 @@ int Serve(const std::string& path) {
       return 2;
     }
   }
+  const ServiceNotifier notify;
+  if (notify.enabled()) {
+    spdlog::info(
+        "systemd: notifications on{}",
+        notify.watchdog_interval().count() > 0
+            ? fmt::format(", watchdog every {} ms", notify.watchdog_interval().count() / 1000)
+            : "");
+  }
+  // The last STATUS= is what `systemctl status` shows for a start that failed.
+  auto failed = [&notify](const std::string& what) { notify.Status("failed: " + what); };
   // Signals go to the sigwait below only: block them before any thread starts.
   sigset_t sigs;
   sigemptyset(&sigs);
@@ -174,6 +188,7 @@ int Serve(const std::string& path) {
   std::printf("engramd %s: listening on %s:%d\n", Version(), host.c_str(), port);
   std::fflush(stdout);
   spdlog::info("listening on {}:{} (health NOT_SERVING until the model is loaded)", host, port);
+  notify.Status(fmt::format("listening on {}:{}; loading the model", host, port));
 
   // The HTTP front door answers /health (503) while the model loads.
   HttpApiOptions hopt;
@@ -220,27 +235,34 @@ int Serve(const std::string& path) {
   }
 
   // Load the model while the server already answers health checks.
+  notify.Status("opening the model files");
   auto files = cfg.OpenModelFiles();
   if (!files.ok()) {
     spdlog::error("model: {}", files.status().ToString());
+    failed("model: " + files.status().ToString());
     server->Shutdown();
     return 1;
   }
   std::shared_ptr<const Tokenizer> tokenizer;
   if (!files->tokenizer_path.empty()) {
+    notify.Status("loading the tokenizer");
     TokenizerOptions topt;
     topt.add_bos = cfg.add_bos;
     auto tok = Tokenizer::Load(files->tokenizer_path, topt);
     if (!tok.ok()) {
       spdlog::error("tokenizer: {}", tok.status().ToString());
+      failed("tokenizer: " + tok.status().ToString());
       server->Shutdown();
       return 1;
     }
     tokenizer = std::make_shared<const Tokenizer>(std::move(tok).value());
   }
-  auto engine = Engine::Create(std::move(files).value(), cfg.ToEngineOptions());
+  EngineOptions eopt = cfg.ToEngineOptions();
+  eopt.on_phase = [&notify](const std::string& what) { notify.Status(what); };
+  auto engine = Engine::Create(std::move(files).value(), eopt);
   if (!engine.ok()) {
     spdlog::error("engine: {}", engine.status().ToString());
+    failed("engine: " + engine.status().ToString());
     server->Shutdown();
     return 1;
   }
@@ -266,6 +288,7 @@ int Serve(const std::string& path) {
     auto m = MetricsExporter::Start(cfg.metrics.listen, *loop);
     if (!m.ok()) {
       spdlog::error("{}", m.status().ToString());
+      failed(m.status().ToString());
       loop.reset();
       server->Shutdown();
       return 1;
@@ -275,6 +298,11 @@ int Serve(const std::string& path) {
     std::printf("engramd: metrics on http://%s:%d/metrics\n", mhost.c_str(), metrics->port());
   }
   health->SetServingStatus(true);
+  notify.Ready(fmt::format("serving {} on {}", loop->engine().files().source, backend_name));
+  // Pings only while the engine thread's loop advances: a wedged engine stops them.
+  auto heartbeat = std::make_unique<WatchdogHeartbeat>(
+      notify.watchdog_interval(), [&loop] { return loop->LastProgress(); },
+      [&notify] { notify.Watchdog(); });
   std::printf("engramd: ready (%s)\n", loop->engine().files().source.c_str());
   std::fflush(stdout);
   spdlog::info("serving {} on {}", loop->engine().files().source, backend_name);
@@ -294,10 +322,12 @@ int Serve(const std::string& path) {
       healthy = false;
       health->SetServingStatus(false);
       spdlog::error("health NOT_SERVING: {}", loop->ModelHealth().message());
+      notify.Status("NOT_SERVING: " + loop->ModelHealth().message());
     }
   }
   spdlog::info("{}: draining (grace {} s, {} requests in flight)", strsignal(sig),
                cfg.server.drain_grace_s, loop->InFlight());
+  notify.Stopping(fmt::format("draining ({} requests in flight)", loop->InFlight()));
   health->SetServingStatus(false);
   http_api.BeginDrain();
   loop->BeginDrain();
@@ -333,6 +363,7 @@ int Serve(const std::string& path) {
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   http.reset();  // closes its connections; their streams end before the loop goes
   metrics.reset();
+  heartbeat.reset();  // reads the loop
   loop.reset();
   spdlog::info("stopped");
   return 0;
