@@ -51,7 +51,30 @@ std::string Yaml(const DaemonOptions& o) {
   return y;
 }
 
+// environ with `changes` applied (DaemonOptions::env).
+std::vector<std::string> ChildEnvironment(const std::vector<std::string>& changes) {
+  auto name_of = [](const std::string& e) { return e.substr(0, e.find('=')); };
+  std::vector<std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string entry = *e;
+    bool changed = false;
+    for (const std::string& c : changes) changed = changed || name_of(c) == name_of(entry);
+    if (!changed) env.push_back(entry);
+  }
+  for (const std::string& c : changes) {
+    if (c.find('=') != std::string::npos) env.push_back(c);
+  }
+  return env;
+}
+
 }  // namespace
+
+std::string ExitDescription(std::optional<int> ws) {
+  if (!ws) return "still running";
+  if (WIFEXITED(*ws)) return fmt::format("exit code {}", WEXITSTATUS(*ws));
+  if (WIFSIGNALED(*ws)) return fmt::format("killed by signal {}", WTERMSIG(*ws));
+  return "unknown";
+}
 
 std::string FixtureTokenizer() {
   return std::string(ENGRAM_REPO) +
@@ -75,6 +98,11 @@ Result<std::unique_ptr<DaemonProcess>> DaemonProcess::Start(const DaemonOptions&
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) return ErrnoStatus(StatusCode::kInternal, "pipe2", errno);
   const std::string bin = ENGRAMD;
+  // Built before fork: the child may only make async-signal-safe calls.
+  const std::vector<std::string> env = ChildEnvironment(options.env);
+  std::vector<char*> envp;
+  for (const std::string& e : env) envp.push_back(const_cast<char*>(e.c_str()));
+  envp.push_back(nullptr);
   const pid_t parent = ::getpid();
   const pid_t pid = ::fork();
   if (pid < 0) return ErrnoStatus(StatusCode::kInternal, "fork", errno);
@@ -90,7 +118,7 @@ Result<std::unique_ptr<DaemonProcess>> DaemonProcess::Start(const DaemonOptions&
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
     char* const argv[] = {const_cast<char*>(bin.c_str()), const_cast<char*>("--config"),
                           const_cast<char*>(config.c_str()), nullptr};
-    ::execv(bin.c_str(), argv);
+    ::execve(bin.c_str(), argv, envp.data());
     ::_exit(127);
   }
   ::close(fds[1]);

@@ -25,6 +25,9 @@ namespace engram::testing {
 // The DeepSeek-V3 tokenizer fixture (installed by scripts/setup.sh).
 std::string FixtureTokenizer();
 
+// A wait status in words ("exit code 0", "killed by signal 9"; nullopt: "still running").
+std::string ExitDescription(std::optional<int> wait_status);
+
 struct DaemonOptions {
   // The `model:` key; `tokenizer` (when not empty) is the top-level `tokenizer:` key.
   std::string model = "synth:tiny";
@@ -38,14 +41,17 @@ struct DaemonOptions {
   int max_tokens_default = 64;
   int64_t kv_tokens = 65536;
   std::string log_level = "info";
-  bool metrics = false;  // serve Prometheus metrics on an ephemeral loopback port
-  bool http = true;      // the HTTP front door on an ephemeral loopback port (else disabled)
+  bool metrics = false;     // serve Prometheus metrics on an ephemeral loopback port
+  bool http = true;         // the HTTP front door on an ephemeral loopback port (else disabled)
   std::string extra_yaml;   // appended to the config as it is (further top-level sections)
   std::string server_yaml;  // more keys of the server section, each line indented by 2
-  std::string tables;    // the `tables:` section's body (indented keys), empty = defaults
+  std::string tables;       // the `tables:` section's body (indented keys), empty = defaults
   // Seconds to wait for "listening" and (when wait_ready) for "ready".
   double start_timeout_s = 60;
   bool wait_ready = true;
+  // Changes to the inherited environment: "NAME=value" sets NAME (replacing an inherited
+  // value), a bare "NAME" removes it (e.g. NOTIFY_SOCKET, WATCHDOG_USEC for systemd tests).
+  std::vector<std::string> env;
 };
 
 class DaemonProcess {

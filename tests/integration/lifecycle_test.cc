@@ -31,13 +31,6 @@ DaemonOptions SlowModel(double table_gb) {
   return o;
 }
 
-std::string ExitDescription(std::optional<int> ws) {
-  if (!ws) return "still running";
-  if (WIFEXITED(*ws)) return fmt::format("exit code {}", WEXITSTATUS(*ws));
-  if (WIFSIGNALED(*ws)) return fmt::format("killed by signal {}", WTERMSIG(*ws));
-  return "unknown";
-}
-
 TEST(Health, NotServingWhileLoadingThenServing) {
   DaemonOptions o = SlowModel(0.5);
   o.wait_ready = false;
