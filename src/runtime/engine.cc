@@ -18,6 +18,13 @@ namespace {
 
 // Step shapes whose graphs an engine keeps (each graph holds a few hundred kernel nodes).
 constexpr size_t kMaxCudaGraphs = 64;
+
+// "1.5 GiB" or, below 1 GiB, "12.0 MiB": the sizes of the load phases' messages.
+std::string SizeText(uint64_t bytes) {
+  return bytes >= (uint64_t{1} << 30)
+             ? fmt::format("{:.1f} GiB", static_cast<double>(bytes) / (1 << 30))
+             : fmt::format("{:.1f} MiB", static_cast<double>(bytes) / (1 << 20));
+}
 // Eager steps of a shape before it is captured: the first grows every buffer the shape needs;
 // waiting for a second keeps shapes that come and go under continuous batching (a batch size
 // seen once or twice) from paying for a capture they never win back.
@@ -184,18 +191,25 @@ Status Engine::CreateTier() {
     }
     if (pin) {
       Backend* b = backend_.get();
-      o.register_for_dma = [b](void* p, size_t n) { return b->RegisterHostMemory(p, n); };
+      // Each table's allocation is copied into the options: the count is shared.
+      auto pinned = std::make_shared<size_t>(0);
+      o.register_for_dma = [this, b, pinned, count = tables.size()](void* p, size_t n) {
+        Phase(fmt::format("Engram tables: pinning table {} of {} ({})", ++*pinned, count,
+                          SizeText(n)));
+        return b->RegisterHostMemory(p, n);
+      };
       o.unregister_for_dma = [b](void* p, size_t n) { b->UnregisterHostMemory(p, n); };
     }
     size_t table_bytes = 0;
     for (const TableSource& src : tables) {
       table_bytes += static_cast<size_t>(src.rows()) * src.format().bytes();
     }
-    Phase(fmt::format("Engram tables: filling the dram tier with {}{}",
-                      table_bytes >= (size_t{1} << 30)
-                          ? fmt::format("{:.1f} GiB", static_cast<double>(table_bytes) / (1 << 30))
-                          : fmt::format("{:.1f} MiB", static_cast<double>(table_bytes) / (1 << 20)),
+    Phase(fmt::format("Engram tables: allocating {} in the dram tier{}", SizeText(table_bytes),
                       pin ? " (pinned)" : ""));
+    o.on_progress = [this](uint64_t done, uint64_t total) {
+      Phase(fmt::format("Engram tables: filling the dram tier, {} of {} ({}%)", SizeText(done),
+                        SizeText(total), done * 100 / total));
+    };
     ENGRAM_ASSIGN_OR_RETURN(table_tier_, CreateHostTier(tables, o));
     if (verify && !fp8) {
       Phase("Engram tables: verifying the checksums of the dram copy");

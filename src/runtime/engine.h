@@ -74,8 +74,9 @@ struct EngineOptions {
   int max_seqs = 64;          // sequences alive at once (Engram state slots)
   int64_t kv_tokens = 65536;  // KV cache capacity in positions, over all sequences
   int block_size = 16;
-  // Optional: told, on Create's thread, what Create does next at each long phase (weights,
-  // model preparation, table checks and copies); engramd forwards it as systemd's STATUS=.
+  // Optional: told what Create does next at each long phase (weights, model preparation, table
+  // checksums, allocation, pinning, and the dram fill at each percent); engramd forwards it as
+  // systemd's STATUS=. Called one at a time, from Create's thread or its copy threads.
   std::function<void(const std::string&)> on_phase;
 };
 

@@ -132,9 +132,11 @@ Status CheckTables(const std::vector<TableSource>& tables, const HostTierOptions
 }
 
 // Copies every table into its allocation in the stored row form with `threads` threads taking
-// ~64 MiB chunks of rows, logging progress every ~10% when the total is large.
+// chunks of rows (at most 64 MiB and about 1/128 of the total, so that progress moves by
+// percents), logging progress every ~10% when the total is large and telling `on_progress`
+// (when set) at each percent.
 void CopyTables(const std::vector<TableSource>& tables, std::vector<HostAllocation>& allocs,
-                int threads) {
+                int threads, const std::function<void(uint64_t, uint64_t)>& on_progress) {
   struct Chunk {
     size_t table;
     int64_t begin, end;  // rows
@@ -142,17 +144,20 @@ void CopyTables(const std::vector<TableSource>& tables, std::vector<HostAllocati
   };
   std::vector<Chunk> chunks;
   uint64_t total = 0;
+  for (const TableSource& t : tables) total += static_cast<uint64_t>(t.rows()) * t.format().bytes();
+  const uint64_t chunk_bytes = std::min<uint64_t>(kCopyChunkBytes, total / 128);
   for (size_t i = 0; i < tables.size(); ++i) {
     const size_t rb = tables[i].format().bytes();
     const int64_t rows = tables[i].rows();
-    const int64_t step = std::max<int64_t>(1, static_cast<int64_t>(kCopyChunkBytes / rb));
+    const int64_t step = std::max<int64_t>(1, static_cast<int64_t>(chunk_bytes / rb));
     for (int64_t r = 0; r < rows; r += step) {
       const int64_t end = std::min(rows, r + step);
       chunks.push_back({i, r, end, static_cast<size_t>(end - r) * rb});
     }
-    total += static_cast<uint64_t>(rows) * rb;
   }
   std::atomic<uint64_t> done{0};
+  std::mutex progress_mu;
+  uint64_t reported_percent = 0;  // GUARDED_BY(progress_mu)
   const bool log = total >= kProgressLogBytes;
   const auto start = std::chrono::steady_clock::now();
   (void)ParallelFor(chunks.size(), threads, [&](size_t c) {
@@ -168,6 +173,14 @@ void CopyTables(const std::vector<TableSource>& tables, std::vector<HostAllocati
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       spdlog::info("dram tier: copied {:.1f} of {:.1f} GiB of Engram tables ({}%, {:.1f}s)",
                    after / double(1 << 30), total / double(1 << 30), after * 100 / total, secs);
+    }
+    if (on_progress) {
+      // Chunks finish out of order: only a percent above the last one reported is told.
+      std::lock_guard<std::mutex> lock(progress_mu);
+      if (after * 100 / total > reported_percent) {
+        reported_percent = after * 100 / total;
+        on_progress(after, total);
+      }
     }
     return Status::Ok();
   });
@@ -209,7 +222,7 @@ Result<std::unique_ptr<TableTier>> CreateHostTier(const std::vector<TableSource>
   }
   const int threads = DefaultThreads(options.copy_threads);
   const auto start = std::chrono::steady_clock::now();
-  CopyTables(tables, allocs, threads);
+  CopyTables(tables, allocs, threads, options.on_progress);
   const double secs =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   spdlog::info(

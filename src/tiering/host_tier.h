@@ -35,6 +35,9 @@ struct HostTierOptions {
   // total exceeds it.
   uint64_t budget_bytes = 0;
   int copy_threads = 0;  // threads copying the tables in; 0 = min(hardware threads, 8)
+  // Optional: told the bytes copied so far and the total each time the copy passes a whole
+  // percent, in increasing order, one call at a time (from the copy threads).
+  std::function<void(uint64_t done, uint64_t total)> on_progress;
   // Optional, parallel to `tables`: where each table came from (TensorStore::Info). Names the
   // tables in messages, and the recorded byte size, dtype and shape are checked against the
   // tensor (INVALID_ARGUMENT naming the tensor on a mismatch).

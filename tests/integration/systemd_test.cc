@@ -131,7 +131,7 @@ TEST(SystemdNotify, ReadyAfterServingThenWatchdogThenStopping) {
   NotifySocket sock;
   ASSERT_TRUE(sock.ok()) << "cannot bind a unix datagram socket";
   DaemonOptions o;
-  o.tables = "  tier: dram\n";
+  o.tables = "  tier: dram\n  pin: on\n";  // a tiny table: mlock fits any memlock limit
   o.wait_ready = false;
   // WATCHDOG_PID unset: sd_watchdog_enabled then takes WATCHDOG_USEC as meant for engramd.
   o.env = {sock.env(), "WATCHDOG_USEC=200000", "WATCHDOG_PID"};
@@ -161,14 +161,16 @@ TEST(SystemdNotify, ReadyAfterServingThenWatchdogThenStopping) {
             200);
   EXPECT_TRUE(Has(*ready, "STATUS=")) << *ready;
   int statuses = 0;
-  bool table_status = false;
+  bool fill_status = false, pin_status = false;
   for (const std::string& m : before) {
     EXPECT_FALSE(Has(m, "WATCHDOG=1")) << "heartbeat before READY=1";
     if (Has(m, "STATUS=")) ++statuses;
-    if (m.find("Engram tables: filling the dram tier") != std::string::npos) table_status = true;
+    if (m.find("Engram tables: filling the dram tier") != std::string::npos) fill_status = true;
+    if (m.find("Engram tables: pinning table 1 of") != std::string::npos) pin_status = true;
   }
   EXPECT_GE(statuses, 1) << "no STATUS= during the load";
-  EXPECT_TRUE(table_status) << "no STATUS= for the dram tier's fill";
+  EXPECT_TRUE(fill_status) << "no STATUS= for the dram tier's fill";
+  EXPECT_TRUE(pin_status) << "no STATUS= for pinning the tables";
 
   // Heartbeats every WATCHDOG_USEC/2 = 100 ms: about 20 over 2 s; the bounds are generous (a
   // busy machine delays pings, it does not make them ten times fewer).

@@ -71,6 +71,26 @@ TEST(HostTier, OutOfRangeRowAndLayer) {
   EXPECT_TRUE((*tier)->ReadRows(0, {}, out.data(), {}).ok());
 }
 
+TEST(HostTier, ReportsCopyProgressByPercentInOrder) {
+  std::vector<Tensor> tables = {RandomTable(DType::kBF16, 1000, 24, 1),
+                                RandomTable(DType::kBF16, 517, 24, 2)};
+  HostTierOptions o = SmallOptions();
+  std::vector<std::pair<uint64_t, uint64_t>> calls;  // one call at a time: no lock needed
+  o.on_progress = [&](uint64_t done, uint64_t total) { calls.emplace_back(done, total); };
+  auto tier = CreateHostTier({tables.begin(), tables.end()}, o);
+  ASSERT_TRUE(tier.ok()) << tier.status().ToString();
+  const uint64_t total = (1000 + 517) * 24 * 2;
+  ASSERT_GE(calls.size(), 10u) << "progress should move by about a percent";
+  EXPECT_LE(calls.size(), 100u);
+  for (size_t i = 0; i < calls.size(); ++i) {
+    EXPECT_EQ(calls[i].second, total);
+    if (i > 0) {
+      EXPECT_GT(calls[i].first * 100 / total, calls[i - 1].first * 100 / total);
+    }
+  }
+  EXPECT_EQ(calls.back().first, total);
+}
+
 TEST(HostTier, RefusesTablesOverBudget) {
   HostTierOptions o = SmallOptions();
   o.budget_bytes = 1000;
