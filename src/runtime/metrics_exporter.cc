@@ -182,6 +182,11 @@ class MetricsExporter::Collector {
               MetricType::Counter, [](const LayerOverlap& l) { return l.stall_s; });
     per_layer("engram_prefetch_overlap_ratio", "1 - stall / transfer time.", MetricType::Gauge,
               [](const LayerOverlap& l) { return l.overlap(); });
+    per_layer("engram_estimated_layer_loss",
+              "This layer's stall time / step time (the layers sum to "
+              "engram_estimated_throughput_loss).",
+              MetricType::Gauge,
+              [&o](const LayerOverlap& l) { return o.step_s > 0 ? l.stall_s / o.step_s : 0.0; });
     out.push_back(Family("engram_prefetch_latency_seconds",
                          "Issue-to-ready latency of a layer's rows.", MetricType::Histogram));
     std::vector<double> bounds;  // seconds; the last bucket (+inf) is implied
@@ -219,6 +224,12 @@ class MetricsExporter::Collector {
                   static_cast<double>(ts.cache_hits));
     plain_counter("engram_row_cache_misses_total", "NVMe tier DRAM row cache misses.",
                   static_cast<double>(ts.cache_misses));
+    plain_counter("engram_nvme_reads_total",
+                  "io_uring reads the NVMe tier submitted (adjacent missed rows share one).",
+                  static_cast<double>(ts.io_reads));
+    plain_counter("engram_nvme_read_retries_total",
+                  "NVMe tier reads resubmitted after a short read or a transient error.",
+                  static_cast<double>(ts.io_retries));
     return out;
   }
 
