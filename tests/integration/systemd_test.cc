@@ -90,9 +90,11 @@ int PortOf(const std::string& address) {
 
 // systemd-analyze verify exits 0 on an unknown key or a value it cannot parse (it only warns),
 // so the test fails on any warning that names the unit or its drop-in, too. ExecStart points at
-// the built engramd: verify checks that the command exists and is executable, which the
-// installed path /usr/local/bin/engramd is not on a build machine; the other lines are the
-// shipped ones, and the drop-in directory beside the copy is verified with it.
+// the built engramd, through a two-line script in the temporary directory that execs it: verify
+// checks that the command exists and is executable, which the installed path
+// /usr/local/bin/engramd is not on a build machine, and the build's own binary briefly is not
+// while a shared build dir relinks it. The other lines are the shipped ones, and the drop-in
+// directory beside the copy is verified with it.
 TEST(SystemdUnit, VerifiesWithSystemdAnalyze) {
   if (Shell("command -v systemd-analyze") != 0) {
     GTEST_SKIP() << "systemd-analyze is not installed (apt install systemd; scripts/setup.sh)";
@@ -105,8 +107,11 @@ TEST(SystemdUnit, VerifiesWithSystemdAnalyze) {
   std::string text = testutil::ReadFile(unit);
   const std::string shipped = "ExecStart=/usr/local/bin/engramd --config /etc/engramd/model.yaml";
   ASSERT_NE(text.find(shipped), std::string::npos) << "the unit no longer starts " << shipped;
+  const std::string engramd = dir / "engramd";
+  testutil::WriteFile(engramd, std::string("#!/bin/sh\nexec '") + ENGRAMD + "' \"$@\"\n");
+  fs::permissions(engramd, fs::perms::owner_all);
   text.replace(text.find(shipped), std::strlen("ExecStart=/usr/local/bin/engramd"),
-               std::string("ExecStart=") + ENGRAMD);
+               "ExecStart=" + engramd);
   testutil::WriteFile(unit, text);
   ASSERT_TRUE(fs::exists(dir / "engramd.service.d/hugepages.conf"));
 
