@@ -34,7 +34,8 @@ std::string Yaml(const DaemonOptions& o) {
   std::string y;
   y += fmt::format("model: \"{}\"\n", o.model);
   if (!o.tokenizer.empty()) y += fmt::format("tokenizer: \"{}\"\n", o.tokenizer);
-  y += fmt::format("backend:\n  kind: cpu\n  threads: {}\n", o.backend_threads);
+  y += fmt::format("backend:\n  kind: cpu\n  threads: {}\n  weights: {}\n", o.backend_threads,
+                   o.backend_weights);
   y += fmt::format("server:\n  listen: \"{}\"\n  max_message_bytes: {}\n  drain_grace_s: {}\n",
                    o.listen, o.max_message_bytes, o.drain_grace_s);
   y += o.server_yaml;

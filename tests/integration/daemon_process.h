@@ -33,7 +33,8 @@ struct DaemonOptions {
   std::string model = "synth:tiny";
   std::string tokenizer = FixtureTokenizer();
   int backend_threads = 1;
-  std::string listen = "127.0.0.1:0";  // server.listen
+  std::string backend_weights = "auto";  // backend.weights
+  std::string listen = "127.0.0.1:0";    // server.listen
   int max_message_bytes = 1 << 20;
   double drain_grace_s = 10;
   int max_running_seqs = 16;
