@@ -8,6 +8,7 @@
 #include <random>
 
 #include "runtime/metrics_exporter.h"
+#include "runtime/status_page.h"
 #include "runtime/version.h"
 #include "text/stream_decoder.h"
 #include "text/utf8.h"
@@ -414,8 +415,10 @@ HttpResponse HttpApi::Handle(const HttpRequest& request) {
     }
     return r;
   }
-  // Everything else needs the key (and, with a client CA, the client's certificate).
-  const bool exempt = path == "/metrics" && !options_.metrics_require_auth;
+  // Everything else needs the key (and, with a client CA, the client's certificate). The status
+  // page shows what /metrics shows (model, load, row traffic), so it follows /metrics' rule.
+  const bool operator_route = path == "/metrics" || path == "/" || path == "/status.json";
+  const bool exempt = operator_route && !options_.metrics_require_auth;
   if (!exempt) {
     const std::string* auth = request.Header("authorization");
     const bool cert_ok = !options_.require_client_cert || request.client_verified;
@@ -438,6 +441,20 @@ HttpResponse HttpApi::Handle(const HttpRequest& request) {
     HttpResponse r;
     r.content_type = options_.metrics_content_type;
     r.body = options_.metrics ? options_.metrics() : MetricsExporter::Render(*served->loop);
+    return r;
+  }
+  if (path == "/" || path == "/status.json") {
+    if (!get) return method_not_allowed("GET, HEAD");
+    HttpResponse r;
+    r.headers.emplace_back("Cache-Control", "no-store");
+    if (path == "/") {
+      r.content_type = "text/html; charset=utf-8";
+      r.body = std::string(StatusPageHtml());
+      return r;
+    }
+    if (served == nullptr) return ErrorResponse(Unavailable503("the model is still loading"));
+    r.content_type = "application/json";
+    r.body = Dump(StatusSnapshot(*served->loop));
     return r;
   }
   if (path == "/version") {

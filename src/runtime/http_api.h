@@ -3,7 +3,8 @@
 //   POST /v1/completions, POST /v1/chat/completions   (JSON, or server-sent events when
 //                                                      "stream": true), GET /v1/models,
 //   POST /tokenize, POST /detokenize                  (vLLM's shapes), GET /version,
-//   GET /health (no key needed), GET /metrics (no key unless metrics_require_auth).
+//   GET /health (no key needed), GET /metrics (no key unless metrics_require_auth),
+//   GET / and GET /status.json (the status page, runtime/status_page.h; as /metrics).
 // Requests go to the same EngineLoop as gRPC's. A client that disconnects cancels its
 // requests at once (their KV blocks and Engram state are freed at the loop's next iteration);
 // a full queue answers 503 with Retry-After; errors are OpenAI's error body naming the field.

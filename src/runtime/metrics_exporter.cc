@@ -87,9 +87,7 @@ class MetricsExporter::Collector {
     gauge("engram_kv_cache_usage_perc",
           "KV-cache usage, 0..1: the blocks reserved for the running requests (each reserves "
           "prompt + max_tokens at admission) / all blocks.",
-          s.kv_blocks_total
-              ? std::clamp(static_cast<double>(s.kv_blocks_reserved) / s.kv_blocks_total, 0.0, 1.0)
-              : 0.0);
+          KvCacheUsage(s));
     out.push_back(Family("engram_cache_config_info", "The KV cache's configuration (value 1).",
                          MetricType::Gauge));
     AddValue(out.back(), 1.0,
@@ -185,8 +183,7 @@ class MetricsExporter::Collector {
     per_layer("engram_estimated_layer_loss",
               "This layer's stall time / step time (the layers sum to "
               "engram_estimated_throughput_loss).",
-              MetricType::Gauge,
-              [&o](const LayerOverlap& l) { return o.step_s > 0 ? l.stall_s / o.step_s : 0.0; });
+              MetricType::Gauge, [&o](const LayerOverlap& l) { return EstimatedLayerLoss(o, l); });
     out.push_back(Family("engram_prefetch_latency_seconds",
                          "Issue-to-ready latency of a layer's rows.", MetricType::Histogram));
     std::vector<double> bounds;  // seconds; the last bucket (+inf) is implied

@@ -32,6 +32,19 @@ class HttpServer;
 
 inline constexpr const char* kPrometheusContentType = "text/plain; version=0.0.4; charset=utf-8";
 
+// The derived numbers /metrics and the status page (runtime/status_page.h) both report, so the
+// two never disagree. engram_kv_cache_usage_perc: reserved KV blocks / all blocks, 0..1.
+inline double KvCacheUsage(const ServingStats& s) {
+  if (s.kv_blocks_total <= 0) return 0.0;
+  const double u = static_cast<double>(s.kv_blocks_reserved) / s.kv_blocks_total;
+  return u < 0 ? 0.0 : u > 1 ? 1.0 : u;
+}
+// engram_estimated_layer_loss: this layer's stall time / the step time (the layers sum to
+// OverlapStats::estimated_loss()).
+inline double EstimatedLayerLoss(const OverlapStats& o, const LayerOverlap& l) {
+  return o.step_s > 0 ? l.stall_s / o.step_s : 0.0;
+}
+
 class MetricsExporter {
  public:
   // Listens on `listen` ("host:port", "[v6]:port", port 0 = ephemeral); `loop` must outlive
