@@ -30,6 +30,8 @@ PKGS=(
   # chat-template references (Jinja2 rendering as transformers does it); curl and openssl for
   # the HTTP front door's tests (real client, certificates made in the test)
   python3-jinja2 curl openssl
+  # deploy/k8s's test: YAML for the rendered manifests (kubectl below)
+  python3-yaml
 )
 
 SUDO=""
@@ -56,6 +58,9 @@ for p in "${PKGS[@]}"; do
 done
 
 if ! command -v npm >/dev/null 2>&1; then missing+=(nodejs npm); fi
+# kubectl renders deploy/k8s (kubectl kustomize) for its test; any kubectl already on PATH
+# (another package's) is kept, Debian's kubernetes-client would conflict with it.
+if ! command -v kubectl >/dev/null 2>&1; then missing+=(kubernetes-client); fi
 
 if [ ${#missing[@]} -eq 0 ]; then
   echo "setup: all ${#PKGS[@]} packages already installed"
