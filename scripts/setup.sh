@@ -32,6 +32,8 @@ PKGS=(
   python3-jinja2 curl openssl
   # deploy/k8s's test: YAML for the rendered manifests (kubectl below)
   python3-yaml
+  # the HTTP status page's test (headless render of GET /) and its docs screenshot
+  chromium
 )
 
 SUDO=""
