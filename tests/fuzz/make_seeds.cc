@@ -80,6 +80,13 @@ Status SynthSeeds(const fs::path& out, const fs::path& work) {
     cfg.erase("engram");
     ENGRAM_RETURN_IF_ERROR(
         WriteText(out / "model_config" / (p + "-no-engram.json"), cfg.dump(2) + "\n"));
+    // And with Hugging Face's fine-grained FP8 quantization_config (what FP8 checkpoints carry).
+    cfg["quantization_config"] = {{"quant_method", "fp8"},
+                                  {"fmt", "e4m3"},
+                                  {"activation_scheme", "dynamic"},
+                                  {"weight_block_size", {128, 128}},
+                                  {"modules_to_not_convert", {"lm_head"}}};
+    ENGRAM_RETURN_IF_ERROR(WriteText(out / "model_config" / (p + "-fp8.json"), cfg.dump(2) + "\n"));
   }
   return Status::Ok();
 }
