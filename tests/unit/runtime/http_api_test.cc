@@ -166,6 +166,37 @@ TEST_F(HttpApiTest, HealthFollowsLoadingAndDrain) {
   EXPECT_EQ(Send(port_, "GET", "/health", "").status, 503);
 }
 
+// GET / is the status page at once; /status.json is 503 until the model is published, then the
+// snapshot (the resident tier: every Engram layer listed, no row traffic counted).
+TEST_F(HttpApiTest, StatusPageAndStatusJson) {
+  const Reply page = Send(port_, "GET", "/", "");
+  EXPECT_EQ(page.status, 200);
+  EXPECT_NE(page.head.find("text/html; charset=utf-8"), std::string::npos) << page.head;
+  EXPECT_NE(page.body.find("status.json"), std::string::npos);
+  EXPECT_EQ(Send(port_, "GET", "/status.json", "").status, 503);
+  Publish();
+  const Reply r = Send(port_, "GET", "/status.json", "");
+  ASSERT_EQ(r.status, 200);
+  const Json j = r.json();
+  EXPECT_EQ(j["model"]["name"], loop_->model_name());  // the metrics' model_name label
+  EXPECT_EQ(j["tables"]["tier"], "resident");
+  EXPECT_EQ(j["tables"]["prefetch"], false);
+  ASSERT_TRUE(loop_->config().engram.has_value());
+  const std::vector<int>& ids = loop_->config().engram->layer_ids;
+  ASSERT_EQ(j["engram"]["layers"].size(), ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    EXPECT_EQ(j["engram"]["layers"][i]["layer"], ids[i]);
+    EXPECT_EQ(j["engram"]["layers"][i]["rows_requested"], 0);
+    EXPECT_EQ(j["engram"]["layers"][i]["overlap"], 1.0);
+  }
+  EXPECT_EQ(j["serving"]["kv_blocks_total"], loop_->Stats().kv_blocks_total);
+  for (const char* path : {"/", "/status.json"}) {
+    const Reply bad = Send(port_, "PUT", path, "");
+    EXPECT_EQ(bad.status, 405) << path;
+    EXPECT_NE(bad.head.find("Allow: GET, HEAD"), std::string::npos) << bad.head;
+  }
+}
+
 TEST_F(HttpApiTest, CompletionWholeEqualsStreamedAndUsageIsExact) {
   Publish();
   const Json req = {{"model", kModel},
@@ -384,12 +415,16 @@ TEST_F(HttpApiTest, KeysAreRequiredExceptOnHealthAndMetrics) {
   const Reply m = Send(port_, "GET", "/metrics", "");
   EXPECT_EQ(m.status, 200);
   EXPECT_EQ(m.body, "engram_up 1\n");
+  EXPECT_EQ(Send(port_, "GET", "/", "").status, 200);  // the status page follows /metrics
+  EXPECT_EQ(Send(port_, "GET", "/status.json", "").status, 200);
   EXPECT_TRUE(Drained());
 
   o.metrics_require_auth = true;
   Boot(o);
   Publish();
   EXPECT_EQ(Send(port_, "GET", "/metrics", "").status, 401);
+  EXPECT_EQ(Send(port_, "GET", "/", "").status, 401);
+  EXPECT_EQ(Send(port_, "GET", "/status.json", "").status, 401);
   EXPECT_EQ(
       Send(port_, "GET", "/metrics", "", "Authorization: Bearer sesame-sesame-sesame\r\n").status,
       200);
