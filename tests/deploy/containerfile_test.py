@@ -174,6 +174,18 @@ class Containerfiles(unittest.TestCase):
                             if not a.startswith("--from="):
                                 self.assertNotRegex(src, MODEL_DATA, f"COPY {a}")
 
+    def test_copied_sources_are_in_the_build_context(self):
+        """.dockerignore lets only the sources through: each COPY from the context names one."""
+        with open(os.path.join(REPO, ".dockerignore")) as f:
+            allowed = {l[1:].rstrip("/") for l in f.read().split() if l.startswith("!")}
+        for kind, st in self.parsed.items():
+            for _, _, b in st:
+                for k, a in b:
+                    if k == "COPY" and not a.startswith("--from="):
+                        for src in shlex.split(a)[:-1]:
+                            with self.subTest(kind=kind, src=src):
+                                self.assertIn(src.split("/")[0], allowed)
+
     def test_cpu_runtime_packages_cover_ldd(self):
         """Every library ldd resolves for this build's engramd (except the CUDA ones and the
         base system's) is in a package the CPU runtime stage installs."""
