@@ -249,6 +249,15 @@ class K8sManifests(unittest.TestCase):
                 self.assertEqual(flag(ectr["args"], "pool-group"), pool["apiVersion"].split("/")[0])
                 for probe in ("livenessProbe", "readinessProbe"):
                     self.assertEqual(ectr[probe]["grpc"]["port"], int(flag(ectr["args"], "grpc-health-port")))
+                # the picker's scheduling profile scores on queue, running requests and KV
+                cfg = yaml.safe_load(flag(ectr["args"], "config-text"))
+                self.assertEqual(cfg["kind"], "EndpointPickerConfig")
+                declared = {p["type"] for p in cfg["plugins"]}
+                for prof in cfg["schedulingProfiles"]:
+                    refs = {r["pluginRef"] for r in prof["plugins"]}
+                    self.assertLessEqual(refs, declared, "a pluginRef names no declared plugin")
+                    self.assertLessEqual({"queue-scorer", "running-requests-size-scorer",
+                                          "kv-cache-utilization-scorer"}, refs)
                 sm = by_kind(docs, "ServiceMonitor", "engramd")
                 svc = by_kind(docs, "Service", "engramd")
                 self.assertTrue(selects(sm["spec"]["selector"]["matchLabels"], svc["metadata"]["labels"]))
