@@ -358,12 +358,15 @@ void LinearInt8Forward(Int8Kernel kernel, ThreadPool& pool, const float* x, int6
   float* xs = s.xs.data();
   int32_t* xsum = s.xsum.data();
   constexpr int64_t kQuantRows = 16;
+  auto quantize = kernel == Int8Kernel::kAvx512Vnni
+                      ? &linear_int8_internal::QuantizeActivationsInt8Avx512
+                      : &QuantizeActivationsInt8;
   if (M <= kQuantRows) {
-    QuantizeActivationsInt8(x, M, K, q, xs, xsum);
+    quantize(x, M, K, q, xs, xsum);
   } else {
     pool.ParallelFor((M + kQuantRows - 1) / kQuantRows, [&](int64_t c, int) {
       const int64_t r0 = c * kQuantRows, r1 = std::min(M, r0 + kQuantRows);
-      QuantizeActivationsInt8(x + r0 * K, r1 - r0, K, q + r0 * ldq, xs + r0 * kb, xsum + r0 * kb);
+      quantize(x + r0 * K, r1 - r0, K, q + r0 * ldq, xs + r0 * kb, xsum + r0 * kb);
     });
   }
 

@@ -92,6 +92,10 @@ struct TileKernels {
   TileFn fn[kMaxNp + 1][kMaxMr + 1] = {};
 };
 TileKernels Avx512VnniTileKernels();
+// QuantizeActivationsInt8 with AVX-512 (F, BW): the same codes, scales and sums, bit for bit
+// (for finite inputs). Only where CpuHasAvx512Vnni().
+void QuantizeActivationsInt8Avx512(const float* x, int64_t m, int64_t k, int8_t* q, float* scales,
+                                   int32_t* sums);
 }  // namespace linear_int8_internal
 
 }  // namespace engram

@@ -4,6 +4,7 @@
 // int32 + 12 F32 accumulators). Used only when the CPU has AVX-512 VNNI and BW.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "kernels/cpu/linear_int8.h"
@@ -89,6 +90,63 @@ void Fill(TileKernels& k) {
 }
 
 }  // namespace
+
+// Horizontal max / sum and |x| from maskz forms only (see kAll).
+ENGRAM_VNNI inline float MaxLanes(__m512 v) {
+  v = _mm512_maskz_max_ps(kAll, v, _mm512_maskz_shuffle_f32x4(kAll, v, v, 0x4E));
+  v = _mm512_maskz_max_ps(kAll, v, _mm512_maskz_shuffle_f32x4(kAll, v, v, 0xB1));
+  v = _mm512_maskz_max_ps(kAll, v, _mm512_maskz_permute_ps(kAll, v, 0x4E));
+  v = _mm512_maskz_max_ps(kAll, v, _mm512_maskz_permute_ps(kAll, v, 0xB1));
+  return _mm512_cvtss_f32(v);
+}
+ENGRAM_VNNI inline int32_t SumLanes(__m512i v) {
+  alignas(64) int32_t t[16];
+  _mm512_store_si512(t, v);
+  int32_t s = 0;
+  for (int i = 0; i < 16; ++i) s += t[i];
+  return s;
+}
+ENGRAM_VNNI inline __m512 Abs(__m512 v) {
+  return _mm512_castsi512_ps(
+      _mm512_maskz_and_epi32(kAll, _mm512_castps_si512(v), _mm512_set1_epi32(0x7fffffff)));
+}
+
+// round-to-nearest-even(v * inv) clamped to [-127, 127] (no lambdas: they would not inherit
+// the target attribute).
+ENGRAM_VNNI inline __m512i Codes(__m512 v, __m512 inv) {
+  const __m512i c = _mm512_maskz_cvtps_epi32(kAll, _mm512_maskz_mul_ps(kAll, v, inv));
+  return _mm512_maskz_min_epi32(kAll, _mm512_maskz_max_epi32(kAll, c, _mm512_set1_epi32(-127)),
+                                _mm512_set1_epi32(127));
+}
+
+ENGRAM_VNNI void QuantizeActivationsInt8Avx512(const float* x, int64_t m, int64_t k, int8_t* q,
+                                               float* scales, int32_t* sums) {
+  const int64_t kb = (k + kInt8Block - 1) / kInt8Block;
+  for (int64_t r = 0; r < m; ++r) {
+    const float* xr = x + r * k;
+    for (int64_t b = 0; b < kb; ++b) {
+      const int64_t k0 = b * kInt8Block;
+      const int kl = static_cast<int>(std::min<int64_t>(kInt8Block, k - k0));
+      const __mmask16 m0 = kl >= 16 ? kAll : static_cast<__mmask16>((1u << kl) - 1);
+      const __mmask16 m1 = kl >= 32  ? kAll
+                           : kl > 16 ? static_cast<__mmask16>((1u << (kl - 16)) - 1)
+                                     : static_cast<__mmask16>(0);
+      const __m512 v0 = _mm512_maskz_loadu_ps(m0, xr + k0);
+      const __m512 v1 = _mm512_maskz_loadu_ps(m1, xr + k0 + 16);
+      // max |x| is exact, so it equals the scalar loop's; the rest is the same F32 arithmetic,
+      // and cvtps rounds to nearest even as nearbyint does in the default rounding mode.
+      const float amax = MaxLanes(_mm512_maskz_max_ps(kAll, Abs(v0), Abs(v1)));
+      const float inv = amax > 0.f ? 127.f / amax : 0.f;
+      const __m512 vi = _mm512_set1_ps(inv);
+      const __m512i q0 = Codes(v0, vi), q1 = Codes(v1, vi);
+      int8_t* qb = q + r * kb * kInt8Block + k0;
+      _mm512_mask_cvtsepi32_storeu_epi8(qb, kAll, q0);
+      _mm512_mask_cvtsepi32_storeu_epi8(qb + 16, kAll, q1);
+      scales[r * kb + b] = amax / 127.f;
+      sums[r * kb + b] = SumLanes(_mm512_maskz_add_epi32(kAll, q0, q1));
+    }
+  }
+}
 
 TileKernels Avx512VnniTileKernels() {
   TileKernels k;

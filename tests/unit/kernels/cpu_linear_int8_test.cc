@@ -79,6 +79,29 @@ TEST(CpuLinearInt8, ActivationQuantizationIsSymmetricPerBlock) {
   EXPECT_EQ(s2[1], 0.f);
 }
 
+// The AVX-512 activation quantizer gives the scalar one's codes, scales and sums bit for bit,
+// partial blocks, all-zero blocks, ties and extremes included.
+TEST(CpuLinearInt8, Avx512ActivationQuantizationEqualsScalar) {
+  if (!CpuHasAvx512Vnni()) GTEST_SKIP() << "no AVX-512 VNNI on this CPU";
+  for (int64_t k : {1, 5, 16, 17, 31, 32, 33, 64, 100, 1000}) {
+    const int64_t m = 7, kb = (k + kInt8Block - 1) / kInt8Block;
+    std::vector<float> x =
+        RandomFloats(static_cast<size_t>(m * k), 11 + static_cast<uint32_t>(k), -3.f, 3.f);
+    for (int64_t i = 0; i < k; ++i) x[i] = 0.f;                        // row 0: all zero
+    for (int64_t i = 0; i < k; ++i) x[k + i] = (i % 2 ? 0.5f : -1.f);  // row 1: exact .5 ties
+    x[2 * k] = 1e-30f;                                                 // a tiny block maximum
+    std::vector<int8_t> qa(m * kb * kInt8Block, 9), qb(qa);
+    std::vector<float> sa(m * kb), sb(m * kb);
+    std::vector<int32_t> ua(m * kb), ub(m * kb);
+    QuantizeActivationsInt8(x.data(), m, k, qa.data(), sa.data(), ua.data());
+    linear_int8_internal::QuantizeActivationsInt8Avx512(x.data(), m, k, qb.data(), sb.data(),
+                                                        ub.data());
+    EXPECT_EQ(qa, qb) << "K " << k;
+    EXPECT_EQ(sa, sb) << "K " << k;
+    EXPECT_EQ(ua, ub) << "K " << k;
+  }
+}
+
 TEST(CpuLinearInt8, WeightQuantizationErrorIsHalfAStep) {
   ThreadPool pool(2);
   const Shape s{1, 37, 70};
