@@ -59,7 +59,8 @@ Result<Tensor> PackInt8LinearWeight(const std::vector<LinearSource>& parts, Thre
 double Int8WeightAt(const Tensor& w, int64_t n, int64_t k);
 
 // Quantizes activation rows x [m, k] per 32-block: q [m, Kb * 32] (zero padded), scales
-// [m, Kb], sums [m, Kb] (sum of the block's q). The same code for every kernel family.
+// [m, Kb], sums [m, Kb] (sum of the block's q). The scalar rule; the VNNI path runs
+// linear_int8_internal::QuantizeActivationsInt8Avx512, which gives the same bytes.
 void QuantizeActivationsInt8(const float* x, int64_t m, int64_t k, int8_t* q, float* scales,
                              int32_t* sums);
 
