@@ -50,18 +50,13 @@ double LinearBytes(double n, double k, DType dtype, const std::string& format) {
   return n * k * (quantized ? 2.0 : static_cast<double>(DTypeSize(dtype)));
 }
 
-bool EndsWith(const std::string& s, std::string_view suffix) {
-  return s.size() >= suffix.size() &&
-         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 ModelCost CostOf(const ModelConfig& c, const TensorStore& store, const std::string& format) {
   ModelCost m;
   for (const std::string& name : store.Names()) {
     const TensorInfo* info = store.Info(name);
     const bool matrix = info->shape.size() == 2 && name.find("embed_tokens") == std::string::npos &&
                         name.find("multi_head_embedding") == std::string::npos &&
-                        !EndsWith(name, "_scale_inv") && !EndsWith(name, ".scale");
+                        !name.ends_with("_scale_inv") && !name.ends_with(".scale");
     if (!matrix) continue;
     const double rows = static_cast<double>(info->shape[0]);
     const double cols = static_cast<double>(info->shape[1]);

@@ -197,17 +197,17 @@ ENGRAM_AVX2 void DirectAvx2(const float* x, int64_t K, const uint8_t* codes, con
 using DirectFn = void (*)(const float*, int64_t, const uint8_t*, const float*, float*, int64_t, int,
                           const float*);
 
-// The kernel for mr rows (1 <= mr <= its ISA's rows) and that ISA's rows per call.
-DirectFn DirectFor(CpuIsa isa, int mr, int* max_mr) {
-  if (isa == CpuIsa::kAvx512) {
-    *max_mr = 4;
-    static constexpr DirectFn k[] = {nullptr, &DirectAvx512<1, 4>, &DirectAvx512<2, 4>,
-                                     &DirectAvx512<3, 2>, &DirectAvx512<4, 2>};
-    return k[mr];
-  }
-  *max_mr = 2;
-  static constexpr DirectFn k[] = {nullptr, &DirectAvx2<1, 2>, &DirectAvx2<2, 2>};
-  return k[mr];
+// An ISA's direct kernels: fn[mr] for 1 <= mr <= max_mr.
+struct DirectKernels {
+  int max_mr;
+  const DirectFn* fn;
+};
+
+DirectKernels DirectFor(CpuIsa isa) {
+  static constexpr DirectFn kAvx512[] = {nullptr, &DirectAvx512<1, 4>, &DirectAvx512<2, 4>,
+                                         &DirectAvx512<3, 2>, &DirectAvx512<4, 2>};
+  static constexpr DirectFn kAvx2[] = {nullptr, &DirectAvx2<1, 2>, &DirectAvx2<2, 2>};
+  return isa == CpuIsa::kAvx512 ? DirectKernels{4, kAvx512} : DirectKernels{2, kAvx2};
 }
 
 }  // namespace
@@ -342,18 +342,16 @@ void LinearFp8Direct(CpuIsa isa, ThreadPool& pool, const float* x, int64_t M, co
                      const float* bias, float* out) {
   const int64_t N = w.dim(0), K = w.dim(1);
   const int64_t panels = Panels(N);
+  const DirectKernels kern = DirectFor(isa);
   const int64_t per_task = std::max<int64_t>(1, panels / (8 * pool.num_threads()));
   pool.ParallelFor((panels + per_task - 1) / per_task, [&](int64_t task, int) {
     const int64_t p1 = std::min(panels, (task + 1) * per_task);
     for (int64_t p = task * per_task; p < p1; ++p) {
       const int nc = static_cast<int>(std::min<int64_t>(kNr, N - p * kNr));
-      for (int64_t m = 0; m < M;) {
-        int max_mr = 0;
-        (void)DirectFor(isa, 1, &max_mr);
-        const int mr = static_cast<int>(std::min<int64_t>(max_mr, M - m));
-        DirectFor(isa, mr, &max_mr)(x + m * K, K, Codes(w, p), Factors(w, p), out + m * N + p * kNr,
-                                    N, nc, bias != nullptr ? bias + p * kNr : nullptr);
-        m += mr;
+      for (int64_t m = 0; m < M; m += kern.max_mr) {
+        const int mr = static_cast<int>(std::min<int64_t>(kern.max_mr, M - m));
+        kern.fn[mr](x + m * K, K, Codes(w, p), Factors(w, p), out + m * N + p * kNr, N, nc,
+                    bias != nullptr ? bias + p * kNr : nullptr);
       }
     }
   });

@@ -16,7 +16,7 @@
 // registers (AVX-512F 4 rows at a time, AVX2/F16C 2), re-read from cache for each group of
 // rows; otherwise, and on the scalar path, each k-block of a panel is widened once into F32
 // and the F32 micro-kernels of linear.h run over it. Measured on `small` (docs/perf.md): at 16
-// rows the register path decodes 1.5-2x faster than widening into F32 tiles.
+// rows the register path decoded 1.4-2x faster than widening into F32 tiles.
 #pragma once
 
 #include <cstdint>

@@ -244,10 +244,10 @@ Result<Tensor> PackInt8LinearWeight(const std::vector<LinearSource>& parts, Thre
   if (parts.empty()) return InvalidArgument("PackInt8LinearWeight: no parts");
   const int64_t K = parts[0].w.shape.size() == 2 ? parts[0].w.dim(1) : 0;
   const int64_t kb = (K + kInt8Block - 1) / kInt8Block;
-  // Row n of the stacked weight: its part's codes and scales.
+  // Row n of the stacked weight: its part, that part's row r and codes.
   struct Row {
     const int8_t* q;
-    std::vector<float>* s;
+    size_t part;
     int64_t r;
   };
   std::vector<std::vector<float>> scales(parts.size());
@@ -266,7 +266,7 @@ Result<Tensor> PackInt8LinearWeight(const std::vector<LinearSource>& parts, Thre
     scales[i].resize(static_cast<size_t>(p.scale_inv.numel()));
     ConvertToF32(p.scale_inv.dtype, p.scale_inv.data, scales[i].data(), scales[i].size());
     for (int64_t r = 0; r < p.w.dim(0); ++r) {
-      rows.push_back(Row{p.w.ptr<int8_t>() + r * K, &scales[i], r});
+      rows.push_back(Row{p.w.ptr<int8_t>() + r * K, i, r});
     }
   }
   const int64_t N = static_cast<int64_t>(rows.size());
@@ -288,7 +288,7 @@ Result<Tensor> PackInt8LinearWeight(const std::vector<LinearSource>& parts, Thre
       for (int j = 0; j < kNr; ++j) {
         const int64_t n = p * kNr + j;
         const Row* row = n < N ? &rows[static_cast<size_t>(n)] : nullptr;
-        s[j] = row != nullptr ? (*row->s)[static_cast<size_t>(row->r * kb + b)] : 0.f;
+        s[j] = row != nullptr ? scales[row->part][static_cast<size_t>(row->r * kb + b)] : 0.f;
         for (int i = 0; i < kInt8Block; ++i) {
           const int8_t q = row != nullptr && i < kl ? row->q[k0 + i] : 0;
           if (q == -128) bad.store(n * K + k0 + i);
@@ -299,13 +299,9 @@ Result<Tensor> PackInt8LinearWeight(const std::vector<LinearSource>& parts, Thre
   });
   if (const int64_t at = bad.load(); at >= 0) {
     const Row& row = rows[static_cast<size_t>(at / K)];
-    const LinearSource* part = nullptr;
-    for (size_t i = 0; i < parts.size(); ++i) {
-      if (&scales[i] == row.s) part = &parts[i];
-    }
     return InvalidArgument(
         "{}: holds the code -128 at [{}, {}]: engram_int8 codes are symmetric, in [-127, 127]",
-        part->name, row.r, at % K);
+        parts[row.part].name, row.r, at % K);
   }
   return OwningCpuTensor(std::move(mem), DType::kU8, Layout::kInt8Block32, {N, K});
 }

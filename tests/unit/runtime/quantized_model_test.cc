@@ -21,11 +21,8 @@ namespace engram {
 namespace {
 
 bool IsBackboneLinear(const std::string& name) {
-  auto ends = [&](std::string_view s) {
-    return name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0;
-  };
   return name.find(".engram.") == std::string::npos &&
-         (ends("_proj.weight") || name == "lm_head.weight");
+         (name.ends_with("_proj.weight") || name == "lm_head.weight");
 }
 
 // synth:tiny with its backbone Linear weights (and lm_head) quantized: "fp8" in [bn, bk]
