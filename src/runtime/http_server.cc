@@ -15,6 +15,7 @@
 #include <exception>
 #include <mutex>
 #include <stdexcept>
+#include <thread>
 
 #include "common/host_port.h"
 
@@ -190,10 +191,14 @@ struct HttpServer::Callbacks {
                           const char* method, const char* upload_data, size_t* upload_data_size,
                           void** con_cls);
 
-  static void Completed(void* /*cls*/, MHD_Connection* /*connection*/, void** con_cls,
+  // After the response is sent (or the request ended otherwise): the request is no longer in
+  // progress.
+  static void Completed(void* cls, MHD_Connection* /*connection*/, void** con_cls,
                         MHD_RequestTerminationCode /*toe*/) {
+    if (*con_cls == nullptr) return;
     delete static_cast<Pending*>(*con_cls);
     *con_cls = nullptr;
+    static_cast<HttpServer*>(cls)->in_progress_.fetch_sub(1, std::memory_order_acq_rel);
   }
 };
 
@@ -205,6 +210,7 @@ MHD_Result HttpServer::Callbacks::Serve(HttpServer& self, MHD_Connection* connec
                                         void** con_cls) {
   if (*con_cls == nullptr) {
     *con_cls = new Pending();
+    self.in_progress_.fetch_add(1, std::memory_order_acq_rel);
     const char* length =
         MHD_lookup_connection_value(connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (length != nullptr && std::strtoull(length, nullptr, 10) > self.options_.max_body_bytes) {
@@ -301,7 +307,7 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string& listen,
       flags, port, nullptr, nullptr, &Callbacks::Access, s.get(),
       // The logger first, so that it sees the other options' complaints too.
       MHD_OPTION_EXTERNAL_LOGGER, &Callbacks::Logger, log,
-      MHD_OPTION_NOTIFY_COMPLETED, &Callbacks::Completed, nullptr,
+      MHD_OPTION_NOTIFY_COMPLETED, &Callbacks::Completed, s.get(),
       MHD_OPTION_SOCK_ADDR, reinterpret_cast<const sockaddr*>(&addr->addr),
       MHD_OPTION_CONNECTION_TIMEOUT, s->options_.idle_timeout_s,
       MHD_OPTION_CONNECTION_LIMIT, s->options_.max_connections,
@@ -328,6 +334,14 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string& listen,
 }
 
 HttpServer::HttpServer() : log_(std::make_unique<Log>()) {}
+
+bool HttpServer::WaitIdle(std::chrono::steady_clock::time_point deadline) const {
+  while (in_progress_.load(std::memory_order_acquire) > 0) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
+}
 
 HttpServer::~HttpServer() {
   if (daemon_ != nullptr) MHD_stop_daemon(daemon_);

@@ -21,6 +21,8 @@
 // returns, so the handler's captures need only outlive the server.
 #pragma once
 
+#include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <functional>
 #include <memory>
@@ -112,6 +114,12 @@ class HttpServer {
 
   // The bound port (the ephemeral one when listen asked for port 0).
   int port() const { return port_; }
+  // Requests received and not yet completed (a streamed response counts until its last byte,
+  // the end of the chunked body included, is sent or the peer is gone).
+  int requests_in_progress() const { return in_progress_.load(std::memory_order_acquire); }
+  // Waits until no request is in progress or `deadline` passes; whether it became idle. For a
+  // drain: the destructor closes connections, cutting any response still being written.
+  bool WaitIdle(std::chrono::steady_clock::time_point deadline) const;
 
  private:
   struct Callbacks;
@@ -123,6 +131,7 @@ class HttpServer {
   std::unique_ptr<Log> log_;  // the logger's closure; outlives daemon_
   MHD_Daemon* daemon_ = nullptr;
   int port_ = 0;
+  std::atomic<int> in_progress_{0};
 };
 
 }  // namespace engram

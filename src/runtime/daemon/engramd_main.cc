@@ -361,6 +361,13 @@ int Serve(const std::string& path) {
     }
   }
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  // A stream whose request finished may still be writing its last events and the end of its
+  // chunked body: let it (as gRPC's Shutdown lets its calls) before the connections close.
+  if (http != nullptr &&
+      !http->WaitIdle(std::chrono::steady_clock::now() + std::chrono::seconds(2))) {
+    spdlog::warn("{} HTTP responses still being written after 2 s: closing them",
+                 http->requests_in_progress());
+  }
   http.reset();  // closes its connections; their streams end before the loop goes
   metrics.reset();
   heartbeat.reset();  // reads the loop
