@@ -4,6 +4,11 @@
 # uses) and tags it as the two names the Containerfile starts FROM, then builds with
 # --pull=never.
 #   sudo deploy/container/build-base.sh [--base-only] [--tag 0.1.0] [--mirror URL]
+#       [--runtime runc] [--ulimit nofile=20000:20000 ...]
+# --runtime goes to podman, --ulimit (repeatable) to `podman build`. A VM that mounts
+# cgroups in hybrid mode needs `--runtime runc` (crun refuses hybrid mode), and one without
+# CAP_SYS_RESOURCE needs --ulimit values at or under its own hard limits (podman's defaults,
+# nofile 1048576, fail there with "setrlimit ... Operation not permitted").
 # Needs: apt install mmdebstrap podman (root, or a rootless podman with subuids).
 # The CUDA image (Containerfile.cuda) starts from NVIDIA's images, which cannot be made this
 # way: mirror them (podman pull on a connected machine, podman save | podman load here).
@@ -13,11 +18,15 @@ repo="$(cd "$(dirname "$0")/../.." && pwd)"
 tag="0.1.0"
 mirror="http://deb.debian.org/debian"
 base_only=0
+global_args=()  # podman's own options (--runtime)
+build_args=()   # podman build's (--ulimit)
 while [ $# -gt 0 ]; do
   case "$1" in
     --tag) tag="$2"; shift 2 ;;
     --mirror) mirror="$2"; shift 2 ;;
     --base-only) base_only=1; shift ;;
+    --runtime) global_args+=(--runtime "$2"); shift 2 ;;
+    --ulimit) build_args+=(--ulimit "$2"); shift 2 ;;
     *) echo "build-base.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -39,6 +48,9 @@ echo "build-base.sh: base image localhost/engramd-base:bookworm (also debian:boo
 [ "$base_only" -eq 1 ] && exit 0
 
 # --format docker keeps the HEALTHCHECK (the OCI format has none).
-podman build --pull=never --format docker -f "$repo/deploy/container/Containerfile" \
+# --network host: the build stage's apt-get reaches the mirror as the host does.
+podman ${global_args[@]+"${global_args[@]}"} build --pull=never --format docker --network host \
+  ${build_args[@]+"${build_args[@]}"} \
+  -f "$repo/deploy/container/Containerfile" \
   -t "localhost/engramd:$tag" "$repo"
 echo "build-base.sh: built localhost/engramd:$tag"
