@@ -20,7 +20,13 @@ enum class Device : uint8_t { kCpu, kCuda };
 // the backend's (CPU: src/kernels/cpu/linear_int8.h), not numel() * 1. kFp8Panels: a Linear
 // weight of block-scaled E4M3 codes (a checkpoint's quantization_config "fp8"), dtype U8,
 // logical shape [N, K], bytes as src/kernels/cpu/linear_fp8.h lays them out.
-enum class Layout : uint8_t { kRowMajor = 0, kBackendPacked = 1, kInt8Block32 = 2, kFp8Panels = 3 };
+enum class Layout : uint8_t {
+  kRowMajor = 0,
+  kBackendPacked = 1,
+  kInt8Block32 = 2,
+  kFp8Panels = 3,
+  kFp8Block128 = 4,  // CUDA: E4M3 codes plus 128 x 128 block scales (kernels/cuda/fp8_linear.h)
+};
 
 struct Tensor {
   std::shared_ptr<void> owner;  // keeps `data` alive; null for a non-owning view

@@ -94,6 +94,7 @@ Result<std::unique_ptr<CudaBackend>> CudaBackend::Create(const BackendOptions& o
         "need 8.0 or newer",
         b->device_, prop.name, prop.major, prop.minor);
   }
+  b->sm_ = prop.major * 10 + prop.minor;
   int pageable = 0;
   ENGRAM_CUDA_RETURN_IF_ERROR(
       cudaDeviceGetAttribute(&pageable, cudaDevAttrPageableMemoryAccess, b->device_));

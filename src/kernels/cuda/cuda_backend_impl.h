@@ -18,10 +18,13 @@
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "kernels/backend.h"
 #include "kernels/cuda/cuda_handles.h"
 #include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/fp8_linear.h"
 
 namespace engram::cuda {
 
@@ -43,6 +46,10 @@ class CudaBackend final : public Backend {
   Result<Tensor> Alloc(DType dtype, std::vector<int64_t> shape) override;
   Result<Tensor> AllocZeros(DType dtype, std::vector<int64_t> shape) override;
   Result<Tensor> PrepareWeight(const Tensor& host, WeightUse use) override;
+  // FP8 parts in 128 x 128 blocks become block-scaled FP8 GEMM weights (cuda_fp8.cc) where
+  // cuBLASLt runs them on this device and a check against their float64 product passes on
+  // the first; anything else goes to Backend::PrepareLinear (dequantized to BF16).
+  Result<Tensor> PrepareLinear(const std::vector<LinearSource>& parts) override;
   Status CopyToHost(const Tensor& src, void* dst) override;
   Status CopyFromHost(const void* src, Tensor& dst) override;
   Status UploadLayout(BatchLayout& layout) override;
@@ -92,10 +99,20 @@ class CudaBackend final : public Backend {
   // Waits for the stream, then turns error bits set by kernels into OUT_OF_RANGE (and clears
   // them).
   Status SyncAndCheck();
+  // cuda_fp8.cc: why `parts` cannot run as an FP8 GEMM here ("" when they can); *fp8 says
+  // whether they are FP8 in 128 x 128 blocks at all.
+  std::string Fp8GemmRefusal(const std::vector<LinearSource>& parts, bool* fp8);
+  Result<Tensor> UploadFp8Linear(const std::vector<LinearSource>& parts);
+  // The first FP8 weight against the float64 product of its dequantized parts.
+  Status CheckFp8Linear(const std::vector<LinearSource>& parts, const Tensor& w);
+  // Linear for a Layout::kFp8Block128 weight (shapes already checked, no bias).
+  Status LinearFp8(const Tensor& x, const Tensor& w, Tensor& out);
+
   // Checks that `t` is a device tensor of this backend (data set, device kCuda).
   static Status CheckDevice(const Tensor& t, const char* op, const char* name);
 
   int device_ = 0;
+  int sm_ = 0;                    // compute capability, major * 10 + minor
   std::string pci_bus_id_;        // cudaDeviceGetPCIBusId, "" when it failed
   bool pageable_access_ = false;  // the device can read pageable host memory (HMM/ATS)
   CudaStream stream_;
@@ -105,6 +122,11 @@ class CudaBackend final : public Backend {
   uint32_t* error_dev_ = nullptr;
   Scratch linear_scratch_;  // BF16 copy of Linear's x
   Scratch conv_scratch_;    // per-token inverse RMS of EngramShortConv
+  Scratch fp8_scratch_;     // FP8 codes and scales of Linear's x, or a dequantized weight
+
+  // The FP8 GEMM path: tried at the first FP8 weight; fp8_state_ 0 untried, 1 on, -1 off.
+  Fp8Gemm fp8_gemm_;
+  int fp8_state_ = 0;
 
   struct Staging {
     PinnedBuffer host;

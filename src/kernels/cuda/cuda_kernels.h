@@ -142,4 +142,15 @@ cudaError_t LaunchScatterRowBytes(const void* src, int64_t row_bytes, const int6
                                   int64_t n, void* dst, int64_t dst_rows, uint32_t* err,
                                   cudaStream_t stream);
 
+// ---- fp8_quant.cu
+// Per token and 128-input block: scale = amax / 448, q = E4M3(x / scale) with saturation
+// (round to nearest even). x [m, k] F32; q [m, k] E4M3 codes; scales F32 [ceil(k / 128), m],
+// the token index fastest (cuBLASLt's VEC128_32F layout of the B operand).
+cudaError_t LaunchQuantizeFp8Act(const float* x, int64_t m, int64_t k, uint8_t* q, float* scales,
+                                 cudaStream_t stream);
+// out_bf16[n, k] = code x block scale of a Layout::kFp8Block128 weight (fp8_linear.h) whose
+// scales start at byte scale_offset; the products round to BF16 (nearest even).
+cudaError_t LaunchDequantFp8Block128(const void* w, size_t scale_offset, int64_t n, int64_t k,
+                                     void* out_bf16, cudaStream_t stream);
+
 }  // namespace engram::cuda

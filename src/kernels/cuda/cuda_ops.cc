@@ -117,11 +117,15 @@ Status CudaBackend::Linear(const Tensor& x, const Tensor& w, const Tensor* bias,
   ENGRAM_RETURN_IF_ERROR(ExpectDType(x, DType::kF32, kOp, "x"));
   ENGRAM_RETURN_IF_ERROR(ExpectRank(x, 2, kOp, "x"));
   ENGRAM_RETURN_IF_ERROR(ExpectRank(w, 2, kOp, "w"));
-  if (w.dtype != DType::kBF16 && w.dtype != DType::kF32) {
+  const bool fp8 = w.layout == Layout::kFp8Block128;  // from PrepareLinear (cuda_fp8.cc)
+  if (fp8) {
+    ENGRAM_RETURN_IF_ERROR(ExpectDType(w, DType::kU8, kOp, "w (FP8 blocks)"));
+  } else if (w.dtype != DType::kBF16 && w.dtype != DType::kF32) {
     return InvalidArgument("{}: w has dtype {}, expected BF16 (from PrepareWeight) or F32", kOp,
                            DTypeName(w.dtype));
+  } else if (w.layout != Layout::kRowMajor) {
+    return InvalidArgument("{}: w must be row-major", kOp);
   }
-  if (w.layout != Layout::kRowMajor) return InvalidArgument("{}: w must be row-major", kOp);
   const int64_t M = x.dim(0), K = x.dim(1), N = w.dim(0);
   if (w.dim(1) != K) {
     return InvalidArgument("{}: w has shape {}, expected [N, {}] for x {}", kOp, w.ShapeString(), K,
@@ -139,6 +143,14 @@ Status CudaBackend::Linear(const Tensor& x, const Tensor& w, const Tensor* bias,
   }
   if (M == 0 || N == 0) return Status::Ok();
   ENGRAM_RETURN_IF_ERROR(Activate());
+  if (fp8) {
+    ENGRAM_RETURN_IF_ERROR(LinearFp8(x, w, out));
+    if (bias != nullptr) {
+      ENGRAM_RETURN_IF_ERROR(LaunchStatus(
+          LaunchAddBias(out.ptr<float>(), bias->ptr<float>(), M, N, stream()), "Linear (bias)"));
+    }
+    return Status::Ok();
+  }
 
   // Row-major out[M,N] = x[M,K]·W[N,K]ᵀ is column-major outᵀ[N,M] = W[N,K]·xᵀ: cuBLAS sees W
   // as a K×N column-major matrix (transposed) and x as K×M (not transposed).

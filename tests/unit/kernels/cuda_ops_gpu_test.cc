@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "../../support/gpu_error.h"
 #include "common/dtype.h"
 #include "common/fp8.h"
 #include "kernels/backend.h"
@@ -36,26 +37,10 @@ constexpr double kF32Tol = 1e-5;
 constexpr double kBf16GemmTol = 1e-2;
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 
-#define ASSERT_OK(expr)                                       \
-  do {                                                        \
-    const ::engram::Status _st = (expr);                      \
-    ASSERT_TRUE(_st.ok()) << #expr << ": " << _st.ToString(); \
-  } while (0)
+using testutil::RelErr;
 
-double RelErr(const std::vector<float>& out, const std::vector<double>& ref) {
-  if (out.size() != ref.size()) return std::numeric_limits<double>::infinity();
-  double num = 0, den = 0;
-  for (size_t i = 0; i < out.size(); ++i) {
-    if (!std::isfinite(out[i])) return std::numeric_limits<double>::infinity();
-    num += (out[i] - ref[i]) * (out[i] - ref[i]);
-    den += ref[i] * ref[i];
-  }
-  return std::sqrt(num) / std::max(std::sqrt(den), 1e-30);
-}
-
-void Report(const char* what, double err, double tol) {
-  std::printf("[  error   ] %-44s %.3e (tolerance %.0e)\n", what, err, tol);
-  EXPECT_LE(err, tol) << what;
+void Report(const std::string& what, double err, double tol) {
+  testutil::ReportError(what, err, tol);
 }
 
 double Sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
