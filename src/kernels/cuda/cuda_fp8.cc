@@ -133,6 +133,8 @@ Status CudaBackend::CheckFp8Linear(const std::vector<LinearSource>& parts, const
 }
 
 Result<Tensor> CudaBackend::PrepareLinear(const std::vector<LinearSource>& parts) {
+  // cuBLASLt's handle and heuristics take the calling thread's current device.
+  ENGRAM_RETURN_IF_ERROR(Activate());
   bool fp8 = false;
   const std::string refusal = Fp8GemmRefusal(parts, &fp8);
   if (fp8 && refusal.empty()) {
