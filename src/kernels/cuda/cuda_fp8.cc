@@ -18,8 +18,6 @@ namespace {
 constexpr double kFp8CheckTol = 0.1;
 constexpr int64_t kFp8CheckRows = 16;  // one of the row counts Fp8GemmRefusal asks for
 
-int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
 }  // namespace
 
 std::string CudaBackend::Fp8GemmRefusal(const std::vector<LinearSource>& parts, bool* fp8) {
@@ -42,8 +40,7 @@ std::string CudaBackend::Fp8GemmRefusal(const std::vector<LinearSource>& parts, 
       return fmt::format("{}: weight_scale_inv is {}, not F32", p.name,
                          DTypeName(p.scale_inv.dtype));
     }
-    if (p.scale_inv.shape !=
-        std::vector<int64_t>{CeilDiv(p.w.dim(0), kFp8GemmBlock), CeilDiv(K, kFp8GemmBlock)}) {
+    if (p.scale_inv.shape != std::vector<int64_t>{Fp8Blocks(p.w.dim(0)), Fp8Blocks(K)}) {
       return fmt::format("{}: weight_scale_inv has shape {}", p.name, p.scale_inv.ShapeString());
     }
     if (i + 1 < parts.size() && p.w.dim(0) % kFp8GemmBlock != 0) {
@@ -69,7 +66,7 @@ std::string CudaBackend::Fp8GemmRefusal(const std::vector<LinearSource>& parts, 
 }
 
 Result<Tensor> CudaBackend::UploadFp8Linear(const std::vector<LinearSource>& parts) {
-  const int64_t K = parts[0].w.dim(1), kb = CeilDiv(K, kFp8GemmBlock);
+  const int64_t K = parts[0].w.dim(1), kb = Fp8Blocks(K);
   int64_t N = 0;
   for (const LinearSource& p : parts) N += p.w.dim(0);
   std::vector<uint8_t> host(Fp8Block128Bytes(N, K));
@@ -79,7 +76,7 @@ Result<Tensor> CudaBackend::UploadFp8Linear(const std::vector<LinearSource>& par
     std::memcpy(codes, p.w.data, p.w.nbytes());
     codes += p.w.nbytes();
     std::memcpy(scales, p.scale_inv.data, p.scale_inv.nbytes());
-    scales += CeilDiv(p.w.dim(0), kFp8GemmBlock) * kb;
+    scales += Fp8Blocks(p.w.dim(0)) * kb;
   }
   ENGRAM_RETURN_IF_ERROR(NotCapturing("PrepareLinear"));
   ENGRAM_RETURN_IF_ERROR(Activate());
@@ -176,7 +173,7 @@ Status CudaBackend::LinearFp8(const Tensor& x, const Tensor& w, Tensor& out) {
   if (fp8_gemm_.Supported(M, N, K, workspace)) {
     ENGRAM_ASSIGN_OR_RETURN(void* s, GetScratch(fp8_scratch_, Fp8ActScratchBytes(M, K), kOp));
     auto* q = static_cast<uint8_t*>(s);
-    auto* xs = reinterpret_cast<float*>(q + (static_cast<size_t>(M * K) + 255) / 256 * 256);
+    auto* xs = reinterpret_cast<float*>(q + Fp8ActScaleOffset(M, K));
     ENGRAM_RETURN_IF_ERROR(LaunchStatus(LaunchQuantizeFp8Act(x.ptr<float>(), M, K, q, xs, stream()),
                                         "Linear (quantize x)"));
     return fp8_gemm_.Run(w.data, N, K, q, xs, M, out.ptr<float>(), cublas_workspace_.data(),

@@ -17,7 +17,6 @@
 namespace engram::cuda {
 namespace {
 
-int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 size_t RoundUp256(size_t v) { return (v + 255) / 256 * 256; }
 
 }  // namespace
@@ -27,14 +26,17 @@ size_t Fp8Block128ScaleOffset(int64_t n, int64_t k) {
 }
 
 size_t Fp8Block128Bytes(int64_t n, int64_t k) {
-  return Fp8Block128ScaleOffset(n, k) + static_cast<size_t>(CeilDiv(n, kFp8GemmBlock)) *
-                                            static_cast<size_t>(CeilDiv(k, kFp8GemmBlock)) *
-                                            sizeof(float);
+  return Fp8Block128ScaleOffset(n, k) +
+         static_cast<size_t>(Fp8Blocks(n)) * static_cast<size_t>(Fp8Blocks(k)) * sizeof(float);
+}
+
+size_t Fp8ActScaleOffset(int64_t m, int64_t k) {
+  return RoundUp256(static_cast<size_t>(m) * static_cast<size_t>(k));
 }
 
 size_t Fp8ActScratchBytes(int64_t m, int64_t k) {
-  return RoundUp256(static_cast<size_t>(m) * static_cast<size_t>(k)) +
-         static_cast<size_t>(m) * static_cast<size_t>(CeilDiv(k, kFp8GemmBlock)) * sizeof(float);
+  return Fp8ActScaleOffset(m, k) +
+         static_cast<size_t>(m) * static_cast<size_t>(Fp8Blocks(k)) * sizeof(float);
 }
 
 // The descriptors and the algorithm of one (m, n, k); `found` false when cuBLASLt offered none.

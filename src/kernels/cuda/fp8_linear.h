@@ -24,10 +24,15 @@ namespace engram::cuda {
 
 inline constexpr int64_t kFp8GemmBlock = 128;
 
+// 128-blocks covering n values (the last one may be partial).
+inline constexpr int64_t Fp8Blocks(int64_t n) { return (n + kFp8GemmBlock - 1) / kFp8GemmBlock; }
+
 size_t Fp8Block128ScaleOffset(int64_t n, int64_t k);
 size_t Fp8Block128Bytes(int64_t n, int64_t k);
 
-// Bytes of the activation scratch Run needs for m x k: the E4M3 codes, then the scales.
+// Bytes of the activation scratch Run needs for m x k: the E4M3 codes, then at
+// Fp8ActScaleOffset(m, k) the scales.
+size_t Fp8ActScaleOffset(int64_t m, int64_t k);
 size_t Fp8ActScratchBytes(int64_t m, int64_t k);
 
 class Fp8Gemm {
