@@ -91,20 +91,24 @@ void Fill(TileKernels& k) {
 
 }  // namespace
 
-// Horizontal max / sum and |x| from maskz forms only (see kAll).
+// Horizontal max / sum by halving (512 -> 256 -> 128 -> 32 bits), and |x|; maskz forms only
+// (see kAll).
 ENGRAM_VNNI inline float MaxLanes(__m512 v) {
-  v = _mm512_maskz_max_ps(kAll, v, _mm512_maskz_shuffle_f32x4(kAll, v, v, 0x4E));
-  v = _mm512_maskz_max_ps(kAll, v, _mm512_maskz_shuffle_f32x4(kAll, v, v, 0xB1));
-  v = _mm512_maskz_max_ps(kAll, v, _mm512_maskz_permute_ps(kAll, v, 0x4E));
-  v = _mm512_maskz_max_ps(kAll, v, _mm512_maskz_permute_ps(kAll, v, 0xB1));
-  return _mm512_cvtss_f32(v);
+  const __m512d d = _mm512_castps_pd(v);
+  const __m256 h = _mm256_max_ps(_mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(0xff, d, 0)),
+                                 _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(0xff, d, 1)));
+  __m128 x = _mm_max_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+  x = _mm_max_ps(x, _mm_movehl_ps(x, x));
+  x = _mm_max_ss(x, _mm_movehdup_ps(x));
+  return _mm_cvtss_f32(x);
 }
 ENGRAM_VNNI inline int32_t SumLanes(__m512i v) {
-  alignas(64) int32_t t[16];
-  _mm512_store_si512(t, v);
-  int32_t s = 0;
-  for (int i = 0; i < 16; ++i) s += t[i];
-  return s;
+  const __m256i h = _mm256_add_epi32(_mm512_maskz_extracti64x4_epi64(0xff, v, 0),
+                                     _mm512_maskz_extracti64x4_epi64(0xff, v, 1));
+  __m128i x = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+  x = _mm_add_epi32(x, _mm_unpackhi_epi64(x, x));
+  x = _mm_add_epi32(x, _mm_shuffle_epi32(x, 0xB1));
+  return _mm_cvtsi128_si32(x);
 }
 ENGRAM_VNNI inline __m512 Abs(__m512 v) {
   return _mm512_castsi512_ps(
@@ -126,22 +130,29 @@ ENGRAM_VNNI void QuantizeActivationsInt8Avx512(const float* x, int64_t m, int64_
     const float* xr = x + r * k;
     for (int64_t b = 0; b < kb; ++b) {
       const int64_t k0 = b * kInt8Block;
-      const int kl = static_cast<int>(std::min<int64_t>(kInt8Block, k - k0));
-      const __mmask16 m0 = kl >= 16 ? kAll : static_cast<__mmask16>((1u << kl) - 1);
-      const __mmask16 m1 = kl >= 32  ? kAll
-                           : kl > 16 ? static_cast<__mmask16>((1u << (kl - 16)) - 1)
-                                     : static_cast<__mmask16>(0);
-      const __m512 v0 = _mm512_maskz_loadu_ps(m0, xr + k0);
-      const __m512 v1 = _mm512_maskz_loadu_ps(m1, xr + k0 + 16);
+      __m512 v0, v1;
+      if (k0 + kInt8Block <= k) {
+        v0 = _mm512_loadu_ps(xr + k0);
+        v1 = _mm512_loadu_ps(xr + k0 + 16);
+      } else {  // the partial last block, zero padded
+        const int kl = static_cast<int>(k - k0);
+        const __mmask16 m0 = kl >= 16 ? kAll : static_cast<__mmask16>((1u << kl) - 1);
+        const __mmask16 m1 =
+            kl > 16 ? static_cast<__mmask16>((1u << (kl - 16)) - 1) : static_cast<__mmask16>(0);
+        v0 = _mm512_maskz_loadu_ps(m0, xr + k0);
+        v1 = _mm512_maskz_loadu_ps(m1, xr + k0 + 16);
+      }
       // max |x| is exact, so it equals the scalar loop's; the rest is the same F32 arithmetic,
       // and cvtps rounds to nearest even as nearbyint does in the default rounding mode.
       const float amax = MaxLanes(_mm512_maskz_max_ps(kAll, Abs(v0), Abs(v1)));
       const float inv = amax > 0.f ? 127.f / amax : 0.f;
       const __m512 vi = _mm512_set1_ps(inv);
       const __m512i q0 = Codes(v0, vi), q1 = Codes(v1, vi);
-      int8_t* qb = q + r * kb * kInt8Block + k0;
-      _mm512_mask_cvtsepi32_storeu_epi8(qb, kAll, q0);
-      _mm512_mask_cvtsepi32_storeu_epi8(qb + 16, kAll, q1);
+      // Narrowed in registers and written with one 32-byte store.
+      const __m128i b0 = _mm512_maskz_cvtsepi32_epi8(kAll, q0);
+      const __m128i b1 = _mm512_maskz_cvtsepi32_epi8(kAll, q1);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + r * kb * kInt8Block + k0),
+                          _mm256_inserti128_si256(_mm256_castsi128_si256(b0), b1, 1));
       scales[r * kb + b] = amax / 127.f;
       sums[r * kb + b] = SumLanes(_mm512_maskz_add_epi32(kAll, q0, q1));
     }
