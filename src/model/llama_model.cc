@@ -118,9 +118,14 @@ Result<std::unique_ptr<LlamaModel>> LlamaModel::Create(const ModelConfig& config
     } else if (lw.engram) {
       const EngramWeights& ew = *lw.engram;
       EngramLayer E;
-      ENGRAM_ASSIGN_OR_RETURN(E.key_w, prep(ew.key_w, WeightUse::kLinear));
+      const std::string q = p + "engram.";
+      ENGRAM_ASSIGN_OR_RETURN(
+          E.key_w,
+          backend.PrepareLinear({Source(config, ew.key_w, ew.key_s, q + "key_projs.0.weight")}));
       ENGRAM_ASSIGN_OR_RETURN(E.key_b, prep(ew.key_b, WeightUse::kVector));
-      ENGRAM_ASSIGN_OR_RETURN(E.value_w, prep(ew.value_w, WeightUse::kLinear));
+      ENGRAM_ASSIGN_OR_RETURN(
+          E.value_w,
+          backend.PrepareLinear({Source(config, ew.value_w, ew.value_s, q + "value_proj.weight")}));
       ENGRAM_ASSIGN_OR_RETURN(E.value_b, prep(ew.value_b, WeightUse::kVector));
       ENGRAM_ASSIGN_OR_RETURN(E.norm_key, prep(ew.norm_key, WeightUse::kVector));
       ENGRAM_ASSIGN_OR_RETURN(E.norm_query, prep(ew.norm_query, WeightUse::kVector));

@@ -40,7 +40,7 @@ bool IsFloat(DType t) { return t == DType::kF32 || t == DType::kF16 || t == DTyp
 // Whether `e` is a weight this run quantizes.
 bool Quantizes(const ExpectedTensor& e, const WeightQuantizeOptions& o) {
   return e.role == TensorRole::kLinear || e.role == TensorRole::kOutputLinear ||
-         (e.role == TensorRole::kLmHead && !o.keep_lm_head);
+         e.role == TensorRole::kEngramProj || (e.role == TensorRole::kLmHead && !o.keep_lm_head);
 }
 
 // One weight being quantized: the source, where errors point, and the format.

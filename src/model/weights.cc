@@ -32,7 +32,8 @@ std::string FileOf(const TensorStore& store, const TensorInfo* info) {
 bool IsFloat(DType t) { return t == DType::kF32 || t == DType::kF16 || t == DType::kBF16; }
 
 bool IsLinearRole(TensorRole r) {
-  return r == TensorRole::kLinear || r == TensorRole::kOutputLinear || r == TensorRole::kLmHead;
+  return r == TensorRole::kLinear || r == TensorRole::kOutputLinear || r == TensorRole::kLmHead ||
+         r == TensorRole::kEngramProj;
 }
 
 // "<module>.weight" -> "<module>.weight_scale_inv".
@@ -286,9 +287,9 @@ Result<std::vector<ExpectedTensor>> ExpectedTensors(const ModelConfig& c) {
       Add(out, q + "k_weight", {ec.hc_mult, H}, TensorRole::kEngramGateW, l);
       continue;
     }
-    Add(out, q + "value_proj.weight", {H, ec.engram_dim()}, TensorRole::kEngramProj, l);
+    AddLinear(out, c, q + "value_proj.weight", {H, ec.engram_dim()}, TensorRole::kEngramProj, l);
     Add(out, q + "value_proj.bias", {H}, TensorRole::kBias, l);
-    Add(out, q + "key_projs.0.weight", {H, ec.engram_dim()}, TensorRole::kEngramProj, l);
+    AddLinear(out, c, q + "key_projs.0.weight", {H, ec.engram_dim()}, TensorRole::kEngramProj, l);
     Add(out, q + "key_projs.0.bias", {H}, TensorRole::kBias, l);
     Add(out, q + "norm1.0.weight", {H}, TensorRole::kNorm, l);
     Add(out, q + "norm2.0.weight", {H}, TensorRole::kNorm, l);
@@ -413,8 +414,10 @@ Result<HostWeights> LoadHostWeights(const ModelConfig& config, const TensorStore
       continue;
     }
     E.value_w = take(q + "value_proj.weight");
+    E.value_s = take(ScaleInvName(q + "value_proj.weight"));
     E.value_b = take(q + "value_proj.bias");
     E.key_w = take(q + "key_projs.0.weight");
+    E.key_s = take(ScaleInvName(q + "key_projs.0.weight"));
     E.key_b = take(q + "key_projs.0.bias");
     E.norm_key = take(q + "norm1.0.weight");
     E.norm_query = take(q + "norm2.0.weight");

@@ -20,8 +20,10 @@ struct EngramWeights {
   Tensor table;        // multi_head_embedding.embedding.weight | embed.weight [sum of primes, Dh]
   Tensor table_scale;  // ...embedding.scale | embed.scale F8_E8M0 [rows, Dh/32] (FP8 tables)
   Tensor value_w;      // value_proj.weight [hidden, engram_dim]
+  Tensor value_s;      // its weight_scale_inv (quantized as the backbone's Linear weights only)
   Tensor value_b;      // value_proj.bias [hidden]
   Tensor key_w;        // key_projs.0.weight [hidden, engram_dim]
+  Tensor key_s;        // its weight_scale_inv (quantized as the backbone's Linear weights only)
   Tensor key_b;        // key_projs.0.bias [hidden]
   Tensor norm_key;     // norm1.0.weight [hidden]
   Tensor norm_query;   // norm2.0.weight [hidden]
@@ -65,7 +67,7 @@ enum class TensorRole : uint8_t {
   kBias,          // q/k/v biases, Engram projection biases
   kLmHead,        // lm_head.weight
   kEngramTable,   // multi_head_embedding.embedding.weight | embed.weight (V4.1)
-  kEngramProj,    // value_proj / key_projs.0 weights
+  kEngramProj,    // value_proj / key_projs.0 weights (Linear weights: may be quantized)
   kEngramConv,    // short_conv.conv.weight
   kEngramScale,   // F8_E8M0 scales of an FP8 table or wkv (ExpectedTensor::scale_of)
   kEngramWkv,     // V4.1 wkv.weight

@@ -177,14 +177,15 @@ std::vector<float> ToF32(const Tensor& t) {
   return out;
 }
 
-// The Linear weights of `config` that are quantized (lm_head unless kept).
+// The Linear weights of `config` that are quantized: the backbone's, the Engram module's two
+// projections, and the lm_head unless kept.
 std::vector<std::string> LinearNames(const ModelConfig& config, bool keep_lm_head) {
   std::vector<std::string> names;
   auto expected = ExpectedTensors(config);
   EXPECT_TRUE(expected.ok());
   for (const ExpectedTensor& e : *expected) {
     if (e.role == TensorRole::kLinear || e.role == TensorRole::kOutputLinear ||
-        (e.role == TensorRole::kLmHead && !keep_lm_head)) {
+        e.role == TensorRole::kEngramProj || (e.role == TensorRole::kLmHead && !keep_lm_head)) {
       names.push_back(e.name);
     }
   }
@@ -305,8 +306,8 @@ TEST(WeightQuantize, Int8IsBitIdenticalToLoadTimeQuantization) {
   ASSERT_TRUE(report.ok()) << report.status().ToString();
   const ModelConfig config = CustomConfig();
   const std::vector<std::string> linear = LinearNames(config, false);
-  EXPECT_EQ(report->weights, 22);  // 3 layers x 7 + lm_head
-  EXPECT_EQ(linear.size(), 22u);
+  EXPECT_EQ(report->weights, 24);  // 3 layers x 7, the Engram layer's key and value, lm_head
+  EXPECT_EQ(linear.size(), 24u);
   auto a = TensorStore::OpenDirectory(in);
   auto b = TensorStore::OpenDirectory(out);
   ASSERT_TRUE(a.ok() && b.ok()) << a.status().ToString() << b.status().ToString();
@@ -367,7 +368,7 @@ TEST(WeightQuantize, Fp8CodesAreTheNearestE4M3Values) {
   auto report = QuantizeModelWeights(in, out, Options(WeightFormat::kFp8));
   ASSERT_TRUE(report.ok()) << report.status().ToString();
   const std::vector<std::string> linear = LinearNames(CustomConfig(), false);
-  EXPECT_EQ(report->weights, 22);
+  EXPECT_EQ(report->weights, 24);
   auto a = TensorStore::OpenDirectory(in);
   auto b = TensorStore::OpenDirectory(out);
   ASSERT_TRUE(a.ok() && b.ok()) << a.status().ToString() << b.status().ToString();
@@ -429,7 +430,7 @@ TEST(WeightQuantize, KeepLmHeadLeavesItAndSaysSo) {
   o.keep_lm_head = true;
   auto report = QuantizeModelWeights(in, out, o);
   ASSERT_TRUE(report.ok()) << report.status().ToString();
-  EXPECT_EQ(report->weights, 21);
+  EXPECT_EQ(report->weights, 23);
   auto a = TensorStore::OpenDirectory(in);
   auto b = TensorStore::OpenDirectory(out);
   ASSERT_TRUE(a.ok() && b.ok());
@@ -457,7 +458,7 @@ TEST(WeightQuantize, TiedEmbeddingsHaveNoLmHeadToQuantize) {
   ASSERT_TRUE(WriteSynthModel(so, in).ok());
   auto report = QuantizeModelWeights(in, out, Options(WeightFormat::kInt8));
   ASSERT_TRUE(report.ok()) << report.status().ToString();
-  EXPECT_EQ(report->weights, 14);  // 2 layers x 7
+  EXPECT_EQ(report->weights, 18);  // 2 layers x 7, two Engram layers' key and value
   auto a = OpenModel(in);
   auto b = OpenModel(out);
   ASSERT_TRUE(a.ok() && b.ok()) << a.status().ToString() << b.status().ToString();
@@ -465,8 +466,8 @@ TEST(WeightQuantize, TiedEmbeddingsHaveNoLmHeadToQuantize) {
   EXPECT_FALSE(b->store.Has("lm_head.weight_scale_inv"));
   EXPECT_EQ(b->store.Info("model.layers.1.mlp.down_proj.weight")->dtype, DType::kI8);
   const std::vector<std::string> linear = LinearNames(a->config, false);
-  EXPECT_EQ(linear.size(), 14u);
-  ExpectOthersIdentical(a->store, b->store, linear);  // embeddings, biases, norms, Engram
+  EXPECT_EQ(linear.size(), 18u);
+  ExpectOthersIdentical(a->store, b->store, linear);  // embeddings, biases, norms, tables
   ExpectConfigExtended(in, out);
   // synth's model is sharded (backbone, tables) and has checksums of the tables: both follow.
   const auto index =

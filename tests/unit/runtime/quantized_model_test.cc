@@ -20,22 +20,27 @@
 namespace engram {
 namespace {
 
-bool IsBackboneLinear(const std::string& name) {
-  return name.find(".engram.") == std::string::npos &&
-         (name.ends_with("_proj.weight") || name == "lm_head.weight");
+// The Linear weights: the backbone's, the lm_head, and (with `engram`) the Engram module's
+// value_proj and key_projs.0.
+bool IsLinear(const std::string& name, bool engram) {
+  if (name.find(".engram.") != std::string::npos) {
+    return engram && (name.ends_with("value_proj.weight") || name.ends_with("key_projs.0.weight"));
+  }
+  return name.ends_with("_proj.weight") || name == "lm_head.weight";
 }
 
-// synth:tiny with its backbone Linear weights (and lm_head) quantized: "fp8" in [bn, bk]
-// blocks (scale = amax / 448, codes round to nearest even), or "engram_int8" ([1, 32],
-// QuantizeInt8Block). Every other tensor is shared with the float model.
-ModelFiles Quantized(const std::string& method, int64_t bn, int64_t bk) {
+// synth:tiny with its Linear weights (and lm_head) quantized: "fp8" in [bn, bk] blocks (scale =
+// amax / 448, codes round to nearest even), or "engram_int8" ([1, 32], QuantizeInt8Block).
+// engram = false leaves the Engram projections in BF16, as pack quantize wrote them before
+// 2026-12-03. Every other tensor is shared with the float model.
+ModelFiles Quantized(const std::string& method, int64_t bn, int64_t bk, bool engram = true) {
   auto f = OpenModel("synth:tiny");
   EXPECT_TRUE(f.ok()) << f.status().ToString();
   ModelFiles files = std::move(f).value();
   TensorStore store;
   for (const std::string& name : files.store.Names()) {
     Tensor t = *files.store.Get(name);
-    if (!IsBackboneLinear(name)) {
+    if (!IsLinear(name, engram)) {
       store.AddInMemory(name, t);
       continue;
     }
@@ -145,8 +150,8 @@ TEST(QuantizedModel, Fp8CheckpointStaysNearTheFloatModel) {
   EXPECT_LE(err, 0.05);
 }
 
-// weights "int8" quantizes the Engram module's projections at load too (they are not in the
-// files' quantization), so both engines run it: the backbone from the files' codes, unchanged.
+// int8 files (the Engram projections included) run as they are with weights "auto" and
+// "int8", bit-identical to float files quantized at load.
 TEST(QuantizedModel, Int8FilesRunBitIdenticalToLoadTimeQuantization) {
   auto files = Quantized("engram_int8", 1, 32);
   ASSERT_TRUE(CheckExpectedTensors(files.config, files.store).ok())
@@ -162,7 +167,32 @@ TEST(QuantizedModel, Int8FilesRunBitIdenticalToLoadTimeQuantization) {
   ASSERT_TRUE(at_load.ok());
   EXPECT_EQ((*at_load)->weight_format(), "int8");
   const auto ids = Prompt(512);
-  EXPECT_EQ(Logits(**int8_files, ids, 7), Logits(**at_load, ids, 7));
+  const auto want = Logits(**at_load, ids, 7);
+  EXPECT_EQ(Logits(**int8_files, ids, 7), want);
+  EXPECT_EQ(Logits(**as_files, ids, 7), want);
+}
+
+// Files with BF16 Engram projections beside int8 backbone weights (pack quantize before
+// 2026-12-03) still load: "auto" runs the projections in BF16 and says "mixed"; "int8"
+// quantizes them at load, bit-identical to the files that store them quantized.
+TEST(QuantizedModel, Int8FilesWithFloatEngramProjectionsLoad) {
+  auto older = Quantized("engram_int8", 1, 32, /*engram=*/false);
+  ASSERT_TRUE(CheckExpectedTensors(older.config, older.store).ok())
+      << CheckExpectedTensors(older.config, older.store).ToString();
+  auto as_files = Open(std::move(older), "auto");
+  ASSERT_TRUE(as_files.ok()) << as_files.status().ToString();
+  EXPECT_EQ((*as_files)->weight_format(), "mixed");
+  auto as_int8 = Open(Quantized("engram_int8", 1, 32, /*engram=*/false), "int8");
+  ASSERT_TRUE(as_int8.ok()) << as_int8.status().ToString();
+  EXPECT_EQ((*as_int8)->weight_format(), "int8");
+  auto current = Open(Quantized("engram_int8", 1, 32), "auto");
+  ASSERT_TRUE(current.ok()) << current.status().ToString();
+  const auto ids = Prompt(512);
+  const auto want = Logits(**current, ids, 7);
+  EXPECT_EQ(Logits(**as_int8, ids, 7), want);
+  const auto mixed = Logits(**as_files, ids, 7);
+  for (float v : mixed) ASSERT_TRUE(std::isfinite(v));
+  EXPECT_NE(mixed, want);  // BF16 projections: not the int8 result
 }
 
 TEST(QuantizedModel, WeightsOptionsConvertFp8Files) {
@@ -195,6 +225,17 @@ TEST(QuantizedModel, MalformedCheckpointsAreRefusedNamingTheTensor) {
     }
     f.store = std::move(s);
     expect_refused(std::move(f), q + "_scale_inv: missing; " + q + " is F8_E4M3");
+  }
+  {  // an Engram projection's scale is missing
+    const std::string v = "model.layers.1.engram.value_proj.weight";
+    ModelFiles f = Quantized("engram_int8", 1, 32);
+    ASSERT_TRUE(f.store.Has(v + "_scale_inv"));
+    TensorStore s;
+    for (const auto& n : f.store.Names()) {
+      if (n != v + "_scale_inv") s.AddInMemory(n, *f.store.Get(n));
+    }
+    f.store = std::move(s);
+    expect_refused(std::move(f), v + "_scale_inv: missing; " + v + " is I8");
   }
   {  // scale of the wrong shape / dtype
     for (Tensor bad : {HostTensor(DType::kF32, {2, 1}), HostTensor(DType::kF16, {1, 1})}) {

@@ -199,8 +199,9 @@ std::vector<double> ReferenceForward(const ModelConfig& c, const HostWeights& w,
       if (ec.v41()) {
         V41Module(E, es, x);
       } else {
-        const Vec kw = ToDouble(E.key_w), kb = ToDouble(E.key_b), vw = ToDouble(E.value_w),
-                  vb = ToDouble(E.value_b), n1 = ToDouble(E.norm_key), n2 = ToDouble(E.norm_query);
+        const Vec kw = LinearToDouble(c, E.key_w, E.key_s), kb = ToDouble(E.key_b),
+                  vw = LinearToDouble(c, E.value_w, E.value_s), vb = ToDouble(E.value_b),
+                  n1 = ToDouble(E.norm_key), n2 = ToDouble(E.norm_query);
         std::vector<Vec> val(T), xn(T);
         for (size_t t = 0; t < T; ++t) {
           const Vec& e = es[t];

@@ -221,7 +221,7 @@ TEST(PackCli, QuantizeWeights) {
                " --threads 2 --quiet");
     ASSERT_EQ(r.exit_code, 0) << r.output;
     EXPECT_NE(
-        r.output.find("quantized 22 Linear weights of " + bf16 + " to " + format + " in " + out),
+        r.output.find("quantized 24 Linear weights of " + bf16 + " to " + format + " in " + out),
         std::string::npos)
         << r.output;
     EXPECT_NE(r.output.find("GB/s of weights read"), std::string::npos) << r.output;
@@ -232,6 +232,10 @@ TEST(PackCli, QuantizeWeights) {
     EXPECT_EQ(m->store.Info("lm_head.weight")->dtype,
               format == "fp8" ? DType::kF8E4M3 : DType::kI8);
     EXPECT_TRUE(m->store.Has("model.layers.2.mlp.down_proj.weight_scale_inv"));
+    // The Engram module's projections are Linear weights too.
+    EXPECT_EQ(m->store.Info("model.layers.1.engram.value_proj.weight")->dtype,
+              format == "fp8" ? DType::kF8E4M3 : DType::kI8);
+    EXPECT_TRUE(m->store.Has("model.layers.1.engram.key_projs.0.weight_scale_inv"));
     r = RunCli("pack verify --model " + out);
     EXPECT_EQ(r.exit_code, 0) << r.output;
   }
@@ -239,7 +243,7 @@ TEST(PackCli, QuantizeWeights) {
   r = RunCli("pack quantize --model " + bf16 + " --out " + dir.path() +
              "/keep --weights fp8 --keep-lm-head --quiet");
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find("quantized 21 Linear weights"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("quantized 23 Linear weights"), std::string::npos) << r.output;
   // Quantizing a quantized model is refused, naming its config.
   r = RunCli("pack quantize --model " + dir.path() + "/int8 --out " + dir.path() +
              "/again --weights fp8 --quiet");
