@@ -45,21 +45,23 @@ void PrintWeightsReport(const std::string& model, const std::string& out, Weight
 
 int RunPackQuantize(int argc, char** argv) {
   auto usage = [](const std::string& message) {
-    std::fprintf(stderr,
-                 "engram pack quantize: %s\n"
-                 "usage: engram pack quantize --model DIR --out DIR2 [--tables fp8]\n"
-                 "                            [--weights int8|fp8 [--keep-lm-head]]\n"
-                 "                            [--threads N] [--force] [--quiet]\n"
-                 "  --tables fp8      the Engram tables as E4M3 rows with an E8M0 scale per 32\n"
-                 "  --weights int8    the Linear weights as I8 with an F32 scale per row per 32\n"
-                 "  --weights fp8     the Linear weights as E4M3 with an F32 scale per 128x128\n"
-                 "  --keep-lm-head    leave lm_head.weight as it is\n"
-                 "  (at least one of --tables and --weights)\n",
-                 message.c_str());
+    std::fprintf(
+        stderr,
+        "engram pack quantize: %s\n"
+        "usage: engram pack quantize --model DIR --out DIR2 [--tables fp8]\n"
+        "                            [--weights int8|fp8 [--keep-lm-head] [--keep-engram]]\n"
+        "                            [--threads N] [--force] [--quiet]\n"
+        "  --tables fp8      the Engram tables as E4M3 rows with an E8M0 scale per 32\n"
+        "  --weights int8    the Linear weights as I8 with an F32 scale per row per 32\n"
+        "  --weights fp8     the Linear weights as E4M3 with an F32 scale per 128x128\n"
+        "  --keep-lm-head    leave lm_head.weight as it is\n"
+        "  --keep-engram     leave the Engram value/key projections as they are\n"
+        "  (at least one of --tables and --weights)\n",
+        message.c_str());
     return 2;
   };
   auto args = Args::Parse(argc, argv, 3, {"model", "out", "tables", "weights", "threads"},
-                          {"force", "quiet", "keep-lm-head"});
+                          {"force", "quiet", "keep-lm-head", "keep-engram"});
   if (!args.ok()) return usage(args.status().message());
   if (!args->positional().empty()) {
     return usage(fmt::format("unexpected argument \"{}\"", args->positional()[0]));
@@ -81,8 +83,10 @@ int RunPackQuantize(int argc, char** argv) {
     if (!format.ok()) return usage(fmt::format("--weights: {}", format.status().message()));
     wo.format = *format;
   }
-  if (args->Flag("keep-lm-head") && !weights) {
-    return usage("--keep-lm-head applies to --weights only");
+  for (const char* keep : {"keep-lm-head", "keep-engram"}) {
+    if (args->Flag(keep) && !weights) {
+      return usage(fmt::format("--{} applies to --weights only", keep));
+    }
   }
   auto threads = args->GetInt("threads", 0);
   if (!threads.ok()) return usage(threads.status().message());
@@ -112,6 +116,7 @@ int RunPackQuantize(int argc, char** argv) {
     return 0;
   }
   wo.keep_lm_head = args->Flag("keep-lm-head");
+  wo.keep_engram = args->Flag("keep-engram");
   wo.tables_fp8 = tables.has_value();
   wo.threads = static_cast<int>(*threads);
   wo.progress = !args->Flag("quiet");

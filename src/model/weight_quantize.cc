@@ -40,7 +40,8 @@ bool IsFloat(DType t) { return t == DType::kF32 || t == DType::kF16 || t == DTyp
 // Whether `e` is a weight this run quantizes.
 bool Quantizes(const ExpectedTensor& e, const WeightQuantizeOptions& o) {
   return e.role == TensorRole::kLinear || e.role == TensorRole::kOutputLinear ||
-         e.role == TensorRole::kEngramProj || (e.role == TensorRole::kLmHead && !o.keep_lm_head);
+         (e.role == TensorRole::kEngramProj && !o.keep_engram) ||
+         (e.role == TensorRole::kLmHead && !o.keep_lm_head);
 }
 
 // One weight being quantized: the source, where errors point, and the format.
@@ -186,7 +187,10 @@ Result<std::string> QuantizedConfigText(const std::string& text, const std::stri
   if (o.format == WeightFormat::kFp8) q["fmt"] = "e4m3";
   q["activation_scheme"] = "dynamic";
   q["weight_block_size"] = {b.n, b.k};
-  if (o.keep_lm_head) q["modules_to_not_convert"] = {"lm_head"};
+  std::vector<std::string> kept;
+  if (o.keep_lm_head) kept.push_back("lm_head");
+  if (o.keep_engram) kept.push_back("engram");
+  if (!kept.empty()) q["modules_to_not_convert"] = kept;
   j["quantization_config"] = std::move(q);
   std::string out = j.dump(2) + "\n";
   // What the loader will read back (config.h's WeightQuantization).

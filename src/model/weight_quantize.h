@@ -12,10 +12,11 @@
 //    amax / 448 of the block (0 for an all-zero block, whose codes are 0), codes = F32ToE4M3(w /
 //    scale_inv), the quotient taken in F32, rounded to nearest even and saturating at +-448.
 // config.json is the input's JSON with "quantization_config" added (every other key kept, in
-// its order); with keep_lm_head the lm_head stays as it is and quantization_config lists it in
-// "modules_to_not_convert". Embeddings, norms, biases and the Engram tensors are copied
-// unchanged; the index gains the scales; engram_checksums.json is written when the input has one
-// (or with tables_fp8), as shard_rewrite.h describes.
+// its order); with keep_lm_head (keep_engram) the lm_head (the Engram projections) stay as they
+// are and quantization_config lists "lm_head" ("engram") in "modules_to_not_convert".
+// Embeddings, norms, biases, the Engram tables and the rest of the module are copied unchanged; the
+// index gains the scales; engram_checksums.json is written when the input has one (or with
+// tables_fp8), as shard_rewrite.h describes.
 //
 // Streaming: 64 MiB windows of rows (whole row blocks), quantized on `threads` threads while the
 // previous window is written; the scales are kept from that pass when they fit in a window
@@ -44,9 +45,12 @@ std::string WeightScaleInvName(const std::string& weight);
 struct WeightQuantizeOptions {
   WeightFormat format = WeightFormat::kInt8;
   bool keep_lm_head = false;  // lm_head stays F32/F16/BF16 ("modules_to_not_convert")
-  bool tables_fp8 = false;    // also re-store the Engram tables as QuantizeModelTables does
-  int threads = 0;            // 0: DefaultThreads
-  bool progress = true;       // GB read and GB/s on stderr, at most once a second
+  // The Engram module's value_proj / key_projs.0 stay F32/F16/BF16 ("modules_to_not_convert":
+  // "engram"); by default they are quantized like the backbone's Linear weights.
+  bool keep_engram = false;
+  bool tables_fp8 = false;  // also re-store the Engram tables as QuantizeModelTables does
+  int threads = 0;          // 0: DefaultThreads
+  bool progress = true;     // GB read and GB/s on stderr, at most once a second
   // Input bytes per window (whole row blocks, at least one); a weight whose scales fit in one
   // is read once, else its scales are a second pass. Tests make it small.
   size_t window_bytes = kRewriteWindowBytes;

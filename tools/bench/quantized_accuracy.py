@@ -5,7 +5,7 @@ usage (from the repository root, after a build): tools/bench/quantized_accuracy.
 
 Packs `small` with the DeepSeek-V3 tokenizer (BF16) under /var/tmp/acc, quantizes its Linear
 weights with `engram pack quantize --weights int8`, `--weights fp8` and both with
-`--keep-lm-head`, runs `engram logits` on the first 4096 tokens of GPL-3 (four windows of 1024)
+`--keep-lm-head`, `--keep-engram` and the two together, runs `engram logits` on the first 4096 tokens of GPL-3 (four windows of 1024)
 for each model and for BF16 quantized to int8 at load, and prints tools/bench/logit_error.py's
 figures for each against BF16 (written to /tmp/acc_result.json too). Needs ~10 GB of disk.
 """
@@ -27,19 +27,25 @@ for fmt in ["int8", "fp8"]:
 for fmt in ["int8", "fp8"]:
     if not os.path.exists(f"{D}/small-{fmt}-keep/config.json"):
         run(f"{E} pack quantize --model {base} --out {D}/small-{fmt}-keep --weights {fmt} --keep-lm-head --threads 2")
+    for keep, flags in [("engram", "--keep-engram"), ("both", "--keep-lm-head --keep-engram")]:
+        if not os.path.exists(f"{D}/small-{fmt}-keep-{keep}/config.json"):
+            run(f"{E} pack quantize --model {base} --out {D}/small-{fmt}-keep-{keep} --weights {fmt} {flags} --threads 2")
 ids = json.loads(subprocess.run(f"{E} tokenize --tokenizer {TOK} --file /usr/share/common-licenses/GPL-3",
                                 shell=True, check=True, capture_output=True, text=True).stdout)
 print("GPL-3 tokens:", len(ids))
 models = {"bf16": base, "int8": f"{D}/small-int8", "fp8": f"{D}/small-fp8",
           "int8-at-load": base, "int8-keep-lm-head": f"{D}/small-int8-keep",
           "fp8-keep-lm-head": f"{D}/small-fp8-keep"}
+for fmt in ["int8", "fp8"]:
+    models[f"{fmt}-keep-engram"] = f"{D}/small-{fmt}-keep-engram"
+    models[f"{fmt}-keep-both"] = f"{D}/small-{fmt}-keep-both"
 res = {}
 for k in range(4):
     window = ",".join(str(i) for i in ids[1024 * k:1024 * (k + 1)])
     for name, m in models.items():
         w = "--weights int8" if name == "int8-at-load" else ""
         subprocess.run(f"{E} logits --model {m} --ids {window} --out {D}/{name}-{k}.npy --threads 2 {w} 2>/dev/null", shell=True, check=True)
-for name in ["int8", "fp8", "int8-at-load", "int8-keep-lm-head", "fp8-keep-lm-head"]:
+for name in [m for m in models if m != "bf16"]:
     pairs = " ".join(f"{D}/bf16-{k}.npy {D}/{name}-{k}.npy" for k in range(4))
     r = subprocess.run(f"/usr/bin/python3 tools/bench/logit_error.py {pairs}", shell=True, check=True,
                        capture_output=True, text=True).stdout

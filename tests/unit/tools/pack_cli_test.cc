@@ -244,6 +244,24 @@ TEST(PackCli, QuantizeWeights) {
              "/keep --weights fp8 --keep-lm-head --quiet");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("quantized 23 Linear weights"), std::string::npos) << r.output;
+  // --keep-engram: the Engram projections as they were, listed as not converted.
+  r = RunCli("pack quantize --model " + bf16 + " --out " + dir.path() +
+             "/keep-engram --weights int8 --keep-engram --quiet");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("quantized 22 Linear weights"), std::string::npos) << r.output;
+  {
+    auto m = OpenModel(dir.path() + "/keep-engram");
+    ASSERT_TRUE(m.ok()) << m.status().ToString();
+    EXPECT_EQ(m->store.Info("model.layers.1.engram.value_proj.weight")->dtype, DType::kBF16);
+    EXPECT_FALSE(m->store.Has("model.layers.1.engram.value_proj.weight_scale_inv"));
+    EXPECT_EQ(m->store.Info("model.layers.1.mlp.up_proj.weight")->dtype, DType::kI8);
+    EXPECT_EQ(m->config.quantization->modules_to_not_convert, std::vector<std::string>{"engram"});
+  }
+  r = RunCli("pack quantize --model " + bf16 + " --out " + dir.path() +
+             "/x --keep-engram --tables fp8 --quiet");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("--keep-engram applies to --weights only"), std::string::npos)
+      << r.output;
   // Quantizing a quantized model is refused, naming its config.
   r = RunCli("pack quantize --model " + dir.path() + "/int8 --out " + dir.path() +
              "/again --weights fp8 --quiet");
