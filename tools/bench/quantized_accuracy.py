@@ -5,8 +5,8 @@ usage (from the repository root, after a build): tools/bench/quantized_accuracy.
 
 Packs `small` with the DeepSeek-V3 tokenizer (BF16) under /var/tmp/acc, quantizes its Linear
 weights with `engram pack quantize --weights int8`, `--weights fp8` and both with
-`--keep-lm-head`, `--keep-engram` and the two together, runs `engram logits` on the first 4096 tokens of GPL-3 (four windows of 1024)
-for each model and for BF16 quantized to int8 at load, and prints tools/bench/logit_error.py's
+`--keep-lm-head`, `--keep-engram` and the two together, runs `engram logits` on the first 4096
+tokens of GPL-3 (four windows of 1024) for each model and for BF16 quantized to int8 at load, and prints tools/bench/logit_error.py's
 figures for each against BF16 (written to /tmp/acc_result.json too). Needs ~10 GB of disk.
 """
 import json, os, subprocess, sys
