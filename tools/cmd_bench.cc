@@ -2,6 +2,7 @@
 // the machine's bounds measured in the same run (memory bandwidth for weight streaming, the
 // FMA rate for prefill arithmetic). With --weights int8 the bytes are the int8 format's (1.125
 // bytes per weight) and the prefill bound is the int8 dot-product peak (MeasureInt8Gops).
+// engram bench kernels: the kernel table of RunKernelBench (kernel_bench.h), bounds included.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -13,6 +14,7 @@
 
 #include "commands.h"
 #include "engine_args.h"
+#include "kernels/cpu/kernel_bench.h"
 #include "kernels/cpu/machine_bounds.h"
 
 namespace engram::cli {
@@ -29,20 +31,37 @@ double Median(std::vector<double> v) {
 // Bytes of the matrices a decode step streams and the multiply-adds they imply. Every token
 // of a step runs the backbone's Linears, but only the last token of each sequence runs the
 // lm_head (the engine computes logits for that token only), so a prefill of L tokens costs
-// L * body_flops_per_token + head_flops, not L * (body + head).
+// L * body_flops_per_token + head_flops, not L * (body + head). The int8_* parts are the flops
+// of weights that run as int8 dot products (bounded by the int8 peak, the rest by the FMA peak).
 struct ModelCost {
-  double weight_bytes = 0;          // every Linear weight, read once per step
-  double body_flops_per_token = 0;  // Linears other than the lm_head, per token
-  double head_flops = 0;            // the lm_head, per sequence (its last token)
+  double weight_bytes = 0;               // every Linear weight, read once per step
+  double body_flops_per_token = 0;       // Linears other than the lm_head, per token
+  double head_flops = 0;                 // the lm_head, per sequence (its last token)
+  double int8_body_flops_per_token = 0;  // the part of body_flops_per_token run in int8
+  double int8_head_flops = 0;            // the part of head_flops run in int8
   double flops_per_token() const { return body_flops_per_token + head_flops; }  // decode
-  // Flops of a prefill of `len` tokens of one sequence.
+  // Flops of a prefill of `len` tokens of one sequence, all or the int8 part.
   double prefill_flops(double len) const { return len * body_flops_per_token + head_flops; }
+  double int8_prefill_flops(double len) const {
+    return len * int8_body_flops_per_token + int8_head_flops;
+  }
 };
 
-// Bytes a Linear weight [n, k] stored as `dtype` streams in the format the backend runs it in
-// (Engine::weight_format): "int8" 32 one-byte values plus a 4-byte scale per block of 32
-// inputs per row; "fp8" one byte per value plus a 4-byte factor per 16 rows and 32 inputs;
-// otherwise as stored, quantized files dequantized to BF16.
+// The format a Linear weight stored as `dtype` runs in when the engine reports `format`
+// (Engine::weight_format): that format for every weight, except "mixed" (quantized files with
+// some weights kept in BF16, e.g. pack quantize --keep-lm-head), where each weight runs in the
+// format it is stored in (the CPU backend's "auto").
+std::string RunFormat(DType dtype, const std::string& format) {
+  if (format != "mixed") return format;
+  if (dtype == DType::kI8) return "int8";
+  if (dtype == DType::kF8E4M3) return "fp8";
+  return "as stored";
+}
+
+// Bytes a Linear weight [n, k] streams in the format it runs in (RunFormat): "int8" 32
+// one-byte values plus a 4-byte scale per block of 32 inputs per row; "fp8" one byte per value
+// plus a 4-byte factor per 16 rows and 32 inputs; otherwise as stored, quantized files
+// dequantized to BF16.
 double LinearBytes(double n, double k, DType dtype, const std::string& format) {
   if (format == "int8") return n * std::ceil(k / 32) * 36;
   if (format == "fp8") return n * k + std::ceil(n / 16) * std::ceil(k / 32) * 4;
@@ -52,24 +71,25 @@ double LinearBytes(double n, double k, DType dtype, const std::string& format) {
 
 ModelCost CostOf(const ModelConfig& c, const TensorStore& store, const std::string& format) {
   ModelCost m;
+  auto add = [&](double rows, double cols, DType dtype, bool head) {
+    const std::string run = RunFormat(dtype, format);
+    m.weight_bytes += LinearBytes(rows, cols, dtype, run);
+    const double flops = 2 * rows * cols;
+    (head ? m.head_flops : m.body_flops_per_token) += flops;
+    if (run == "int8") (head ? m.int8_head_flops : m.int8_body_flops_per_token) += flops;
+  };
   for (const std::string& name : store.Names()) {
     const TensorInfo* info = store.Info(name);
     const bool matrix = info->shape.size() == 2 && name.find("embed_tokens") == std::string::npos &&
                         name.find("multi_head_embedding") == std::string::npos &&
                         !name.ends_with("_scale_inv") && !name.ends_with(".scale");
     if (!matrix) continue;
-    const double rows = static_cast<double>(info->shape[0]);
-    const double cols = static_cast<double>(info->shape[1]);
-    const double n = rows * cols;
-    m.weight_bytes += LinearBytes(rows, cols, info->dtype, format);
-    (name == "lm_head.weight" ? m.head_flops : m.body_flops_per_token) += 2 * n;
+    add(static_cast<double>(info->shape[0]), static_cast<double>(info->shape[1]), info->dtype,
+        name == "lm_head.weight");
   }
   if (c.tie_word_embeddings) {
-    const double n = static_cast<double>(c.vocab_size) * static_cast<double>(c.hidden_size);
-    m.weight_bytes +=
-        LinearBytes(static_cast<double>(c.vocab_size), static_cast<double>(c.hidden_size),
-                    store.Info("model.embed_tokens.weight")->dtype, format);
-    m.head_flops += 2 * n;
+    add(static_cast<double>(c.vocab_size), static_cast<double>(c.hidden_size),
+        store.Info("model.embed_tokens.weight")->dtype, /*head=*/true);
   }
   return m;
 }
@@ -165,17 +185,22 @@ Status BenchForward(const Args& args) {
   const bool cpu = engine->backend().device() == Device::kCpu;
   const double bw = cpu ? MeasureMemoryBandwidthGBs(bound_threads) : 0.0;
   const double fma = cpu ? MeasureFmaGflops(bound_threads) : 0.0;
-  const bool int8 = weights == "int8";
-  // int8 weights: prefill against the int8 dot-product peak (0 where not measured).
+  // Prefill: one sequence of prompt_len tokens, the lm_head run for its last token only; the
+  // int8 weights' flops against the int8 dot-product peak, the others' against the FMA peak.
+  const double len = static_cast<double>(prompt_len);
+  const double int8_flops = cost.int8_prefill_flops(len);
+  const double float_flops = cost.prefill_flops(len) - int8_flops;
+  const bool int8 = int8_flops > 0;
   const double int8_gops = cpu && int8 ? MeasureInt8Gops(bound_threads) : 0.0;
-  const double peak_gops = int8 ? int8_gops : fma;
+  const std::string prefill_bound_name = !int8             ? "F32 FMA peak"
+                                         : float_flops > 0 ? "int8 dot-product and F32 FMA peaks"
+                                                           : "int8 dot-product peak";
   // tok/s bounds; infinite (so the fractions read 0) where not measured.
   const double decode_bound = cpu ? bw * 1e9 / cost.weight_bytes : INFINITY;
-  // Prefill: one sequence of prompt_len tokens, the lm_head run for its last token only.
-  const double prefill_bound = cpu && peak_gops > 0
-                                   ? peak_gops * 1e9 * static_cast<double>(prompt_len) /
-                                         cost.prefill_flops(static_cast<double>(prompt_len))
-                                   : INFINITY;
+  const double prefill_s = (int8 ? int8_flops / (int8_gops * 1e9) : 0.0) +
+                           (float_flops > 0 ? float_flops / (fma * 1e9) : 0.0);
+  const double prefill_bound =
+      cpu && (!int8 || int8_gops > 0) && prefill_s > 0 ? len / prefill_s : INFINITY;
   if (args.Flag("json")) {
     nlohmann::json j;
     j["model"] = engine->files().source;
@@ -192,14 +217,15 @@ Status BenchForward(const Args& args) {
     j["flops_per_token"] = cost.flops_per_token();
     j["body_flops_per_token"] = cost.body_flops_per_token;
     j["head_flops_per_sequence"] = cost.head_flops;
-    j["prefill_flops"] = cost.prefill_flops(static_cast<double>(prompt_len));
+    j["prefill_flops"] = cost.prefill_flops(len);
+    j["prefill_int8_flops"] = int8_flops;
     j["bandwidth_gbs"] = bw;
     j["fma_gflops"] = fma;
     j["int8_gops"] = int8_gops;
     j["prefill"] = {{"prompt_len", prompt_len},
                     {"tok_s", m.prefill_tok_s},
                     {"bound_tok_s", prefill_bound},
-                    {"bound", int8 ? "int8 dot-product peak" : "F32 FMA peak"},
+                    {"bound", prefill_bound_name},
                     {"fraction_of_bound", m.prefill_tok_s / prefill_bound},
                     // kept for older readers; with int8 weights it is the int8 peak's
                     {"fraction_of_fma_bound", m.prefill_tok_s / prefill_bound}};
@@ -226,8 +252,10 @@ Status BenchForward(const Args& args) {
   if (int8) {
     std::printf(
         "bounds (%d threads): read bandwidth %.2f GB/s -> batch-1 decode <= %.2f tok/s; "
-        "int8 dot products %.1f GOP/s -> prefill <= %.1f tok/s (F32 FMA %.1f GFLOP/s)\n",
-        bound_threads, bw, decode_bound, int8_gops, prefill_bound, fma);
+        "int8 dot products %.1f GOP/s (%.0f%% of the prefill's flops), F32 FMA %.1f GFLOP/s -> "
+        "prefill <= %.1f tok/s\n",
+        bound_threads, bw, decode_bound, int8_gops, 100 * int8_flops / cost.prefill_flops(len), fma,
+        prefill_bound);
   } else {
     std::printf(
         "bounds (%d threads): read bandwidth %.2f GB/s -> batch-1 decode <= %.2f tok/s; "
@@ -252,15 +280,78 @@ Status BenchForward(const Args& args) {
   return Status::Ok();
 }
 
+// --rows: a comma-separated subset of linear, int8, gathers (default all); int8 needs the CPU.
+Status BenchKernels(const Args& args) {
+  ENGRAM_ASSIGN_OR_RETURN(long long threads, args.GetInt("threads", 0));
+  ENGRAM_ASSIGN_OR_RETURN(long long runs, args.GetInt("runs", 7));
+  if (threads < 0 || threads > 4096 || runs < 1 || runs > 10000) {
+    return InvalidArgument("--threads must be in [0, 4096] and --runs in [1, 10000]");
+  }
+  KernelBenchOptions bench;
+  bench.threads = static_cast<int>(threads);
+  bench.runs = static_cast<int>(runs);
+  bool int8 = true;
+  if (auto rows = args.Get("rows")) {
+    bench.linear_attention = bench.gathers = int8 = false;
+    size_t start = 0;
+    while (start <= rows->size()) {
+      const size_t comma = std::min(rows->find(',', start), rows->size());
+      const std::string r = rows->substr(start, comma - start);
+      if (r == "linear") {
+        bench.linear_attention = true;
+      } else if (r == "int8") {
+        int8 = true;
+      } else if (r == "gathers") {
+        bench.gathers = true;
+      } else {
+        return InvalidArgument(
+            "--rows: \"{}\" (expected a comma-separated subset of linear, int8, "
+            "gathers)",
+            r);
+      }
+      start = comma + 1;
+    }
+  }
+  BackendOptions options;
+  options.kind = args.Get("backend").value_or("cpu");
+  options.threads = bench.threads;
+  if (int8 && options.kind != "cpu") {
+    return InvalidArgument("--rows int8 needs --backend cpu (the int8 kernels are the CPU's)");
+  }
+  ENGRAM_ASSIGN_OR_RETURN(auto backend, CreateBackend(options));
+  std::unique_ptr<Backend> int8_backend;
+  if (int8) {
+    options.weights = "int8";
+    ENGRAM_ASSIGN_OR_RETURN(int8_backend, CreateBackend(options));
+    bench.int8_backend = int8_backend.get();
+  }
+  std::printf("%s", RunKernelBench(*backend, bench).c_str());
+  return Status::Ok();
+}
+
 }  // namespace
 
 int RunBench(int argc, char** argv) {
+  if (argc >= 3 && std::string(argv[2]) == "kernels") {
+    auto args = Args::Parse(argc, argv, 3, {"threads", "runs", "rows", "backend"}, {"help"});
+    if (!args.ok()) return Fail("bench kernels", args.status()) + 1;
+    if (args->Flag("help")) {
+      std::printf(
+          "usage: engram bench kernels [--threads N] [--runs N] [--rows linear,int8,gathers] "
+          "[--backend cpu|cuda]\n");
+      return 0;
+    }
+    Status st = BenchKernels(*args);
+    return st.ok() ? 0 : Fail("bench kernels", st);
+  }
   if (argc < 3 || std::string(argv[2]) != "forward") {
     std::fprintf(
         stderr,
         "usage: engram bench forward --model DIR|synth:PRESET [--prompt-len N] "
         "[--decode-steps N] [--batches 1,16] [--repeats N] [--threads N] [--backend cpu|cuda] "
-        "[--cuda-graphs on|off] [--weights auto|bf16|int8] [--json]\n");
+        "[--cuda-graphs on|off] [--weights auto|bf16|int8] [--json]\n"
+        "       engram bench kernels [--threads N] [--runs N] [--rows linear,int8,gathers] "
+        "[--backend cpu|cuda]\n");
     return 2;
   }
   auto names = EngineOptionNames();

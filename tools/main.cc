@@ -25,6 +25,7 @@ void Usage() {
       "  generate --model DIR|synth:PRESET --prompt-ids 1,2,3 --max-tokens N "
       "[--temperature T] [--seed S]\n"
       "  bench forward --model DIR|synth:PRESET\n"
+      "  bench kernels [--threads N] [--runs N] [--rows linear,int8,gathers]\n"
       "  bench offload --model DIR [--modes resident,dram,nvme,sync] [--backend cpu|cuda]\n"
       "                [--workload fixed|paper] [--corpus PATH] [--json]\n"
       "  bench serve --server HOST:PORT --concurrency N --requests M --prompt-len L\n"

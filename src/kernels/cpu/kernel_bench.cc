@@ -10,6 +10,7 @@
 #include "common/dtype.h"
 #include "common/fp8.h"
 #include "kernels/batch_layout.h"
+#include "kernels/cpu/linear_int8.h"
 #include "kernels/cpu/machine_bounds.h"
 #include "kernels/cpu/thread_pool.h"
 
@@ -93,6 +94,34 @@ Result<double> TimeLinear(Backend& b, int64_t m, int64_t n, int64_t k, DType dty
         return Status::Ok();
       }));
   return s / calls;
+}
+
+// The int8 activation quantizer alone on one thread, m x k random rows: the scalar rule or the
+// AVX-512 one (same bytes); seconds per call.
+double TimeQuantizeInt8(int64_t m, int64_t k, bool avx512, int runs) {
+  const int64_t kb = (k + kInt8Block - 1) / kInt8Block;
+  Tensor x = RandomHost(DType::kF32, {m, k}, 11);
+  std::vector<int8_t> q(static_cast<size_t>(m * kb * kInt8Block));
+  std::vector<float> scales(static_cast<size_t>(m * kb));
+  std::vector<int32_t> sums(static_cast<size_t>(m * kb));
+  auto call = [&] {
+    if (avx512) {
+      linear_int8_internal::QuantizeActivationsInt8Avx512(x.ptr<float>(), m, k, q.data(),
+                                                          scales.data(), sums.data());
+    } else {
+      QuantizeActivationsInt8(x.ptr<float>(), m, k, q.data(), scales.data(), sums.data());
+    }
+  };
+  call();  // warm-up
+  const int calls = 10;
+  std::vector<double> s;
+  for (int r = 0; r < std::max(runs, 1); ++r) {
+    const auto t0 = Clock::now();
+    for (int i = 0; i < calls; ++i) call();
+    s.push_back(std::chrono::duration<double>(Clock::now() - t0).count() / calls);
+  }
+  std::sort(s.begin(), s.end());
+  return s[s.size() / 2];
 }
 
 // PagedAttention over `seqs` sequences whose tokens [ctx - new_tokens, ctx) run this step
@@ -191,7 +220,7 @@ std::string RunKernelBench(Backend& backend, const KernelBenchOptions& options) 
   const int runs = options.runs;
   std::string text =
       fmt::format("kernel bench on backend {} (median of {} runs)\n", backend.name(), runs);
-  double bw = 0, fma = 0;
+  double bw = 0, fma = 0, int8_peak = 0;
   if (options.machine_bounds) {
     const double bw1 = MeasureMemoryBandwidthGBs(1);
     bw = threads == 1 ? bw1 : MeasureMemoryBandwidthGBs(threads);
@@ -202,15 +231,25 @@ std::string RunKernelBench(Backend& backend, const KernelBenchOptions& options) 
                     bw1, bw, threads);
     text += fmt::format("  FMA peak: {:.1f} GFLOP/s (1 thread), {:.1f} GFLOP/s ({} threads)\n",
                         fma1, fma, threads);
+    if (options.int8_backend != nullptr) {
+      int8_peak = MeasureInt8Gops(threads);
+      text += fmt::format("  int8 dot-product peak: {:.1f} GOP/s ({} threads, {} kernels)\n",
+                          int8_peak, threads, Int8KernelName(Int8KernelFor(DefaultCpuIsa())));
+    }
   }
   std::vector<Row> rows;
   std::string errors;
-  auto gemv = [&](int64_t m, int64_t n, int64_t k, DType dtype, bool prepare, bool cold) {
-    const int64_t bytes = n * k * static_cast<int64_t>(DTypeSize(dtype));
+  // `int8`: on options.int8_backend, whose PrepareWeight quantizes the weight (its bytes are
+  // the int8 format's, 1.125 per weight; the rate bound is the int8 peak).
+  auto gemv = [&](int64_t m, int64_t n, int64_t k, DType dtype, bool prepare, bool cold,
+                  bool int8 = false) {
+    const int64_t bytes = int8 ? static_cast<int64_t>(Int8LinearBytes(n, k))
+                               : n * k * static_cast<int64_t>(DTypeSize(dtype));
     const int copies = cold ? static_cast<int>(std::max<int64_t>(1, kColdBytes / bytes)) : 1;
-    auto s = TimeLinear(backend, m, n, k, dtype, prepare, copies, cold ? copies : 64, runs);
+    auto s = TimeLinear(int8 ? *options.int8_backend : backend, m, n, k, dtype, prepare, copies,
+                        cold ? copies : 64, runs);
     const std::string what =
-        fmt::format("GEMV {} {} M={} N={} K={} ({})", DTypeName(dtype),
+        fmt::format("GEMV {} {} M={} N={} K={} ({})", int8 ? "int8" : DTypeName(dtype),
                     prepare ? "packed" : "row-major", m, n, k, cold ? "DRAM" : "cache-hot");
     if (!s.ok()) {
       errors += fmt::format("  {}: {}\n", what, s.status().ToString());
@@ -219,16 +258,23 @@ std::string RunKernelBench(Backend& backend, const KernelBenchOptions& options) 
     const double rate = static_cast<double>(bytes) / *s / 1e9;
     rows.push_back({what, *s * 1e6, rate, "GB/s", bw > 0 ? 100 * rate / bw : 0, "bandwidth"});
   };
-  auto gemm = [&](int64_t m, int64_t n, int64_t k, DType dtype, bool prepare) {
-    auto s = TimeLinear(backend, m, n, k, dtype, prepare, 1, 3, runs);
-    const std::string what = fmt::format("GEMM {} {} M={} N={} K={}", DTypeName(dtype),
-                                         prepare ? "packed" : "row-major", m, n, k);
+  auto gemm = [&](int64_t m, int64_t n, int64_t k, DType dtype, bool prepare, bool int8 = false) {
+    auto s =
+        TimeLinear(int8 ? *options.int8_backend : backend, m, n, k, dtype, prepare, 1, 3, runs);
+    const std::string what =
+        fmt::format("GEMM {} {} M={} N={} K={}", int8 ? "int8" : DTypeName(dtype),
+                    prepare ? "packed" : "row-major", m, n, k);
     if (!s.ok()) {
       errors += fmt::format("  {}: {}\n", what, s.status().ToString());
       return;
     }
     const double rate = 2.0 * m * n * k / *s / 1e9;
-    rows.push_back({what, *s * 1e6, rate, "GFLOP/s", fma > 0 ? 100 * rate / fma : 0, "FMA peak"});
+    if (int8) {
+      rows.push_back(
+          {what, *s * 1e6, rate, "GOP/s", int8_peak > 0 ? 100 * rate / int8_peak : 0, "int8 peak"});
+    } else {
+      rows.push_back({what, *s * 1e6, rate, "GFLOP/s", fma > 0 ? 100 * rate / fma : 0, "FMA peak"});
+    }
   };
   const bool row_major = options.row_major && backend.device() == Device::kCpu;
   if (options.linear_attention) {
@@ -271,6 +317,25 @@ std::string RunKernelBench(Backend& backend, const KernelBenchOptions& options) 
       }
     }
   }
+  if (options.int8_backend != nullptr) {
+    // int8 Linear (quantizer + tiles + threads, as a forward runs it): decode GEMVs stream the
+    // int8 format's bytes; prefill GEMMs at M = 256 on `small`'s gate_up and down shapes.
+    gemv(1, 2816, 1024, DType::kBF16, true, /*cold=*/true, /*int8=*/true);
+    gemv(1, 2816, 1024, DType::kBF16, true, /*cold=*/false, /*int8=*/true);
+    gemv(16, 2816, 1024, DType::kBF16, true, /*cold=*/true, /*int8=*/true);
+    gemm(256, 5632, 1024, DType::kBF16, true, /*int8=*/true);
+    gemm(256, 1024, 2816, DType::kBF16, true, /*int8=*/true);
+    // The activation quantizer alone (part of every int8 Linear); rate: F32 input read.
+    for (int64_t k : {int64_t{1024}, int64_t{2816}}) {
+      for (bool avx512 : {false, true}) {
+        if (avx512 && !CpuHasAvx512Vnni()) continue;
+        const double s = TimeQuantizeInt8(256, k, avx512, runs);
+        rows.push_back({fmt::format("quantize activations int8 M=256 K={} ({}, 1 thread)", k,
+                                    avx512 ? "AVX-512" : "scalar"),
+                        s * 1e6, 256.0 * k * 4 / s / 1e9, "GB/s", 0, ""});
+      }
+    }
+  }
   if (options.gathers) {
     // Engram row gathers, Dh = 256 (a DeepSeek table row), 8192 random rows a call (a prefill
     // chunk's T x H): from a table larger than the last-level cache (DRAM) and from a small
@@ -296,10 +361,12 @@ std::string RunKernelBench(Backend& backend, const KernelBenchOptions& options) 
       }
     }
   }
-  text += fmt::format("  {:<52} {:>10} {:>12} {:>8}\n", "kernel", "us/call", "rate", "% bound");
+  text += fmt::format("  {:<60} {:>10} {:>12} {:>8}\n", "kernel", "us/call", "rate", "% bound");
   for (const Row& r : rows) {
-    text += fmt::format("  {:<52} {:>10.1f} {:>7.1f} {:<7} {:>5.1f}% {}\n", r.what, r.us, r.rate,
-                        r.unit, r.percent, r.percent > 0 ? r.bound : "");
+    const std::string percent =
+        r.percent > 0 ? fmt::format("{:>5.1f}% {}", r.percent, r.bound) : std::string("     -");
+    text += fmt::format("  {:<60} {:>10.1f} {:>7.1f} {:<7} {}\n", r.what, r.us, r.rate, r.unit,
+                        percent);
   }
   return text + errors;
 }

@@ -87,5 +87,68 @@ TEST_F(WeightsCli, Fp8CheckpointRunsAsFp8) {
   EXPECT_GT(a["decode_batch1_tok_s"].get<double>(), 0);
 }
 
+// int8 files with a BF16 lm_head (pack quantize --keep-lm-head) run "mixed": bench forward
+// bounds the prefill by each weight's own peak (int8 dot products for the backbone, F32 FMA
+// for the lm_head) and counts each weight's bytes in the format it runs in.
+TEST_F(WeightsCli, BenchForwardBoundsAMixedModelByEachWeightsPeak) {
+  const std::string bf16 = (dir_ / "tiny").string(), mixed = (dir_ / "tiny-mixed").string(),
+                    int8 = (dir_ / "tiny-int8").string();
+  ASSERT_EQ(Run("pack synth --preset tiny --out '" + bf16 + "'").exit_code, 0);
+  for (auto [out, extra] : {std::pair{mixed, " --keep-lm-head"}, std::pair{int8, ""}}) {
+    CliResult q = Run("pack quantize --model '" + bf16 + "' --out '" + out +
+                      "' --weights int8 --quiet" + extra);
+    ASSERT_EQ(q.exit_code, 0) << q.err;
+  }
+  auto bench = [&](const std::string& model) {
+    CliResult r = Run("bench forward --model '" + model +
+                      "' --json --prompt-len 8 --decode-steps 1 --repeats 1 --batches 1 "
+                      "--threads 1");
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    auto j = nlohmann::json::parse(r.out, nullptr, false);
+    EXPECT_FALSE(j.is_discarded()) << r.out;
+    return j;
+  };
+  const auto m = bench(mixed), q = bench(int8), b = bench(bf16);
+  ASSERT_EQ(m["weights"], "mixed");
+  EXPECT_EQ(m["prefill"]["bound"], "int8 dot-product and F32 FMA peaks");
+  EXPECT_EQ(q["prefill"]["bound"], "int8 dot-product peak");
+  EXPECT_EQ(b["prefill"]["bound"], "F32 FMA peak");
+  const double i8 = m["prefill_int8_flops"].get<double>(), all = m["prefill_flops"].get<double>();
+  EXPECT_GT(i8, 0);
+  EXPECT_LT(i8, all);
+  EXPECT_EQ(q["prefill_int8_flops"].get<double>(), all);
+  EXPECT_EQ(b["prefill_int8_flops"].get<double>(), 0);
+  // Bytes: int8 < mixed (its lm_head in BF16) < BF16.
+  EXPECT_LT(q["weight_bytes"].get<double>(), m["weight_bytes"].get<double>());
+  EXPECT_LT(m["weight_bytes"].get<double>(), b["weight_bytes"].get<double>());
+  EXPECT_GT(m["int8_gops"].get<double>(), 0);
+  EXPECT_GT(m["prefill_bound_tok_s"].get<double>(), 0);
+}
+
+// engram bench kernels: the int8 rows (GEMV, GEMM at the int8 peak, the quantizer alone).
+TEST_F(WeightsCli, BenchKernelsInt8Rows) {
+  CliResult r = Run("bench kernels --rows int8 --runs 1 --threads 1");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("int8 dot-product peak:"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("GEMV int8 packed M=1 N=2816 K=1024 (DRAM)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("GEMM int8 packed M=256 N=5632 K=1024"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("quantize activations int8 M=256 K=1024 (scalar, 1 thread)"),
+            std::string::npos)
+      << r.out;
+  EXPECT_EQ(r.out.find("GatherRows"), std::string::npos) << r.out;
+}
+
+TEST_F(WeightsCli, BenchKernelsBadRowsIsAUsageError) {
+  CliResult r = Run("bench kernels --rows int8,attention");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("--rows: \"attention\" (expected a comma-separated subset of linear, "
+                       "int8, gathers)"),
+            std::string::npos)
+      << r.err;
+  r = Run("bench kernels --runs 0");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("--runs in [1, 10000]"), std::string::npos) << r.err;
+}
+
 }  // namespace
 }  // namespace engram
