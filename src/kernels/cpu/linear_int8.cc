@@ -326,14 +326,14 @@ void QuantizeActivationsInt8(const float* x, int64_t m, int64_t k, int8_t* q, fl
       const int kl = static_cast<int>(std::min<int64_t>(kInt8Block, k - k0));
       float amax = 0.f;
       for (int i = 0; i < kl; ++i) amax = std::max(amax, std::fabs(xr[k0 + i]));
-      const float inv = amax > 0.f ? 127.f / amax : 0.f;
+      const float inv = Int8InverseScale(amax);
       int8_t* qb = q + r * kb * kInt8Block + k0;
       int32_t sum = 0;
       for (int i = 0; i < kInt8Block; ++i) {
         qb[i] = i < kl ? Int8Code(xr[k0 + i], inv) : 0;
         sum += qb[i];
       }
-      scales[r * kb + b] = amax / 127.f;
+      scales[r * kb + b] = Int8Scale(amax);
       sums[r * kb + b] = sum;
     }
   }

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "common/int8_block.h"
 #include "kernels/cpu/linear_int8.h"
 
 #define ENGRAM_VNNI __attribute__((target("avx512f,avx512bw,avx512vnni,avx2,fma")))
@@ -145,7 +146,7 @@ ENGRAM_VNNI void QuantizeActivationsInt8Avx512(const float* x, int64_t m, int64_
       // max |x| is exact, so it equals the scalar loop's; the rest is the same F32 arithmetic,
       // and cvtps rounds to nearest even as nearbyint does in the default rounding mode.
       const float amax = MaxLanes(_mm512_maskz_max_ps(kAll, Abs(v0), Abs(v1)));
-      const float inv = amax > 0.f ? 127.f / amax : 0.f;
+      const float inv = Int8InverseScale(amax);
       const __m512 vi = _mm512_set1_ps(inv);
       const __m512i q0 = Codes(v0, vi), q1 = Codes(v1, vi);
       // Narrowed in registers and written with one 32-byte store.
@@ -153,7 +154,7 @@ ENGRAM_VNNI void QuantizeActivationsInt8Avx512(const float* x, int64_t m, int64_
       const __m128i b1 = _mm512_maskz_cvtsepi32_epi8(kAll, q1);
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + r * kb * kInt8Block + k0),
                           _mm256_inserti128_si256(_mm256_castsi128_si256(b0), b1, 1));
-      scales[r * kb + b] = amax / 127.f;
+      scales[r * kb + b] = Int8Scale(amax);
       sums[r * kb + b] = SumLanes(_mm512_maskz_add_epi32(kAll, q0, q1));
     }
   }

@@ -9,6 +9,7 @@
 
 #include <cmath>
 
+#include "common/int8_block.h"
 #include "cpu_test_util.h"
 #include "kernels/cpu/cpu_backend.h"
 
@@ -90,6 +91,10 @@ TEST(CpuLinearInt8, Avx512ActivationQuantizationEqualsScalar) {
     for (int64_t i = 0; i < k; ++i) x[i] = 0.f;                        // row 0: all zero
     for (int64_t i = 0; i < k; ++i) x[k + i] = (i % 2 ? 0.5f : -1.f);  // row 1: exact .5 ties
     x[2 * k] = 1e-30f;                                                 // a tiny block maximum
+    // Row 3, first block: max |x| below kInt8MinAmax (127 / max would be infinite; 0 * inf is
+    // NaN): scale 0 and codes 0 on both paths, as QuantizeInt8Block gives.
+    const int64_t k3 = std::min<int64_t>(k, kInt8Block);
+    for (int64_t i = 0; i < k3; ++i) x[3 * k + i] = i % 3 == 0 ? 0.f : (i % 2 ? 1e-37f : -2e-37f);
     std::vector<int8_t> qa(m * kb * kInt8Block, 9), qb(qa);
     std::vector<float> sa(m * kb), sb(m * kb);
     std::vector<int32_t> ua(m * kb), ub(m * kb);
@@ -99,6 +104,11 @@ TEST(CpuLinearInt8, Avx512ActivationQuantizationEqualsScalar) {
     EXPECT_EQ(qa, qb) << "K " << k;
     EXPECT_EQ(sa, sb) << "K " << k;
     EXPECT_EQ(ua, ub) << "K " << k;
+    EXPECT_EQ(sa[3 * kb], 0.f) << "K " << k;
+    for (int64_t i = 0; i < k3; ++i) EXPECT_EQ(qa[3 * kb * kInt8Block + i], 0) << "K " << k;
+    int8_t q[kInt8Block];
+    EXPECT_EQ(QuantizeInt8Block(x.data() + 3 * k, static_cast<int>(k3), q), 0.f);
+    for (int64_t i = 0; i < k3; ++i) EXPECT_EQ(q[i], 0);
   }
 }
 
