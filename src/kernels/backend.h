@@ -226,12 +226,13 @@ struct BackendOptions {
   // Format of the Linear weights (WeightUse::kLinear, the lm_head included):
   //  - "auto": as the model files store them: F32/F16/BF16 weights as they are (packed),
   //    quantized ones (config.json quantization_config) in their own format where the backend
-  //    has kernels for it (CPU: fp8 and int8), else dequantized to BF16 at load;
+  //    has kernels for it (CPU: fp8 and int8; CUDA: int8, and fp8 on Hopper), else dequantized
+  //    to BF16 at load;
   //  - "bf16": F32/F16/BF16 weights as they are, quantized ones dequantized to BF16;
   //  - "int8": symmetric int8 in blocks of 32 inputs with an F32 scale per block and output
   //    row, the activations quantized per token and block on the fly (Layout::kInt8Block32):
   //    float weights are quantized at load, int8 files are used as they are, FP8 files are
-  //    dequantized and requantized. CPU only.
+  //    dequantized and requantized (CUDA: on the device, by the same rounding rule).
   // Embeddings and vectors are never quantized.
   std::string weights = "auto";
 };

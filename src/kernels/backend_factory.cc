@@ -15,12 +15,6 @@ Result<std::unique_ptr<Backend>> CreateBackend(const BackendOptions& options) {
   ENGRAM_RETURN_IF_ERROR(ValidateWeightFormat(options.weights));
   if (options.kind == "cpu") return CreateCpuBackend(options);
   if (options.kind == "cuda") {
-    if (options.weights == "int8") {
-      return Unimplemented(
-          "backend \"cuda\": weights \"{}\" are not implemented (auto or bf16: quantized "
-          "files are dequantized to BF16 at load)",
-          options.weights);
-    }
 #ifdef ENGRAM_HAVE_CUDA
     return CreateCudaBackend(options);
 #else

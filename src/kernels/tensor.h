@@ -26,6 +26,7 @@ enum class Layout : uint8_t {
   kInt8Block32 = 2,
   kFp8Panels = 3,
   kFp8Block128 = 4,  // CUDA: E4M3 codes plus 128 x 128 block scales (kernels/cuda/fp8_linear.h)
+  kInt8Rows32 = 5,   // CUDA: int8 codes plus a scale per row and 32 inputs (cuda/int8_linear.h)
 };
 
 struct Tensor {

@@ -84,6 +84,7 @@ Result<std::unique_ptr<CudaBackend>> CudaBackend::Create(const BackendOptions& o
   }
   std::unique_ptr<CudaBackend> b(new CudaBackend());
   b->device_ = options.device_index;
+  b->weights_ = options.weights;
   ENGRAM_RETURN_IF_ERROR(b->Activate());
 
   cudaDeviceProp prop{};
@@ -233,6 +234,13 @@ Result<Tensor> CudaBackend::PrepareWeight(const Tensor& host, WeightUse use) {
       if (host.shape.size() != 2) {
         return InvalidArgument("{}: a Linear weight must be [N, K], got {}", kOp,
                                host.ShapeString());
+      }
+      if (weights_ == "int8" && int8_state_ >= 0) {
+        // Quantized as PrepareLinear does (which comes back here only once the int8 path is off).
+        LinearSource part;
+        part.w = host;
+        part.name = "weight";
+        return PrepareLinear({part});
       }
       target = DType::kBF16;
       break;

@@ -46,9 +46,12 @@ class CudaBackend final : public Backend {
   Result<Tensor> Alloc(DType dtype, std::vector<int64_t> shape) override;
   Result<Tensor> AllocZeros(DType dtype, std::vector<int64_t> shape) override;
   Result<Tensor> PrepareWeight(const Tensor& host, WeightUse use) override;
-  // FP8 parts in 128 x 128 blocks become block-scaled FP8 GEMM weights (cuda_fp8.cc) where
-  // cuBLASLt runs them on this device and a check against their float64 product passes on
-  // the first; anything else goes to Backend::PrepareLinear (dequantized to BF16).
+  // Int8 parts in blocks of [1, 32] (BackendOptions::weights "auto" or "int8"), or any parts
+  // with weights "int8" (quantized on the device), become int8 weights (cuda_int8.cc) once a
+  // check of the first against float64 passes; FP8 parts in 128 x 128 blocks become
+  // block-scaled FP8 GEMM weights (cuda_fp8.cc) where cuBLASLt runs them on this device and a
+  // check against their float64 product passes on the first; anything else goes to
+  // Backend::PrepareLinear (dequantized to BF16).
   Result<Tensor> PrepareLinear(const std::vector<LinearSource>& parts) override;
   Status CopyToHost(const Tensor& src, void* dst) override;
   Status CopyFromHost(const void* src, Tensor& dst) override;
@@ -107,6 +110,24 @@ class CudaBackend final : public Backend {
   Status CheckFp8Linear(const std::vector<LinearSource>& parts, const Tensor& w);
   // Linear for a Layout::kFp8Block128 weight (shapes already checked, no bias).
   Status LinearFp8(const Tensor& x, const Tensor& w, Tensor& out);
+  // cuda_int8.cc: `parts` as a Layout::kInt8Rows32 weight where the int8 path takes them
+  // (*used), else *used = false and an empty tensor (the caller goes on to the other paths);
+  // an error for malformed int8 parts.
+  Result<Tensor> PrepareInt8Linear(const std::vector<LinearSource>& parts, bool* used);
+  Result<Tensor> AllocInt8Linear(int64_t n, int64_t k);
+  // int8 files' codes and scales as stored (INVALID_ARGUMENT naming the part for a bad scale
+  // tensor or a code of -128).
+  Result<Tensor> UploadInt8Linear(const std::vector<LinearSource>& parts);
+  // A float host weight [N, K] quantized on the device (common/int8_block.h's rounding).
+  Result<Tensor> QuantizeInt8Linear(const Tensor& host);
+  // The first int8 weight on 256 sampled rows: its device codes against common/int8_block.h
+  // (quantized from the float `host`) or the files' (`host` empty), both Linear paths against
+  // float64 products of them. "" when all agree, else what differs; an error status for a
+  // CUDA failure.
+  Result<std::string> CheckInt8Linear(const std::vector<LinearSource>& parts, const Tensor& host,
+                                      const Tensor& w);
+  // Linear for a Layout::kInt8Rows32 weight (shapes already checked, no bias).
+  Status LinearInt8(const Tensor& x, const Tensor& w, Tensor& out);
 
   // Checks that `t` is a device tensor of this backend (data set, device kCuda).
   static Status CheckDevice(const Tensor& t, const char* op, const char* name);
@@ -123,10 +144,14 @@ class CudaBackend final : public Backend {
   Scratch linear_scratch_;  // BF16 copy of Linear's x
   Scratch conv_scratch_;    // per-token inverse RMS of EngramShortConv
   Scratch fp8_scratch_;     // FP8 codes and scales of Linear's x, or a dequantized weight
+  Scratch int8_scratch_;    // int8 codes and scales of Linear's x, or a dequantized chunk
 
   // The FP8 GEMM path: tried at the first FP8 weight; fp8_state_ 0 untried, 1 on, -1 off.
   Fp8Gemm fp8_gemm_;
   int fp8_state_ = 0;
+  // The int8 path: checked at the first int8 weight; int8_state_ 0 unchecked, 1 on, -1 off.
+  int int8_state_ = 0;
+  std::string weights_ = "auto";  // BackendOptions::weights
 
   struct Staging {
     PinnedBuffer host;

@@ -132,8 +132,12 @@ Status CudaBackend::CheckFp8Linear(const std::vector<LinearSource>& parts, const
 Result<Tensor> CudaBackend::PrepareLinear(const std::vector<LinearSource>& parts) {
   // cuBLASLt's handle and heuristics take the calling thread's current device.
   ENGRAM_RETURN_IF_ERROR(Activate());
+  bool int8 = false;
+  ENGRAM_ASSIGN_OR_RETURN(Tensor i8, PrepareInt8Linear(parts, &int8));
+  if (int8) return i8;
   bool fp8 = false;
-  const std::string refusal = Fp8GemmRefusal(parts, &fp8);
+  // weights "bf16" dequantizes FP8 files, "int8" requantizes them (PrepareInt8Linear).
+  const std::string refusal = weights_ == "auto" ? Fp8GemmRefusal(parts, &fp8) : "";
   if (fp8 && refusal.empty()) {
     ENGRAM_ASSIGN_OR_RETURN(Tensor t, UploadFp8Linear(parts));
     if (fp8_state_ == 0) {

@@ -153,4 +153,22 @@ cudaError_t LaunchQuantizeFp8Act(const float* x, int64_t m, int64_t k, uint8_t* 
 cudaError_t LaunchDequantFp8Block128(const void* w, size_t scale_offset, int64_t n, int64_t k,
                                      void* out_bf16, cudaStream_t stream);
 
+// ---- int8_linear.cu (int8_linear.h)
+// Per row and 32-input block of x [m, k] F32: scale = amax / 127, q = round-to-nearest-even(
+// x * (127 / amax)) clamped to [-127, 127] (common/int8_block.h, bit for bit); an all-zero
+// block gets scale 0. q int8 [m, ldq] (ldq = whole blocks, the padding zeroed); scales F32
+// [m, ceil(k / 32)] row-major.
+cudaError_t LaunchQuantizeInt8Rows(const float* x, int64_t m, int64_t k, int8_t* q, int64_t ldq,
+                                   float* scales, cudaStream_t stream);
+// out[t, n] (F32, row stride ldo) = sum_b ws[n, b] xs[t, b] sum_{c in b} w[n, c] xq[t, c] for
+// t < m <= 16: w, ws a Layout::kInt8Rows32 weight [n, k] (codes, then scales at scale_offset),
+// xq, xs from LaunchQuantizeInt8Rows.
+cudaError_t LaunchInt8Gemv(const void* w, size_t scale_offset, int64_t n, int64_t k,
+                           const int8_t* xq, const float* xs, int64_t m, float* out, int64_t ldo,
+                           cudaStream_t stream);
+// out_bf16[n, k] (row-major, unpadded) = code x scale of a Layout::kInt8Rows32 weight, rounded
+// to BF16 (nearest even).
+cudaError_t LaunchDequantInt8Rows(const void* w, size_t scale_offset, int64_t n, int64_t k,
+                                  void* out_bf16, cudaStream_t stream);
+
 }  // namespace engram::cuda

@@ -118,8 +118,11 @@ Status CudaBackend::Linear(const Tensor& x, const Tensor& w, const Tensor* bias,
   ENGRAM_RETURN_IF_ERROR(ExpectRank(x, 2, kOp, "x"));
   ENGRAM_RETURN_IF_ERROR(ExpectRank(w, 2, kOp, "w"));
   const bool fp8 = w.layout == Layout::kFp8Block128;  // from PrepareLinear (cuda_fp8.cc)
+  const bool int8 = w.layout == Layout::kInt8Rows32;  // from PrepareLinear (cuda_int8.cc)
   if (fp8) {
     ENGRAM_RETURN_IF_ERROR(ExpectDType(w, DType::kU8, kOp, "w (FP8 blocks)"));
+  } else if (int8) {
+    ENGRAM_RETURN_IF_ERROR(ExpectDType(w, DType::kU8, kOp, "w (int8 blocks)"));
   } else if (w.dtype != DType::kBF16 && w.dtype != DType::kF32) {
     return InvalidArgument("{}: w has dtype {}, expected BF16 (from PrepareWeight) or F32", kOp,
                            DTypeName(w.dtype));
@@ -143,8 +146,8 @@ Status CudaBackend::Linear(const Tensor& x, const Tensor& w, const Tensor* bias,
   }
   if (M == 0 || N == 0) return Status::Ok();
   ENGRAM_RETURN_IF_ERROR(Activate());
-  if (fp8) {
-    ENGRAM_RETURN_IF_ERROR(LinearFp8(x, w, out));
+  if (fp8 || int8) {
+    ENGRAM_RETURN_IF_ERROR(fp8 ? LinearFp8(x, w, out) : LinearInt8(x, w, out));
     if (bias != nullptr) {
       ENGRAM_RETURN_IF_ERROR(LaunchStatus(
           LaunchAddBias(out.ptr<float>(), bias->ptr<float>(), M, N, stream()), "Linear (bias)"));

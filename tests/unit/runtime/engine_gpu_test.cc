@@ -12,6 +12,7 @@
 #include <span>
 
 #include "engine_steps.h"
+#include "kernels/backend.h"
 #include "model/model_files.h"
 #include "model/sampler.h"
 #include "model/synth.h"
@@ -28,7 +29,8 @@ constexpr double kCpuGpuTolerance = 2e-2;
 constexpr double kDecodePrefillTolerance = 1e-4;
 
 std::unique_ptr<Engine> MakeEngine(const std::string& spec, const std::string& kind,
-                                   std::string* why, const TableOptions& tables = {}) {
+                                   std::string* why, const TableOptions& tables = {},
+                                   const std::string& weights = "auto") {
   auto files = OpenModel(spec);
   if (!files.ok()) {
     *why = files.status().ToString();
@@ -37,6 +39,7 @@ std::unique_ptr<Engine> MakeEngine(const std::string& spec, const std::string& k
   EngineOptions opt;
   opt.backend.kind = kind;
   opt.backend.threads = 2;
+  opt.backend.weights = weights;
   opt.kv_tokens = 4096;
   opt.max_seqs = 8;
   opt.tables = tables;
@@ -453,6 +456,32 @@ TEST(GpuGraphs, HostTierStepsRunEagerly) {
   EXPECT_EQ(dram->graph_stats().replays, 0u);
   EXPECT_GT(resident->graph_stats().replays, 0u);
   std::filesystem::remove_all(dir);
+}
+
+// weights: int8 on both backends: the same codes (quantized at load by the same rule); decode
+// steps (one token: the dp4a GEMV, activations quantized as on the CPU) and a prefill (the
+// dequantized BF16 GEMM) within the CPU-GPU tolerance.
+TEST(GpuInt8, Int8LogitsMatchCpuInt8Backend) {
+  if (auto probe = CreateBackend({.kind = "cuda"}); !probe.ok()) {
+    GTEST_SKIP() << "no CUDA backend: " << probe.status().ToString();
+  }
+  std::string why;
+  auto gpu = MakeEngine("synth:tiny", "cuda", &why, {}, "int8");
+  ASSERT_TRUE(gpu) << why;  // a GPU is there: a failed int8 load is a failure, not a skip
+  auto cpu = MakeEngine("synth:tiny", "cpu", &why, {}, "int8");
+  ASSERT_TRUE(cpu) << why;
+  EXPECT_EQ(gpu->weight_format(), "int8");
+  EXPECT_EQ(cpu->weight_format(), "int8");
+  const auto ids = Prompt(40, cpu->config().vocab_size);
+  for (size_t chunk : {ids.size(), size_t{1}}) {
+    const auto c = RunChunks(*cpu, ids, chunk);
+    const auto g = RunChunks(*gpu, ids, chunk);
+    ASSERT_EQ(c.size(), g.size());
+    const double err = RelErr(g, c);
+    std::printf("[  info    ] int8 GPU vs CPU logits, chunks of %zu: relative error %.3g\n", chunk,
+                err);
+    EXPECT_LE(err, kCpuGpuTolerance);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Presets, GpuEngineTest,
