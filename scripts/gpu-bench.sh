@@ -6,7 +6,11 @@
 # Logs go to $OUT when set (the device tool's folder), else /tmp.
 #
 # Usage: scripts/gpu-bench.sh [SECTION...]
-#   sections: tests torch forward serve offload offload-dram; none named: all, in that order.
+#   sections: tests torch forward quantized serve offload offload-dram; none named: all, in
+#   that order.
+#   quantized:    bench forward on dense-8b with BF16, int8 (quantized at load) and FP8 files
+#                 (pack quantize --weights fp8 into QUANT_DIR, default /tmp/dense-8b; 24 GB
+#                 of disk), the same shapes, one after the other (issue 12).
 #   A device call runs 10 minutes at most: run `offload` and `offload-dram` in calls of their
 #   own (each takes most of one; docs/perf.md, "GPU offload benchmark").
 #   offload:      --workload paper on dense-8b with 8 GB of tables (fit in HBM): backbone,
@@ -22,7 +26,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.." || exit
 repo=$(pwd)
 logs=${OUT:-/tmp}
-sections=${*:-tests torch forward serve offload offload-dram}
+sections=${*:-tests torch forward quantized serve offload offload-dram}
 want() { [[ " $sections " == *" $1 "* ]]; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 
@@ -47,6 +51,26 @@ if want forward; then
   .bundle/run.sh engram bench forward --model 'synth:dense-8b' --backend cuda --batches 1,16,64 \
     --prompt-len 512 --decode-steps 16 --repeats 3 --kv-tokens 65536 --max-seqs 64 \
     --cuda-graphs on 2>&1 | grep -v '^\[' | tee "$logs/forward-graphs.txt"
+fi
+
+if want quantized; then
+  echo "=== engram bench forward, quantized Linear weights (dense-8b)"
+  shape=(--backend cuda --batches 1,16 --prompt-len 512 --decode-steps 16 --repeats 3
+    --kv-tokens 65536 --max-seqs 64 --json)
+  for w in bf16 int8; do
+    .bundle/run.sh engram bench forward --model 'synth:dense-8b' --weights "$w" "${shape[@]}" \
+      2> "$logs/forward-$w.log" | tee "$logs/forward-$w.json"
+  done
+  qdir=${QUANT_DIR:-/tmp/dense-8b}
+  if .bundle/run.sh engram pack synth --preset dense-8b --out "$qdir" > "$logs/pack.log" 2>&1 &&
+    .bundle/run.sh engram pack quantize --model "$qdir" --out "$qdir-fp8" --weights fp8 \
+      --quiet >> "$logs/pack.log" 2>&1; then
+    .bundle/run.sh engram bench forward --model "$qdir-fp8" "${shape[@]}" \
+      2> "$logs/forward-fp8.log" | tee "$logs/forward-fp8.json"
+  else
+    echo "pack synth/quantize failed: $logs/pack.log"
+  fi
+  grep -h "CUDA backend" "$logs"/forward-*.log | sort | uniq -c  # the path each format took
 fi
 
 if want serve; then
