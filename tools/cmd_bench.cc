@@ -280,7 +280,7 @@ Status BenchForward(const Args& args) {
   return Status::Ok();
 }
 
-// --rows: a comma-separated subset of linear, int8, gathers (default all); int8 needs the CPU.
+// --rows: a comma-separated subset of linear, int8, gathers (default all; int8 only on the CPU).
 Status BenchKernels(const Args& args) {
   ENGRAM_ASSIGN_OR_RETURN(long long threads, args.GetInt("threads", 0));
   ENGRAM_ASSIGN_OR_RETURN(long long runs, args.GetInt("runs", 7));
@@ -290,7 +290,8 @@ Status BenchKernels(const Args& args) {
   KernelBenchOptions bench;
   bench.threads = static_cast<int>(threads);
   bench.runs = static_cast<int>(runs);
-  bool int8 = true;
+  const std::string kind = args.Get("backend").value_or("cpu");
+  bool int8 = kind == "cpu";
   if (auto rows = args.Get("rows")) {
     bench.linear_attention = bench.gathers = int8 = false;
     size_t start = 0;
@@ -313,7 +314,7 @@ Status BenchKernels(const Args& args) {
     }
   }
   BackendOptions options;
-  options.kind = args.Get("backend").value_or("cpu");
+  options.kind = kind;
   options.threads = bench.threads;
   if (int8 && options.kind != "cpu") {
     return InvalidArgument("--rows int8 needs --backend cpu (the int8 kernels are the CPU's)");
