@@ -235,8 +235,9 @@ Result<Tensor> CudaBackend::PrepareWeight(const Tensor& host, WeightUse use) {
         return InvalidArgument("{}: a Linear weight must be [N, K], got {}", kOp,
                                host.ShapeString());
       }
-      if (weights_ == "int8" && int8_state_ >= 0) {
-        // Quantized as PrepareLinear does (which comes back here only once the int8 path is off).
+      if (weights_ == "int8" && int8_state_ >= 0 && host.numel() > 0) {
+        // Quantized as PrepareLinear does, which comes back here only once the int8 path is off
+        // (or for an empty weight, which this condition keeps from recursing).
         LinearSource part;
         part.w = host;
         part.name = "weight";
