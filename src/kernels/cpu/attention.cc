@@ -289,6 +289,71 @@ void AttendUnit(const Kernels& kern, const PagedAttentionArgs& a, int64_t t, int
   }
 }
 
+// Whether some token continues the previous one's sequence at the next position (a prefill
+// chunk of two or more tokens).
+bool HasRun(const PagedAttentionArgs& a) {
+  for (int64_t t = 1; t < a.tokens; ++t) {
+    if (a.seq_of_token[t] == a.seq_of_token[t - 1] && a.positions[t] == a.positions[t - 1] + 1) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// Step 2 of PagedAttention at AVX-512 when the step has prefill runs: each run of consecutive
+// tokens of one sequence is cut into tiles of up to 16 / G tokens, one unit per (tile, kv
+// head); a token alone (decode) is a unit over all kv heads on the token kernels. Units with
+// the longest contexts are claimed first.
+void TiledAttention(const Kernels& kern, ThreadPool& pool, const PagedAttentionArgs& a) {
+  const int G = a.nq / a.nkv;
+  const int tile_tokens = attention_internal::kTileRows / G;
+  struct Unit {
+    int64_t t0;
+    int nt;        // 0: token t0 alone, all kv heads (AttendUnit)
+    int kvh;       // tiles: the kv head
+    int32_t last;  // last position: the context length - 1
+  };
+  std::vector<Unit> units;
+  for (int64_t t = 0; t < a.tokens;) {
+    int64_t end = t + 1;
+    while (end < a.tokens && a.seq_of_token[end] == a.seq_of_token[t] &&
+           a.positions[end] == a.positions[end - 1] + 1) {
+      ++end;
+    }
+    if (end - t == 1) {
+      units.push_back({t, 0, 0, a.positions[t]});
+    } else {
+      for (int64_t t0 = t; t0 < end; t0 += tile_tokens) {
+        const int nt = static_cast<int>(std::min<int64_t>(tile_tokens, end - t0));
+        for (int h = 0; h < a.nkv; ++h) units.push_back({t0, nt, h, a.positions[t0 + nt - 1]});
+      }
+    }
+    t = end;
+  }
+  std::stable_sort(units.begin(), units.end(),
+                   [](const Unit& x, const Unit& y) { return x.last > y.last; });
+  const int threads = pool.num_threads();
+  std::vector<Scratch> scratch(threads);
+  std::vector<std::vector<float>> tile(threads);
+  for (int i = 0; i < threads; ++i) {
+    Scratch& s = scratch[i];
+    s.acc.resize(static_cast<size_t>(a.nq) * a.hd);
+    s.scores.resize(static_cast<size_t>(a.nq) * a.block_size);
+    s.max.resize(a.nq);
+    s.sum.resize(a.nq);
+    s.corr.resize(a.nq);
+    tile[i].resize(attention_internal::TileScratchFloats(a.hd, a.block_size));
+  }
+  pool.ParallelFor(static_cast<int64_t>(units.size()), [&](int64_t i, int thread) {
+    const Unit& u = units[static_cast<size_t>(i)];
+    if (u.nt == 0) {
+      AttendUnit(kern, a, u.t0, 0, a.nkv, scratch[thread]);
+    } else {
+      attention_internal::AttendTileAvx512(a, u.t0, u.nt, u.kvh, tile[thread].data());
+    }
+  });
+}
+
 }  // namespace
 
 void PagedAttention(CpuIsa isa, ThreadPool& pool, const PagedAttentionArgs& a) {
@@ -308,6 +373,9 @@ void PagedAttention(CpuIsa isa, ThreadPool& pool, const PagedAttentionArgs& a) {
   // 2. Attention.
   const Kernels kern = UsesAvx2(isa) ? Kernels{&ScoresAvx2, &ExpShiftAvx2, &AccumulateAvx2}
                                      : Kernels{&ScoresScalar, &ExpShiftScalar, &AccumulateScalar};
+  if (isa == CpuIsa::kAvx512 && attention_internal::TileShapeOk(a.nq, a.nkv, hd) && HasRun(a)) {
+    return TiledAttention(kern, pool, a);
+  }
   // Units of (token, run of kv heads): all heads of a token when there are enough tokens to
   // keep every thread busy (whole cache rows stream contiguously), fewer for small batches.
   const int64_t target_units = 4 * static_cast<int64_t>(pool.num_threads());

@@ -227,6 +227,36 @@ TEST_P(CpuAttentionTest, MixedBatchOfDecodesAndAPrefillChunk) {
   EXPECT_LE(RelError(out, ref), 1e-5);
 }
 
+// Head dims that are multiples of 16: at AVX-512 the prefill runs go through the tiles
+// (attention_internal: 16 / G tokens a tile, here 4, 2, 1 and 5), chunks starting mid-block,
+// two sequences in one step, a decode token beside a chunk.
+TEST_P(CpuAttentionTest, PrefillTilesMatchReferenceForSeveralGroupSizes) {
+  const Geometry geometries[] = {
+      {16, 4, 64, 16},  // G = 4: 4 tokens a tile
+      {16, 2, 32, 5},   // G = 8, odd block size
+      {16, 1, 16, 7},   // G = 16: one token a tile
+      {3, 3, 48, 16},   // MHA: 16 tokens a tile
+  };
+  for (const Geometry& g : geometries) {
+    SCOPED_TRACE(testing::Message()
+                 << "nq=" << g.nq << " nkv=" << g.nkv << " hd=" << g.hd << " bs=" << g.block_size);
+    seqs_.clear();
+    max_blocks_ = 90 / g.block_size + 1;
+    SetUpCaches(g, 4 * max_blocks_);
+    const int a = AddSequence(75, 21), b = AddSequence(10, 22);
+    auto concat = [](std::vector<double> x, const std::vector<double>& y) {
+      x.insert(x.end(), y.begin(), y.end());
+      return x;
+    };
+    EXPECT_LE(
+        RelError(Step({{a, 0, 23}, {b, 0, 9}}), concat(Reference(a, 0, 23), Reference(b, 0, 9))),
+        1e-5);
+    EXPECT_LE(
+        RelError(Step({{b, 9, 1}, {a, 23, 52}}), concat(Reference(b, 9, 1), Reference(a, 23, 52))),
+        1e-5);
+  }
+}
+
 TEST_P(CpuAttentionTest, RejectsBadOperands) {
   SetUpCaches({4, 2, 8, 4}, 8);
   max_blocks_ = 2;
