@@ -322,6 +322,7 @@ std::string RunKernelBench(Backend& backend, const KernelBenchOptions& options) 
     // int8 format's bytes; prefill GEMMs at M = 256 on `small`'s gate_up and down shapes.
     gemv(1, 2816, 1024, DType::kBF16, true, /*cold=*/true, /*int8=*/true);
     gemv(1, 2816, 1024, DType::kBF16, true, /*cold=*/false, /*int8=*/true);
+    gemv(1, 32000, 1024, DType::kBF16, true, /*cold=*/true, /*int8=*/true);  // one long stream
     gemv(16, 2816, 1024, DType::kBF16, true, /*cold=*/true, /*int8=*/true);
     gemm(256, 5632, 1024, DType::kBF16, true, /*int8=*/true);
     gemm(256, 1024, 2816, DType::kBF16, true, /*int8=*/true);
