@@ -10,6 +10,7 @@
 #include <limits>
 
 #include "kernels/cpu/attention.h"
+#include "kernels/cpu/simd_avx2.h"
 
 #define ENGRAM_AVX512 __attribute__((target("avx512f,avx2,fma")))
 #define ENGRAM_AVX512_INLINE __attribute__((target("avx512f,avx2,fma"), always_inline)) inline
@@ -22,22 +23,17 @@ constexpr int kL = kTileRows;  // lanes
 // -Wmaybe-uninitialized on the unmasked intrinsics' _mm512_undefined operand.
 constexpr __mmask16 kAll = 0xffff;
 
-// e^x lane-wise, the polynomial of simd_avx2.h's avx2::Exp (relative error ~2e-7 on
-// [-87, 88], inputs clamped there).
+// e^x lane-wise: avx2::Exp's polynomial (exp_poly) at 16 lanes.
 ENGRAM_AVX512_INLINE __m512 Exp(__m512 x) {
-  x = _mm512_maskz_min_ps(kAll, x, _mm512_set1_ps(88.3762626647949f));
-  x = _mm512_maskz_max_ps(kAll, x, _mm512_set1_ps(-87.3365478515625f));
-  const __m512 n =
-      _mm512_maskz_roundscale_ps(kAll, _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 y = _mm512_set1_ps(1.9875691500e-4f);
-  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.3981999507e-3f));
-  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.3334519073e-3f));
-  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.1665795894e-2f));
-  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.6666665459e-1f));
-  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.0000001201e-1f));
+  using namespace exp_poly;
+  x = _mm512_maskz_min_ps(kAll, x, _mm512_set1_ps(kHi));
+  x = _mm512_maskz_max_ps(kAll, x, _mm512_set1_ps(kLo));
+  const __m512 n = _mm512_maskz_roundscale_ps(kAll, _mm512_mul_ps(x, _mm512_set1_ps(kLog2e)),
+                                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Hi), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Lo), r);
+  __m512 y = _mm512_set1_ps(kC[0]);
+  for (int i = 1; i < 6; ++i) y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(kC[i]));
   y = _mm512_fmadd_ps(y, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.f)));
   // 2^n in two halves so that n = 128 does not overflow the exponent.
   const __m512i ni = _mm512_maskz_cvtps_epi32(kAll, n);

@@ -12,7 +12,20 @@
 #define ENGRAM_AVX2 __attribute__((target("avx2,fma,f16c")))
 #define ENGRAM_AVX2_INLINE __attribute__((target("avx2,fma,f16c"), always_inline)) inline
 
-namespace engram::avx2 {
+namespace engram {
+
+// The e^x polynomial of avx2::Exp, shared by the wider kernels (attention_avx512.cc): inputs
+// clamped to [kExpLo, kExpHi], n = round(x log2 e), r = x - n ln 2 (in two parts), e^r by a
+// degree-5 polynomial, times 2^n.
+namespace exp_poly {
+inline constexpr float kHi = 88.3762626647949f, kLo = -87.3365478515625f;
+inline constexpr float kLog2e = 1.44269504088896341f;
+inline constexpr float kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
+inline constexpr float kC[6] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f,
+                                4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f};
+}  // namespace exp_poly
+
+namespace avx2 {
 
 ENGRAM_AVX2_INLINE float HorizontalSum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -48,18 +61,15 @@ ENGRAM_AVX2_INLINE __m256i TailMask(int n) {
 // e^x, relative error ~2e-7 for x in [-87, 88]; inputs outside are clamped (so e^-inf is
 // ~1e-38, not 0, which is harmless for softmax and SiLU).
 ENGRAM_AVX2_INLINE __m256 Exp(__m256 x) {
-  x = _mm256_min_ps(x, _mm256_set1_ps(88.3762626647949f));
-  x = _mm256_max_ps(x, _mm256_set1_ps(-87.3365478515625f));
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+  using namespace exp_poly;
+  x = _mm256_min_ps(x, _mm256_set1_ps(kHi));
+  x = _mm256_max_ps(x, _mm256_set1_ps(kLo));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(kLog2e)),
                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
-  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507e-3f));
-  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073e-3f));
-  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894e-2f));
-  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
-  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Hi), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Lo), r);
+  __m256 y = _mm256_set1_ps(kC[0]);
+  for (int i = 1; i < 6; ++i) y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(kC[i]));
   y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.f)));
   // n is in [-126, 128]; 2^n built in two halves so n = 128 does not overflow the exponent.
   const __m256i ni = _mm256_cvtps_epi32(n);
@@ -77,4 +87,5 @@ ENGRAM_AVX2_INLINE __m256 Silu(__m256 x) {
   return _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.f), e));
 }
 
-}  // namespace engram::avx2
+}  // namespace avx2
+}  // namespace engram
