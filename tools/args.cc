@@ -86,21 +86,28 @@ Result<bool> Args::GetOnOff(const std::string& key, bool fallback) const {
   return *v == "on";
 }
 
-Result<std::vector<long long>> Args::GetIntList(const std::string& key) const {
+Result<std::vector<std::string>> Args::GetList(const std::string& key) const {
   ENGRAM_ASSIGN_OR_RETURN(std::string v, Require(key));
-  std::vector<long long> out;
+  std::vector<std::string> out;
   size_t pos = 0;
   while (pos <= v.size()) {
-    size_t comma = v.find(',', pos);
-    if (comma == std::string::npos) comma = v.size();
-    std::string item = v.substr(pos, comma - pos);
+    const size_t comma = std::min(v.find(',', pos), v.size());
+    out.push_back(v.substr(pos, comma - pos));
+    pos = comma + 1;
+  }
+  return out;
+}
+
+Result<std::vector<long long>> Args::GetIntList(const std::string& key) const {
+  ENGRAM_ASSIGN_OR_RETURN(std::vector<std::string> items, GetList(key));
+  std::vector<long long> out;
+  for (const std::string& item : items) {
     long long x = 0;
     auto [p, ec] = std::from_chars(item.data(), item.data() + item.size(), x);
     if (item.empty() || ec != std::errc() || p != item.data() + item.size()) {
       return InvalidArgument("option --{}: element \"{}\" is not an integer", key, item);
     }
     out.push_back(x);
-    pos = comma + 1;
   }
   return out;
 }

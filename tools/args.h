@@ -25,6 +25,9 @@ class Args {
   Result<double> GetDouble(const std::string& key, double fallback) const;
   // --key on|off; INVALID_ARGUMENT naming the value otherwise.
   Result<bool> GetOnOff(const std::string& key, bool fallback) const;
+  // "a,b,,c" -> {"a", "b", "", "c"} (every comma separates, so "" -> {""} and "a," -> {"a",
+  // ""}); INVALID_ARGUMENT when the option is absent.
+  Result<std::vector<std::string>> GetList(const std::string& key) const;
   // "1,2,3" -> {1,2,3}; error names the option and the bad element.
   Result<std::vector<long long>> GetIntList(const std::string& key) const;
   const std::vector<std::string>& positional() const { return positional_; }

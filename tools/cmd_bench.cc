@@ -292,12 +292,10 @@ Status BenchKernels(const Args& args) {
   bench.runs = static_cast<int>(runs);
   const std::string kind = args.Get("backend").value_or("cpu");
   bool int8 = kind == "cpu";
-  if (auto rows = args.Get("rows")) {
+  if (args.Has("rows")) {
     bench.linear_attention = bench.gathers = int8 = false;
-    size_t start = 0;
-    while (start <= rows->size()) {
-      const size_t comma = std::min(rows->find(',', start), rows->size());
-      const std::string r = rows->substr(start, comma - start);
+    ENGRAM_ASSIGN_OR_RETURN(std::vector<std::string> rows, args.GetList("rows"));
+    for (const std::string& r : rows) {
       if (r == "linear") {
         bench.linear_attention = true;
       } else if (r == "int8") {
@@ -306,11 +304,8 @@ Status BenchKernels(const Args& args) {
         bench.gathers = true;
       } else {
         return InvalidArgument(
-            "--rows: \"{}\" (expected a comma-separated subset of linear, int8, "
-            "gathers)",
-            r);
+            "--rows: \"{}\" (expected a comma-separated subset of linear, int8, gathers)", r);
       }
-      start = comma + 1;
     }
   }
   BackendOptions options;

@@ -182,9 +182,12 @@ Result<Options> ParseOptions(const Args& args) {
   ENGRAM_ASSIGN_OR_RETURN(o.device, IntIn(args, "device", o.device, 0, 1023));
   ENGRAM_ASSIGN_OR_RETURN(o.cuda_graphs, args.GetOnOff("cuda-graphs", false));
   ENGRAM_ASSIGN_OR_RETURN(o.threads, IntIn(args, "threads", o.threads, 0, 4096));
-  std::string modes = args.Get("modes").value_or("resident,dram,nvme,sync");
-  std::stringstream ss(modes);
-  for (std::string m; std::getline(ss, m, ',');) {
+  std::vector<std::string> modes = {"resident", "dram", "nvme", "sync"};
+  if (args.Has("modes")) {
+    ENGRAM_ASSIGN_OR_RETURN(modes, args.GetList("modes"));
+    if (modes == std::vector<std::string>{""}) modes.clear();  // "--modes is empty" below
+  }
+  for (const std::string& m : modes) {
     if (std::find(std::begin(kModeNames), std::end(kModeNames), m) == std::end(kModeNames)) {
       return InvalidArgument(
           "--modes: unknown mode \"{}\" (expected a comma-separated list of: {})", m,

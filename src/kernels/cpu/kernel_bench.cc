@@ -53,19 +53,27 @@ struct Row {
   std::string bound;
 };
 
+// Median seconds of `runs` timed calls of body (a Status), after one warm-up call.
 template <typename F>
-Result<double> MedianSeconds(Backend& b, int runs, F&& body) {
+Result<double> MedianSeconds(int runs, F&& body) {
   ENGRAM_RETURN_IF_ERROR(body());  // warm-up
-  ENGRAM_RETURN_IF_ERROR(b.Synchronize());
   std::vector<double> s;
   for (int r = 0; r < std::max(runs, 1); ++r) {
     const auto t0 = Clock::now();
     ENGRAM_RETURN_IF_ERROR(body());
-    ENGRAM_RETURN_IF_ERROR(b.Synchronize());
     s.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
   }
   std::sort(s.begin(), s.end());
   return s[s.size() / 2];
+}
+
+// The same with the backend's work finished inside each timed call.
+template <typename F>
+Result<double> MedianSeconds(Backend& b, int runs, F&& body) {
+  return MedianSeconds(runs, [&]() -> Status {
+    ENGRAM_RETURN_IF_ERROR(body());
+    return b.Synchronize();
+  });
 }
 
 // Linear with M rows over `copies` distinct weights [n, k]; returns seconds per call.
@@ -98,30 +106,26 @@ Result<double> TimeLinear(Backend& b, int64_t m, int64_t n, int64_t k, DType dty
 
 // The int8 activation quantizer alone on one thread, m x k random rows: the scalar rule or the
 // AVX-512 one (same bytes); seconds per call.
-double TimeQuantizeInt8(int64_t m, int64_t k, bool avx512, int runs) {
+Result<double> TimeQuantizeInt8(int64_t m, int64_t k, bool avx512, int runs) {
   const int64_t kb = (k + kInt8Block - 1) / kInt8Block;
   Tensor x = RandomHost(DType::kF32, {m, k}, 11);
   std::vector<int8_t> q(static_cast<size_t>(m * kb * kInt8Block));
   std::vector<float> scales(static_cast<size_t>(m * kb));
   std::vector<int32_t> sums(static_cast<size_t>(m * kb));
-  auto call = [&] {
-    if (avx512) {
-      linear_int8_internal::QuantizeActivationsInt8Avx512(x.ptr<float>(), m, k, q.data(),
-                                                          scales.data(), sums.data());
-    } else {
-      QuantizeActivationsInt8(x.ptr<float>(), m, k, q.data(), scales.data(), sums.data());
-    }
-  };
-  call();  // warm-up
   const int calls = 10;
-  std::vector<double> s;
-  for (int r = 0; r < std::max(runs, 1); ++r) {
-    const auto t0 = Clock::now();
-    for (int i = 0; i < calls; ++i) call();
-    s.push_back(std::chrono::duration<double>(Clock::now() - t0).count() / calls);
-  }
-  std::sort(s.begin(), s.end());
-  return s[s.size() / 2];
+  ENGRAM_ASSIGN_OR_RETURN(double s, MedianSeconds(runs, [&]() -> Status {
+                            for (int i = 0; i < calls; ++i) {
+                              if (avx512) {
+                                linear_int8_internal::QuantizeActivationsInt8Avx512(
+                                    x.ptr<float>(), m, k, q.data(), scales.data(), sums.data());
+                              } else {
+                                QuantizeActivationsInt8(x.ptr<float>(), m, k, q.data(),
+                                                        scales.data(), sums.data());
+                              }
+                            }
+                            return Status::Ok();
+                          }));
+  return s / calls;
 }
 
 // PagedAttention over `seqs` sequences whose tokens [ctx - new_tokens, ctx) run this step
@@ -330,10 +334,14 @@ std::string RunKernelBench(Backend& backend, const KernelBenchOptions& options) 
     for (int64_t k : {int64_t{1024}, int64_t{2816}}) {
       for (bool avx512 : {false, true}) {
         if (avx512 && !CpuHasAvx512Vnni()) continue;
-        const double s = TimeQuantizeInt8(256, k, avx512, runs);
-        rows.push_back({fmt::format("quantize activations int8 M=256 K={} ({}, 1 thread)", k,
-                                    avx512 ? "AVX-512" : "scalar"),
-                        s * 1e6, 256.0 * k * 4 / s / 1e9, "GB/s", 0, ""});
+        const auto s = TimeQuantizeInt8(256, k, avx512, runs);
+        const std::string what = fmt::format("quantize activations int8 M=256 K={} ({}, 1 thread)",
+                                             k, avx512 ? "AVX-512" : "scalar");
+        if (!s.ok()) {
+          errors += fmt::format("  {}: {}\n", what, s.status().ToString());
+          continue;
+        }
+        rows.push_back({what, *s * 1e6, 256.0 * k * 4 / *s / 1e9, "GB/s", 0, ""});
       }
     }
   }
